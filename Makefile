@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   -> installs ncap into .venv and ranks the demo zoo on the embedded dataset (offline)
+#   make test   -> installs ncap into .venv and runs the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ncap-installed
+
+.PHONY: demo test install bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,service]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/ncap rank --out runs/demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+bench-quick: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --quick
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
