@@ -30,7 +30,7 @@ def test_t0_skips_leading_points():
     beta = np.array([0.5, 0.4, 0.3, 0.2, 0.1])  # β in range; the accuracy at t=0 is off the line
     acc = np.array([0.1, 0.70, 0.75, 0.80, 0.85])  # first point far off the line
     assert predict_final_accuracy(beta, acc, t0=1).accuracy == pytest.approx(0.9, abs=1e-2)
-    assert predict_final_accuracy(beta, acc, t0=0).accuracy < 0.8
+    assert abs(predict_final_accuracy(beta, acc, t0=0).accuracy - 0.9) > 0.05  # the bad point pulls the fit
 
 
 def test_denominator_crossing_zero_is_dropped():
