@@ -1,0 +1,166 @@
+"""The demo/benchmark zoo: small timm models that ncap pretrains itself (no weights can be downloaded).
+
+Every entry is a real timm architecture pretrained on an offline source task with a fixed recipe
+(seed, epochs, data); weights are cached as safetensors under ``$NCAP_CACHE/zoo`` (default
+``~/.cache/ncap/zoo``) next to a JSON card with the recipe and the source-task accuracy (the "static
+prior" baseline). The cache key hashes the recipe, so changing a recipe rebuilds that entry.
+``ncap zoo build`` (re)builds them; ``ncap rank`` builds missing ones on first use.
+
+Candidates differ for real reasons: architecture family (ResNet, MobileNetV3, ConvNeXt, RegNet,
+EfficientNet-style), width, pretraining length and source data (all of MNIST-5k, a 5-class subset,
+or labels corrupted with noise), so the ranking problem is not trivial.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+ZOO_IMAGE_SIZE = 32  # every zoo model sees 1-channel 32x32 images
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    arch: str
+    source: str  # "mnist5k" | "mnist5k-5class" | "mnist5k-noisy"
+    epochs: float  # pretraining length (fractions train on a prefix of one epoch)
+    description: str
+    timm_kwargs: dict = field(default_factory=dict)
+    lr: float = 2e-3
+    batch_size: int = 128
+    seed: int = 0
+
+    def recipe_hash(self) -> str:
+        blob = json.dumps({k: v for k, v in asdict(self).items() if k not in ("name", "description")},
+                          sort_keys=True)
+        return hashlib.sha256(f"{blob}|size={ZOO_IMAGE_SIZE}|v1".encode()).hexdigest()[:12]
+
+
+_ENTRIES = [
+    ZooEntry("resnet18-mnist", "resnet18", "mnist5k", 3, "ResNet-18, 3 epochs on MNIST-5k"),
+    ZooEntry("resnet18-short", "resnet18", "mnist5k", 0.25, "ResNet-18, a quarter epoch on MNIST-5k"),
+    ZooEntry("mobilenetv3-mnist", "mobilenetv3_small_050", "mnist5k", 3, "MobileNetV3-S 0.5x, 3 epochs"),
+    ZooEntry("convnext-mnist", "convnext_atto", "mnist5k", 3, "ConvNeXt-atto, 3 epochs on MNIST-5k"),
+    ZooEntry("regnet-mnist", "regnetx_002", "mnist5k", 3, "RegNetX-200MF, 3 epochs on MNIST-5k"),
+    ZooEntry("resnet18-5class", "resnet18", "mnist5k-5class", 3, "ResNet-18 on MNIST digits 0-4 only"),
+    ZooEntry("resnet18-noisy", "resnet18", "mnist5k-noisy", 3, "ResNet-18 on MNIST-5k, 60% labels shuffled"),
+    ZooEntry("resnet10t-mnist", "resnet10t", "mnist5k", 1, "ResNet-10-T, 1 epoch on MNIST-5k"),
+    ZooEntry("mobilenetv3-short", "mobilenetv3_small_050", "mnist5k", 0.25, "MobileNetV3-S 0.5x, a quarter epoch"),
+    ZooEntry("regnet-5class", "regnetx_002", "mnist5k-5class", 1, "RegNetX-200MF on digits 0-4, 1 epoch"),
+]
+ZOO: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
+DEMO_CANDIDATES = ("resnet18-mnist", "resnet18-noisy", "mobilenetv3-mnist", "convnext-mnist", "resnet18-short")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NCAP_CACHE", Path.home() / ".cache" / "ncap")) / "zoo"
+
+
+def _paths(entry: ZooEntry) -> tuple[Path, Path]:
+    stem = cache_dir() / f"{entry.name}-{entry.recipe_hash()}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _source_data(source: str, seed: int):
+    from models.data import load_dataset, split_dataset, subset_classes
+
+    ds = load_dataset("mnist5k")
+    if source == "mnist5k-5class":
+        ds = subset_classes(ds, ["0", "1", "2", "3", "4"])
+    elif source == "mnist5k-noisy":
+        rng = np.random.default_rng(seed)
+        y = ds.y.copy()
+        flip = rng.random(len(y)) < 0.6
+        y[flip] = rng.integers(0, len(ds.class_names), flip.sum())
+        ds = type(ds)(ds.x, y, ds.class_names, ds.source + " (60% labels resampled)")
+    elif source != "mnist5k":
+        raise ValueError(f"unknown zoo source {source!r}")
+    return split_dataset(ds, val_fraction=0.2, seed=seed)
+
+
+def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
+    """Pretrain one zoo entry on its source task and cache it; returns its card (dict)."""
+    import timm
+
+    from models.data import prepare_batch
+
+    torch.manual_seed(entry.seed)
+    np.random.seed(entry.seed)
+    train, val = _source_data(entry.source, entry.seed)
+    backbone = timm.create_model(entry.arch, pretrained=False, num_classes=0, in_chans=1, **entry.timm_kwargs)
+    with torch.no_grad():  # pooled width (num_features can differ from it, e.g. MobileNetV3's conv head)
+        dim = backbone.eval()(torch.zeros(2, 1, ZOO_IMAGE_SIZE, ZOO_IMAGE_SIZE)).shape[1]
+    head = nn.Linear(dim, len(train.class_names))
+    model = nn.Sequential(backbone, head)
+    cfg = timm.data.resolve_data_config({}, model=backbone)
+    size = (1, ZOO_IMAGE_SIZE, ZOO_IMAGE_SIZE)
+    xt = prepare_batch(train.x, input_size=size, mean=cfg["mean"], std=cfg["std"])
+    xv = prepare_batch(val.x, input_size=size, mean=cfg["mean"], std=cfg["std"])
+    yt, yv = torch.as_tensor(train.y), torch.as_tensor(val.y)
+    opt = torch.optim.AdamW(model.parameters(), lr=entry.lr)
+    gen = torch.Generator().manual_seed(entry.seed)
+    n_steps = max(1, int(round(entry.epochs * len(yt) / entry.batch_size)))
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(total=n_steps, desc=f"pretrain {entry.name}", disable=not progress, leave=False)
+    step = 0
+    while step < n_steps:
+        perm = torch.randperm(len(yt), generator=gen)
+        for i in range(0, len(yt) - entry.batch_size + 1, entry.batch_size):
+            idx = perm[i:i + entry.batch_size]
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step >= n_steps:
+                break
+    bar.close()
+    model.eval()
+    with torch.no_grad():
+        acc = float(sum((model(xv[i:i + 256]).argmax(1) == yv[i:i + 256]).sum() for i in range(0, len(yv), 256)) / len(yv))
+    from safetensors.torch import save_file
+
+    weights, card_path = _paths(entry)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    card = {**asdict(entry), "recipe_hash": entry.recipe_hash(), "image_size": ZOO_IMAGE_SIZE,
+            "source_accuracy": acc, "pretrain_seconds": time.perf_counter() - t0, "weights": str(weights)}
+    card_path.write_text(json.dumps(card, indent=2))
+    return card
+
+
+def ensure(names, progress: bool = True, rebuild: bool = False) -> list[dict]:
+    """Cards of the named zoo entries, pretraining (and caching) those missing."""
+    cards = []
+    for name in names:
+        if name not in ZOO:
+            raise KeyError(f"unknown zoo model {name!r}; known: {', '.join(ZOO)}")
+        entry = ZOO[name]
+        weights, card_path = _paths(entry)
+        if rebuild or not (weights.is_file() and card_path.is_file()):
+            cards.append(pretrain(entry, progress=progress))
+        else:
+            cards.append(json.loads(card_path.read_text()))
+    return cards
+
+
+def zoo_spec(name: str, progress: bool = True):
+    """A ``CandidateSpec`` for a zoo model (pretraining it first if needed)."""
+    from models.candidates import CandidateSpec
+
+    card = ensure([name], progress=progress)[0]
+    return CandidateSpec(name=name, arch=card["arch"], weights=Path(card["weights"]), source="file",
+                         kwargs={"in_chans": 1, **card.get("timm_kwargs", {})})
