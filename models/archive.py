@@ -28,16 +28,16 @@ from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 __all__ = [
-    "DataError",
-    "ArchiveError",
-    "IMAGE_SUFFIXES",
-    "DEFAULT_MAX_TOTAL_BYTES",
     "DEFAULT_MAX_MEMBERS",
     "DEFAULT_MAX_RATIO",
+    "DEFAULT_MAX_TOTAL_BYTES",
     "DEFAULT_RATIO_MIN_BYTES",
+    "IMAGE_SUFFIXES",
+    "ArchiveError",
+    "DataError",
     "check_zip",
-    "safe_extract_zip",
     "is_ignored_member",
+    "safe_extract_zip",
 ]
 
 

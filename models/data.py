@@ -41,15 +41,15 @@ import torch.nn.functional as F
 from models.archive import IMAGE_SUFFIXES, ArchiveError, DataError, is_ignored_member
 
 __all__ = [
-    "DataError",
-    "ArchiveError",
-    "ImageDataset",
     "NAMED_DATASETS",
+    "ArchiveError",
+    "DataError",
+    "ImageDataset",
     "load_dataset",
+    "prepare_batch",
+    "sample_per_class",
     "split_dataset",
     "subset_classes",
-    "sample_per_class",
-    "prepare_batch",
 ]
 
 NAMED_DATASETS: dict[str, str] = {

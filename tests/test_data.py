@@ -83,17 +83,17 @@ def test_npz_rgba_and_class_names_key(tmp_path):
 
 
 @pytest.mark.parametrize("arrays, problem", [
-    (dict(x=np.zeros((4, 3, 3)), y=np.array([0, 1, 0])), "mismatched lengths"),
-    (dict(x=np.zeros((4, 3, 3)), y=np.zeros(4)), "only one class"),
-    (dict(x=np.full((2, 3, 3), np.nan), y=np.array([0, 1])), "NaN or inf"),
-    (dict(x=np.full((2, 3, 3), np.inf), y=np.array([0, 1])), "NaN or inf"),
-    (dict(x=np.zeros((0, 3, 3)), y=np.zeros(0, int)), "empty"),
-    (dict(x=np.zeros((2, 9)), y=np.array([0, 1])), "rank"),
-    (dict(x=np.zeros((2, 3, 3, 3, 3)), y=np.array([0, 1])), "rank"),
-    (dict(x=np.zeros((2, 3, 3))), "missing array"),
-    (dict(images=np.zeros((2, 3, 3)), labels=np.array([0, 1])), "missing array"),
-    (dict(x=np.full((2, 3, 3), -2.0), y=np.array([0, 1])), "[0, 1] or [0, 255]"),
-    (dict(x=np.zeros((2, 3, 3)), y=np.array([0.5, 1.0])), "non-integer"),
+    ({"x": np.zeros((4, 3, 3)), "y": np.array([0, 1, 0])}, "mismatched lengths"),
+    ({"x": np.zeros((4, 3, 3)), "y": np.zeros(4)}, "only one class"),
+    ({"x": np.full((2, 3, 3), np.nan), "y": np.array([0, 1])}, "NaN or inf"),
+    ({"x": np.full((2, 3, 3), np.inf), "y": np.array([0, 1])}, "NaN or inf"),
+    ({"x": np.zeros((0, 3, 3)), "y": np.zeros(0, int)}, "empty"),
+    ({"x": np.zeros((2, 9)), "y": np.array([0, 1])}, "rank"),
+    ({"x": np.zeros((2, 3, 3, 3, 3)), "y": np.array([0, 1])}, "rank"),
+    ({"x": np.zeros((2, 3, 3))}, "missing array"),
+    ({"images": np.zeros((2, 3, 3)), "labels": np.array([0, 1])}, "missing array"),
+    ({"x": np.full((2, 3, 3), -2.0), "y": np.array([0, 1])}, "[0, 1] or [0, 255]"),
+    ({"x": np.zeros((2, 3, 3)), "y": np.array([0.5, 1.0])}, "non-integer"),
 ])
 def test_npz_bad_inputs(tmp_path, arrays, problem):
     path = tmp_path / "bad.npz"
@@ -254,7 +254,7 @@ def test_split_errors():
     with pytest.raises(DataError, match=r"tiny: classes \['b'\] have fewer than 2"):
         split_dataset(ds)
     ds = ImageDataset(np.zeros((6, 1, 2, 2), np.float32), np.array([0, 0, 0, 1, 1, 1]), ["a", "b"], "t")
-    tr, va = split_dataset(ds, 0.3)
+    _tr, va = split_dataset(ds, 0.3)
     assert va.class_counts().tolist() == [1, 1]
 
 

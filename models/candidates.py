@@ -1,0 +1,459 @@
+"""Candidate backbones: parsing the user's list, finding weights offline, and putting the NCP probe on top.
+
+Candidate syntax (comma-separated, whitespace ignored)::
+
+    resnet18                          timm weights from the local Hugging Face / torch-hub cache
+    resnet18=random                   random initialisation (only when asked for)
+    resnet18=path/to/w.safetensors    a local file (.safetensors, .pth, .pt, .bin)
+    mine:resnet18=path/to/w.pth       the same with a display label ("mine")
+
+Display names default to ``arch`` (cache), ``arch=random`` and ``arch=<file name>``; they must be unique.
+
+Weights are never downloaded. ``source="hf-cache"`` looks the architecture's default (or tagged, e.g.
+``resnet18.a1_in1k``) checkpoint up in the local Hugging Face cache (``$HF_HUB_CACHE``, else
+``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``) and the torch-hub checkpoint folder, and loads the
+file found through ``pretrained_cfg_overlay=dict(file=...)``; nothing found → :class:`MissingWeightsError`
+suggesting ``arch=path`` or ``arch=random``.
+
+Weight files (``source="file"``) are loaded in two steps:
+
+1. *Direct*: the file is read as a state dict (``safetensors`` or ``torch.load(weights_only=True)``; a
+   ``state_dict``/``model`` wrapper, a ``module.`` prefix and a whole ``CandidateModel`` state dict
+   (``backbone.*`` keys) are unwrapped) and loaded into the head-less model with ``load_state_dict``:
+   every backbone key must be present with the same shape; classifier-head keys are ignored. This is how
+   ncap's own zoo files (written by :func:`save_backbone`) load, including ones with a different
+   ``in_chans``/``img_size``: :func:`save_backbone` stores the timm create arguments in the safetensors
+   metadata and they are reused (explicit arguments > ``spec.kwargs`` > file metadata > ``in_chans``
+   inferred from the first conv weight > timm defaults).
+2. *timm fallback*: if the direct load does not fit, ``timm.create_model(arch, pretrained=True,
+   pretrained_cfg_overlay=dict(file=path), num_classes=0, ...)`` is used, which handles standard timm /
+   torchvision-style checkpoints, adapts the first conv to ``in_chans`` and resamples ViT position
+   embeddings. If that fails too, :class:`CandidateError` names the file and both problems.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from models.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
+
+__all__ = [
+    "SOURCES",
+    "WEIGHT_SUFFIXES",
+    "CandidateError",
+    "CandidateSpec",
+    "MissingWeightsError",
+    "UnknownCandidateError",
+    "build_candidate_model",
+    "check_arch",
+    "create_backbone",
+    "find_cached_weights",
+    "parse_candidates",
+    "save_backbone",
+]
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+SOURCES = ("file", "hf-cache", "random")
+_CREATE_KWARG_KEYS = ("in_chans", "img_size")
+
+
+class CandidateError(ValueError):
+    """A candidate entry, architecture or weight file cannot be used."""
+
+
+class UnknownCandidateError(CandidateError):
+    """The architecture is not a timm model; the message lists close matches."""
+
+
+class MissingWeightsError(CandidateError):
+    """No local pretrained weights were found for an architecture."""
+
+
+@dataclass
+class CandidateSpec:
+    """One candidate: display ``name``, timm ``arch``, where its weights come from, extra timm create args."""
+
+    name: str
+    arch: str
+    weights: Path | None = None
+    source: str = "hf-cache"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise CandidateError(f"candidate {self.name!r}: source must be one of {SOURCES}, got {self.source!r}")
+        if self.weights is not None:
+            self.weights = Path(self.weights)
+        if (self.source == "file") != (self.weights is not None):
+            raise CandidateError(f"candidate {self.name!r}: weights must be given exactly when source='file'")
+        self.kwargs = dict(self.kwargs or {})
+
+
+# ----------------------------------------------------------------------------------------- names
+
+
+@functools.lru_cache(maxsize=1)
+def _all_models() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def _suggest(name: str, n: int = 5) -> list[str]:
+    models = _all_models()
+    q = name.lower().split(".")[0]
+    prefix = [m for m in models if m.startswith(q)][:3]
+    close = difflib.get_close_matches(q, models, n=n, cutoff=0.6)
+    contains = [m for m in models if q in m] if len(q) >= 3 else []
+    out: list[str] = []
+    for m in prefix + close + contains:
+        if m not in out:
+            out.append(m)
+    return out[:n]
+
+
+def check_arch(name: str) -> str:
+    """Return ``name`` if timm knows it (``arch`` or ``arch.tag``); else raise :class:`UnknownCandidateError`."""
+    import timm
+
+    name = name.strip()
+    if name and (name in _all_models() or timm.is_model(name)):
+        return name
+    hints = _suggest(name) if name else []
+    tail = f"did you mean: {', '.join(hints)}?" if hints else "no close match; see timm.list_models()"
+    raise UnknownCandidateError(f"unknown timm architecture {name!r}; {tail}")
+
+
+# ---------------------------------------------------------------------------------------- parsing
+
+
+_LABEL_RE = re.compile(r"^[^\s:=,][^:=,]*$")
+
+
+def parse_candidates(text: str | Sequence[str]) -> list[CandidateSpec]:
+    """Parse ``"arch, arch=random, arch=path, label:arch=path"`` (or a list of such strings).
+
+    Checks architectures (:func:`check_arch`), that weight files exist with a supported suffix, and that
+    display names are unique; raises :class:`CandidateError` (or :class:`UnknownCandidateError`).
+    Paths containing commas are not supported.
+    """
+    parts = [text] if isinstance(text, str) else list(text)
+    entries = [e.strip() for p in parts for e in str(p).split(",") if e.strip()]
+    if not entries:
+        raise CandidateError("no candidates given")
+    specs: list[CandidateSpec] = []
+    seen: dict[str, str] = {}
+    for entry in entries:
+        head, sep, tail = entry.partition("=")
+        head, tail = head.strip(), tail.strip()
+        label = None
+        if ":" in head:
+            label, head = (s.strip() for s in head.split(":", 1))
+            if not _LABEL_RE.match(label):
+                raise CandidateError(f"candidate {entry!r}: bad label {label!r}")
+        if not head:
+            raise CandidateError(f"candidate {entry!r}: missing architecture name")
+        arch = check_arch(head)
+        if sep and not tail:
+            raise CandidateError(f"candidate {entry!r}: nothing after '=' (give a weight file or 'random')")
+        if not sep or tail.lower() in ("hf-cache", "pretrained"):
+            spec = CandidateSpec(label or arch, arch, None, "hf-cache")
+        elif tail.lower() == "random":
+            spec = CandidateSpec(label or f"{arch}=random", arch, None, "random")
+        else:
+            path = Path(tail).expanduser()
+            if path.suffix.lower() not in WEIGHT_SUFFIXES:
+                raise CandidateError(f"candidate {entry!r}: weight file {str(path)!r} has an unsupported suffix "
+                                     f"(expected one of {', '.join(WEIGHT_SUFFIXES)})")
+            if not path.is_file():
+                raise CandidateError(f"candidate {entry!r}: weight file {str(path)!r} not found")
+            spec = CandidateSpec(label or f"{arch}={path.name}", arch, path, "file")
+        if spec.name in seen:
+            raise CandidateError(f"duplicate candidate name {spec.name!r} (entries {seen[spec.name]!r} and "
+                                 f"{entry!r}); give one a label: label:{arch}=...")
+        seen[spec.name] = entry
+        specs.append(spec)
+    return specs
+
+
+# ------------------------------------------------------------------------------------ weight lookup
+
+
+def _hf_cache_dir() -> Path:
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    home = os.environ.get("HF_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface") / "hub"
+
+
+def find_cached_weights(arch: str) -> Path | None:
+    """The locally cached pretrained checkpoint timm would use for ``arch``, or None. No network access."""
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(arch)
+    except (RuntimeError, KeyError, ValueError):
+        cfg = None
+    if cfg is None:
+        return None
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, rev = hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
+        names += ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+        for fn in names:
+            try:
+                found = try_to_load_from_cache(repo, fn, cache_dir=str(_hf_cache_dir()), revision=rev or None)
+            except (ValueError, OSError):  # invalid repo id / unreadable cache
+                found = None
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found)
+    url = getattr(cfg, "url", None)
+    if url:
+        p = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+        if p.is_file():
+            return p
+    return None
+
+
+# ------------------------------------------------------------------------------------- state dicts
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    meta: dict[str, str] = {}
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+            from safetensors.torch import load_file
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+            sd: Any = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CandidateError(f"{path}: cannot read weight file ({type(exc).__name__}: {exc})") from exc
+    if isinstance(sd, dict):
+        for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+            if key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+                break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CandidateError(f"{path}: not a state dict of tensors")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    if any(k.startswith("backbone.") for k in sd) and all(k.startswith(("backbone.", "probe.")) for k in sd):
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return sd, meta
+
+
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cls = cfg.get("classifier") if isinstance(cfg, dict) else None
+    names = [cls] if isinstance(cls, str) else list(cls or [])
+    names += ["fc", "head", "classifier", "head.fc", "head_dist", "last_linear"]
+    return tuple(f"{n}." for n in names)
+
+
+def _try_direct_load(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
+    """Load ``sd`` strictly on backbone keys; return None on success, else the reason it does not fit."""
+    own = model.state_dict()
+    heads = _head_prefixes(model)
+    extra = [k for k in sd if k not in own and not k.startswith(heads)]
+    missing = [k for k in own if k not in sd]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and sd[k].shape != own[k].shape]
+    if extra or missing or shapes:
+        bits = []
+        if missing:
+            bits.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if extra:
+            bits.append(f"{len(extra)} unexpected keys (e.g. {extra[:3]})")
+        if shapes:
+            bits.append(f"shape mismatches ({'; '.join(shapes[:3])})")
+        return ", ".join(bits)
+    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    return None
+
+
+def _infer_in_chans(model_cfg: dict, sd: dict[str, torch.Tensor]) -> int | None:
+    first = model_cfg.get("first_conv")
+    for name in [first] if isinstance(first, str) else list(first or []):
+        w = sd.get(f"{name}.weight")
+        if w is not None and w.ndim == 4:
+            return int(w.shape[1])
+    return None
+
+
+# ---------------------------------------------------------------------------------------- creation
+
+
+def _create(arch: str, kwargs: dict[str, Any], **extra) -> nn.Module:
+    import timm
+
+    args = {"num_classes": 0, **kwargs, **extra}
+    try:
+        return timm.create_model(arch, **args)
+    except TypeError as exc:
+        if "img_size" in args and "img_size" in str(exc):  # CNNs take any size: drop it
+            args.pop("img_size")
+            return timm.create_model(arch, **args)
+        raise
+
+
+def _data_config(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    from timm.data import resolve_data_config
+
+    cfg = dict(resolve_data_config({}, model=model))
+    c, h, w = cfg["input_size"]
+    c = int(kwargs.get("in_chans", c))
+    img = kwargs.get("img_size")
+    if img is not None:
+        h, w = (img, img) if isinstance(img, int) else tuple(img)
+    else:
+        pe = getattr(model, "patch_embed", None)
+        pe_size = getattr(pe, "img_size", None)
+        if pe_size is not None and not getattr(pe, "dynamic_img_size", False):
+            h, w = (pe_size, pe_size) if isinstance(pe_size, int) else tuple(pe_size)
+    cfg["input_size"] = (c, int(h), int(w))
+    for key in ("mean", "std"):
+        v = tuple(float(a) for a in cfg[key])
+        cfg[key] = v if len(v) == c else (sum(v) / len(v),) * c
+    return cfg
+
+
+def _feature_dim(model: nn.Module) -> int:
+    d = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    if not d:
+        raise CandidateError(f"{type(model).__name__}: cannot determine the pooled feature width")
+    return int(d)
+
+
+def _load_file(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> nn.Module:
+    """Direct strict load of the backbone keys, else timm's pretrained loader run strictly (see module doc)."""
+    model = _create(spec.arch, kwargs)
+    reason = _try_direct_load(model, sd)
+    if reason is None:
+        return model
+    # timm's loader adapts in_chans / resamples position embeddings, but it loads non-strictly whenever the
+    # head size differs from the checkpoint's. Create the model with the checkpoint's head size so that the
+    # load stays strict (a mismatch raises instead of leaving random weights), then drop the head.
+    heads = [n for n in _head_prefixes(model) if f"{n}weight" in sd and sd[f"{n}weight"].ndim == 2]
+    pcfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    sizes = [int(sd[f"{heads[0]}weight"].shape[0])] if heads else [0, int(pcfg.get("num_classes") or 1000)]
+    errors = []
+    for n in dict.fromkeys(sizes):
+        try:
+            m = _create(spec.arch, kwargs, num_classes=n, pretrained=True,
+                        pretrained_cfg_overlay={"file": str(path), "num_classes": n})
+            m.reset_classifier(0)
+            return m
+        except Exception as exc:  # noqa: BLE001 - any loader failure is reported below with the file name
+            msg = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+            errors.append(f"{type(exc).__name__}: {msg[:300]}")
+    shown = f" {kwargs}" if kwargs else ""
+    raise CandidateError(
+        f"candidate {spec.name!r}: weight file {str(path)!r} does not fit {spec.arch}{shown}: "
+        f"direct load: {reason}; timm loader: {'; '.join(errors)}"
+    )
+
+
+def create_backbone(spec: CandidateSpec, in_chans: int | None = None, img_size: int | tuple[int, int] | None = None
+                    ) -> tuple[nn.Module, int, dict[str, Any]]:
+    """A head-less timm model (forward → pooled features (B, D)), D, and its data config.
+
+    The data config is timm's ``resolve_data_config`` (``input_size``, ``mean``, ``std``, ...) corrected
+    for the ``in_chans``/``img_size`` actually used (mean/std averaged for 1-channel models). ``img_size``
+    is passed to timm where the architecture accepts it (ViT, ...); for CNNs it only sets ``input_size``.
+    """
+    kwargs: dict[str, Any] = {}
+    sd: dict[str, torch.Tensor] | None = None
+    if spec.source == "file":
+        assert spec.weights is not None
+        if not spec.weights.is_file():
+            raise CandidateError(f"candidate {spec.name!r}: weight file {str(spec.weights)!r} not found")
+        sd, meta = _read_weights(spec.weights)
+        if meta.get("ncap_create_kwargs"):
+            try:
+                kwargs.update({k: v for k, v in json.loads(meta["ncap_create_kwargs"]).items()
+                               if k in _CREATE_KWARG_KEYS})
+            except (ValueError, AttributeError):
+                pass
+    kwargs.update(spec.kwargs)
+    if in_chans is not None:
+        kwargs["in_chans"] = int(in_chans)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if sd is not None and "in_chans" not in kwargs:
+        from timm.models import get_pretrained_cfg
+
+        pcfg = get_pretrained_cfg(spec.arch)
+        inferred = _infer_in_chans(pcfg.to_dict() if pcfg is not None else {}, sd)
+        if inferred is not None and inferred != 3:
+            kwargs["in_chans"] = inferred
+
+    if spec.source == "random":
+        model = _create(spec.arch, kwargs)
+    elif spec.source == "hf-cache":
+        found = find_cached_weights(spec.arch)
+        if found is None:
+            raise MissingWeightsError(
+                f"candidate {spec.name!r}: no local pretrained weights found for {spec.arch!r} (looked in the "
+                f"Hugging Face cache {_hf_cache_dir()} and {Path(torch.hub.get_dir()) / 'checkpoints'}; nothing "
+                f"is downloaded). Give a weight file with '{spec.arch}=path/to/weights.safetensors' or use "
+                f"'{spec.arch}=random'."
+            )
+        model = _load_file(spec, found, _read_weights(found)[0], kwargs)
+    else:
+        assert sd is not None and spec.weights is not None
+        model = _load_file(spec, spec.weights, sd, kwargs)
+    return model, _feature_dim(model), _data_config(model, kwargs)
+
+
+def build_candidate_model(spec: CandidateSpec, num_classes: int, probe_hidden: Sequence[int] = DEFAULT_HIDDEN,
+                          freeze_backbone: bool = False, **backbone_kwargs) -> tuple[CandidateModel, dict[str, Any]]:
+    """Backbone (head removed) + ``NeuralCapacitanceProbe(D, num_classes, probe_hidden)``, and the data config.
+
+    ``backbone_kwargs`` go to :func:`create_backbone` (``in_chans``, ``img_size``). ``freeze_backbone`` sets
+    ``requires_grad=False`` on every backbone parameter (BatchNorm statistics still update in train mode).
+    """
+    backbone, dim, cfg = create_backbone(spec, **backbone_kwargs)
+    model = CandidateModel(backbone, NeuralCapacitanceProbe(dim, num_classes, probe_hidden))
+    if freeze_backbone:
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+    return model, cfg
+
+
+def save_backbone(backbone: nn.Module, path: str | os.PathLike, *, arch: str, **create_kwargs) -> Path:
+    """Write a backbone (or a ``CandidateModel``'s backbone) as safetensors with ncap metadata.
+
+    ``create_kwargs`` (``in_chans``, ``img_size``) are stored so that ``arch=path`` recreates the same shape.
+    """
+    if isinstance(backbone, CandidateModel):
+        backbone = backbone.backbone
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise CandidateError(f"{path}: save_backbone writes .safetensors files")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu").clone().contiguous() for k, v in backbone.state_dict().items()}
+    kw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in create_kwargs.items() if v is not None}
+    save_file(sd, str(path), metadata={"ncap_format": "backbone-v1", "ncap_arch": arch,
+                                       "ncap_create_kwargs": json.dumps(kw)})
+    return path
