@@ -1,0 +1,551 @@
+"""The ncap ranking service (BentoML 1.4): submit a dataset and candidates, get a ranking back.
+
+Start it with ``ncap serve`` (or ``bentoml serve service.api:NcapService``). Endpoints (all POST with a
+JSON body unless noted; every route except /healthz, /livez, /readyz needs ``Authorization: Bearer
+$NCAP_TOKEN`` when a token is configured):
+
+=====================  =============================================================================
+/jobs/submit           multipart: ``dataset`` (.npz or .zip file, optional) + ``config`` (JSON) -> job
+/jobs/status           {"job_id"} -> state, progress (candidates done/running/failed, epoch, ETA)
+/jobs/result           {"job_id"} -> the ranking document (``ranking.json`` schema) and plot names
+/jobs/plot             {"job_id", "name"} -> one plot file (image/png)
+/jobs/artifacts        {"job_id"} -> zip of ranking.json and the plots
+/jobs/cancel           {"job_id"} -> status after the cancel request
+/jobs/list             {"state"?, "limit"?, "offset"?} -> job summaries, newest first
+/predict               {"trajectories": [{beta_eff: [...], val_accuracy: [...]}, ...]} -> predictions
+=====================  =============================================================================
+
+BentoML's OpenAPI spec is at /docs.json. Jobs run in ``service.jobs.JobWorker`` (one training process at
+a time) and live in the durable ``service.store.JobStore``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from bentoml.validators import ContentType
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
+
+from service.config import ServiceSettings, load_settings
+from service.jobs import JobWorker, progress_summary, watch_parent
+from service.security import (
+    GuardMiddleware,
+    InsecureBindError,
+    Rejected,
+    bound_hosts,
+    check_bind,
+    check_quota,
+    check_upload_file,
+    safe_filename,
+)
+from service.store import DONE, FINAL_STATES, JOB_STATES, QUEUED, JobStore
+
+log = logging.getLogger("ncap.service")
+SETTINGS: ServiceSettings = load_settings()
+
+
+# ------------------------------------------------------------------------------------------ schemas
+class JobConfig(BaseModel):
+    """What to rank and how. Limits (candidate count, epochs) are the server's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="Zoo names (`ncap zoo list`), timm architectures with locally cached weights, or "
+                    "'arch=random' (optionally 'label:arch=random'); empty = the demo zoo. Weight file paths "
+                    "are not accepted over HTTP.")
+    epochs: int = Field(3, ge=1, le=1000, description="Fine-tuning epochs per candidate (server limit "
+                                                      "max_epochs).")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    lr: float | None = Field(None, gt=0, le=10)
+    weight_decay: float | None = Field(None, ge=0, le=10)
+    probe_width: int | None = Field(None, ge=4, le=8192)
+    probe_depth: int | None = Field(None, ge=3, le=16)
+    freeze_backbone: bool | None = None
+    variant: str | None = Field(None, max_length=64, description="β_eff variant the predictor uses.")
+    image_size: int | None = Field(None, ge=8, le=512)
+    evals_per_epoch: int | None = Field(None, ge=1, le=20)
+    t0: int | None = Field(None, ge=0, le=100, description="Predictor: leading observations skipped.")
+    dataset: str | None = Field(
+        None, max_length=64,
+        description="A named built-in dataset ('digits', 'mnist5k') when no file is uploaded; "
+                    "neither = the embedded 'digits' data.")
+    pruning_report: dict[str, Any] | None = Field(
+        None, description="Optional `ncap prune` report; kept with the job and in its result.")
+
+
+DEFAULT_CONFIG = JobConfig()
+
+
+class Progress(BaseModel):
+    candidates_total: int
+    candidates_done: int
+    candidates_running: int
+    candidates_failed: int
+    candidates_pending: int
+    current_candidate: str | None = None
+    epoch: float | None = None
+    epochs: int
+    fraction: float
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+
+
+class CandidateStatus(BaseModel):
+    name: str
+    state: str
+    epoch: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    wall_time_s: float | None = None
+    predicted_accuracy: float | None = None
+    predicted_std: float | None = None
+    observed_accuracy: float | None = None
+    error: str | None = None
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    state: str = Field(description="queued | running | done | failed | cancelled")
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = Field(description="How many times the job was started (>1 after a resume).")
+    cancel_requested: bool
+    dataset: str = Field(description="Uploaded file name or named dataset.")
+    config: dict[str, Any]
+    progress: Progress
+    candidates: list[CandidateStatus]
+    error: str | None = None
+    error_detail: str | None = None
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    state: str
+    created_at: float
+    finished_at: float | None = None
+    dataset: str
+    candidates: list[str]
+    epochs: int
+    error: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    total: int
+
+
+class JobResult(BaseModel):
+    job_id: str
+    state: str
+    ranking: dict[str, Any] = Field(description="The ranking document (`ncap rank`'s ranking.json).")
+    plots: list[str] = Field(description="Plot file names; fetch each with /jobs/plot.")
+
+
+class Trajectory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    beta_eff: list[float] = Field(min_length=1, max_length=10000, description="β_eff after each epoch.")
+    val_accuracy: list[float] = Field(min_length=1, max_length=10000,
+                                      description="Validation accuracy (fraction 0..1) after each epoch.")
+    denominators: list[float] | None = Field(None, max_length=10000,
+                                             description="Optional 1ᵀP1 per epoch (unstable points dropped).")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trajectories: list[Trajectory] = Field(min_length=1, max_length=1000)
+    t0: int = Field(1, ge=0, le=1000, description="Leading observations to skip.")
+    min_points: int = Field(3, ge=2, le=1000)
+
+
+class Prediction(BaseModel):
+    name: str
+    predicted_accuracy: float
+    predicted_std: float
+    p_best: float
+    rank: int
+    n_points: int
+    method: str
+    flags: list[str]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _rejections(fn):
+    """Turn ``Rejected`` into a JSON 4xx response naming the problem."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Rejected as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+
+    return wrapper
+
+
+def _original_name(path: Path) -> str:
+    """BentoML saves an upload as ``tmp<8 random chars><original basename>``."""
+    name = path.name
+    return name[11:] if name.startswith("tmp") and len(name) > 11 else name
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list) and value and isinstance(value[-1], (int, float)):
+        return float(value[-1])
+    return None
+
+
+def validate_candidates(names: list[str], settings: ServiceSettings) -> list[str]:
+    """Candidate names as the ranking will report them; every problem is a 400 naming the entry.
+
+    Accepted: zoo names, timm architectures whose pretrained weights are cached on the server, and
+    ``arch=random`` / ``label:arch=random``. Weight file paths are refused: they would make the server
+    read (and unpickle) files of its own choosing on a client's behalf."""
+    from models.candidates import find_cached_weights, parse_candidates
+    from models.zoo import ZOO
+
+    if len(names) > settings.max_candidates:
+        raise Rejected(400, f"too many candidates: {len(names)} > max_candidates={settings.max_candidates}")
+    out: list[str] = []
+    for entry in names:
+        entry = entry.strip()
+        if not entry:
+            raise Rejected(400, "empty candidate name")
+        if "," in entry:
+            raise Rejected(400, f"candidate {entry!r}: give one candidate per list item (no commas)")
+        head, sep, tail = entry.partition("=")
+        if sep and tail.strip().lower() not in ("random", "hf-cache", "pretrained"):
+            # checked before parsing: the parser looks the file up, which would tell a client what exists
+            arch = head.split(":", 1)[-1].strip() or "arch"
+            raise Rejected(400, f"candidate {entry!r}: weight file paths are not accepted by the service; "
+                                f"use a zoo name ({', '.join(ZOO)}), an architecture with cached weights, "
+                                f"or '{arch}=random'")
+        if entry in ZOO:
+            name = entry
+        else:
+            try:
+                spec = parse_candidates(entry)[0]
+            except ValueError as exc:
+                raise Rejected(400, f"candidate {entry!r}: {exc}; zoo names: {', '.join(ZOO)}") from exc
+            if spec.source == "file":  # pragma: no cover - excluded above
+                raise Rejected(400, f"candidate {entry!r}: weight file paths are not accepted by the service")
+            if spec.source == "hf-cache" and find_cached_weights(spec.arch) is None:
+                raise Rejected(400, f"candidate {entry!r}: the server has no cached pretrained weights for "
+                                    f"{spec.arch!r} (nothing is downloaded); use '{spec.arch}=random' or a zoo "
+                                    f"name ({', '.join(ZOO)})")
+            name = spec.name
+        if name in out:
+            raise Rejected(400, f"candidate {name!r} is listed twice")
+        out.append(name)
+    return out
+
+
+def default_candidates() -> list[str]:
+    """The demo zoo, used when a job names no candidates."""
+    from models.zoo import DEMO_CANDIDATES
+
+    return list(DEMO_CANDIDATES)
+
+
+def validate_harness(job_config: dict) -> None:
+    """Build the HarnessConfig now so that a bad value is a 400 at submit, not a failed job later."""
+    from service.jobs import harness_config
+
+    try:
+        harness_config(job_config)
+    except (TypeError, ValueError) as exc:
+        raise Rejected(400, f"invalid config: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------- service
+@bentoml.service(
+    name="ncap",
+    workers=1,  # one process owns the job queue (see service/jobs.py)
+    threads=SETTINGS.api_threads,
+    traffic={"timeout": 900},
+    logging={"access": {"enabled": False}},
+)
+class NcapService:
+    """Rank pretrained image models for your dataset by neural capacitance."""
+
+    def __init__(self) -> None:
+        self.settings = load_settings()
+        hosts = bound_hosts()
+        self._under_server = bool(hosts)  # a worker of `bentoml serve` (not an in-process test client)
+        for host in hosts:
+            check_bind(host, self.settings)  # InsecureBindError stops the server
+        self.data_dir = self.settings.resolved_data_dir
+        (self.data_dir / "jobs").mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(self.settings.resolved_db_url)
+        self.worker = JobWorker(
+            self.store, runner=self.settings.runner, data_dir=self.data_dir,
+            train_threads=self.settings.train_threads, cancel_grace_s=self.settings.cancel_grace_s,
+            poll_interval_s=self.settings.poll_interval_s)
+        self._validate_lock = threading.BoundedSemaphore(2)
+        log.info("ncap service: data dir %s, store %s, bound to %s, auth %s", self.data_dir,
+                 self.store.url, hosts or "(in-process)", "token" if self.settings.token else "loopback only")
+
+    @bentoml.on_startup
+    def _start_worker(self) -> None:
+        if self._under_server:  # die with the server's main process, whatever kills it
+            import os
+
+            watch_parent(os.getppid())
+        self.worker.start()
+
+    @bentoml.on_shutdown
+    def _stop_worker(self) -> None:
+        self.worker.stop()
+
+    def __is_ready__(self) -> bool:
+        return self.store.ping() and self.worker.alive
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    @bentoml.api(route="/jobs/submit")
+    @_rejections
+    def submit(self, config: JobConfig = DEFAULT_CONFIG, dataset: list[Path] = []) -> JobStatus:  # noqa: B006
+        """Queue a ranking job and return at once. Upload the dataset as the multipart file field
+        ``dataset`` (.npz with arrays x, y; or a .zip of an ImageFolder) and the config as the JSON
+        field ``config``; without a file the job uses ``config.dataset`` or the embedded digits."""
+        s = self.settings
+        if config.epochs > s.max_epochs:
+            raise Rejected(400, f"epochs={config.epochs} is out of range 1..{s.max_epochs} (max_epochs)")
+        candidates = validate_candidates(config.candidates, s) or default_candidates()
+        job_config = config.model_dump(exclude={"candidates", "dataset"})
+        validate_harness(job_config)
+        if len(dataset) > 1:
+            raise Rejected(400, f"upload one dataset file, got {len(dataset)}")
+        if dataset and config.dataset:
+            raise Rejected(400, "give either an uploaded dataset file or config.dataset, not both")
+        if self.store.count_jobs(QUEUED) >= s.max_queued_jobs:
+            raise Rejected(429, f"the queue is full ({s.max_queued_jobs} jobs waiting); try again later")
+        job_id = uuid.uuid4().hex
+        job_dir = self.data_dir / "jobs" / job_id
+        try:
+            if dataset:
+                dataset_path, name, kind, size = self._take_upload(dataset[0], job_dir)
+            else:
+                name = config.dataset or "digits"
+                self._check_named(name)
+                dataset_path, kind, size = (config.dataset or None), "named", 0
+            job = self.store.create_job(
+                job_id, config=job_config, candidates=candidates, out_dir=job_dir / "out",
+                dataset_path=None if dataset_path is None else str(dataset_path), dataset_name=name,
+                dataset_kind=kind, dataset_bytes=size)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        return self._status(job)
+
+    @staticmethod
+    def _check_named(name: str) -> None:
+        from models.data import NAMED_DATASETS
+
+        if name not in NAMED_DATASETS:
+            raise Rejected(400, f"unknown named dataset {name!r}; known: {', '.join(sorted(NAMED_DATASETS))} "
+                                "(or upload a .npz / .zip file)")
+
+    def _take_upload(self, upload: Path, job_dir: Path) -> tuple[Path, str, str, int]:
+        """Copy the upload into the data dir, check it, extract zips; returns (path, name, kind, bytes)."""
+        from models.archive import IMAGE_SUFFIXES, check_zip, safe_extract_zip
+        from models.data import DataError, load_dataset
+
+        s = self.settings
+        name = _original_name(upload)
+        kind = check_upload_file(upload, name, s)
+        size = upload.stat().st_size
+        check_quota(self.data_dir, size, s)
+        (job_dir / "upload").mkdir(parents=True, exist_ok=True)
+        stored = job_dir / "upload" / safe_filename(name)
+        shutil.copyfile(upload, stored)
+        limits = {"max_total_bytes": s.max_extract_bytes, "max_members": s.max_members, "max_ratio": s.max_ratio}
+        with self._validate_lock:
+            try:
+                if kind == "zip":
+                    check_quota(self.data_dir, 0, s)
+                    path = safe_extract_zip(stored, job_dir / "dataset", allowed_suffixes=IMAGE_SUFFIXES, **limits)
+                    stored.unlink()
+                else:
+                    check_zip(stored, allowed_suffixes={".npy"}, **limits)
+                    path = stored
+                ds = load_dataset(path)  # the same loader the trainer uses: reject now, not later
+                del ds
+            except DataError as exc:
+                msg = str(exc).replace(str(stored), name).replace(str(job_dir), "")
+                raise Rejected(400, f"invalid dataset {name!r}: {msg}") from exc
+        return path, name, kind, size
+
+    @bentoml.api(route="/jobs/status")
+    @_rejections
+    def status(self, job_id: str) -> JobStatus:
+        """State and progress of a job: candidates done / running / failed, current epoch, elapsed, ETA."""
+        return self._status(self._job(job_id))
+
+    @bentoml.api(route="/jobs/result")
+    @_rejections
+    def result(self, job_id: str) -> JobResult:
+        """The ranking document of a finished job (409 while it is not done)."""
+        job = self._job(job_id)
+        if job["state"] != DONE:
+            prog = progress_summary(job, self.store.candidates(job_id))
+            extra = {"state": job["state"], "error_detail": None}
+            if job.get("error"):
+                extra["error_detail"] = job.get("error")
+            raise Rejected(409, f"job {job_id} is {job['state']} ({prog['candidates_done']}/"
+                                f"{prog['candidates_total']} candidates done); no result"
+                                + (f": {job['error']}" if job.get("error") else ""), **extra)
+        doc = self.store.get_result(job_id) or {}
+        return JobResult(job_id=job_id, state=job["state"], ranking=doc, plots=self._plots(job, doc))
+
+    def _plots(self, job: dict, doc: dict) -> list[str]:
+        out_dir = Path(job["out_dir"])
+        names = [Path(str(p)).name for p in doc.get("plots", []) or []]
+        return [n for n in names if (out_dir / n).is_file()]
+
+    @bentoml.api(route="/jobs/plot")
+    @_rejections
+    def plot(self, job_id: str, name: str) -> Annotated[Path, ContentType("image/png")]:
+        """One plot file of a finished job (names from /jobs/result)."""
+        job = self._job(job_id)
+        doc = self.store.get_result(job_id) or {}
+        plots = self._plots(job, doc)
+        if name not in plots:
+            raise Rejected(404, f"job {job_id} has no plot {name!r}; plots: {plots}")
+        return Path(job["out_dir"]) / name
+
+    @bentoml.api(route="/jobs/artifacts")
+    @_rejections
+    def artifacts(self, job_id: str) -> Annotated[Path, ContentType("application/zip")]:
+        """A zip of a finished job's ranking.json and plots."""
+        job = self._job(job_id)
+        if job["state"] != DONE:
+            raise Rejected(409, f"job {job_id} is {job['state']}; artifacts exist once it is done")
+        doc = self.store.get_result(job_id) or {}
+        out_dir = Path(job["out_dir"])
+        target = out_dir.parent / f"ncap-{job_id}.zip"
+        if not target.exists():
+            import json
+
+            tmp = target.with_suffix(".tmp")
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("ranking.json", json.dumps(doc, indent=2))
+                for n in self._plots(job, doc):
+                    zf.write(out_dir / n, n)
+            tmp.replace(target)
+        return target
+
+    @bentoml.api(route="/jobs/cancel")
+    @_rejections
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a queued or running job (a running one stops after its current epoch)."""
+        job = self._job(job_id)
+        if job["state"] in FINAL_STATES:
+            raise Rejected(409, f"job {job_id} is already {job['state']}", state=job["state"])
+        self.store.request_cancel(job_id)
+        return self._status(self._job(job_id))
+
+    @bentoml.api(route="/jobs/list")
+    @_rejections
+    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> JobList:
+        """Jobs, newest first, optionally of one state."""
+        if state is not None and state not in JOB_STATES:
+            raise Rejected(400, f"unknown state {state!r}; states: {', '.join(JOB_STATES)}")
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise Rejected(400, "limit must be 1..1000 and offset >= 0")
+        jobs = self.store.list_jobs(state, limit, offset)
+        return JobList(total=self.store.count_jobs(state), jobs=[
+            JobSummary(job_id=j["id"], state=j["state"], created_at=j["created_at"],
+                       finished_at=j["finished_at"], dataset=j["dataset_name"] or "digits",
+                       candidates=j["candidates"], epochs=int(j["config"].get("epochs", 0)),
+                       error=j["error"]) for j in jobs])
+
+    # -- AutoML helper -------------------------------------------------------------------------------
+    @bentoml.api(route="/predict")
+    @_rejections
+    def predict(self, trajectories: list[Trajectory], t0: int = 1, min_points: int = 3) -> PredictResponse:
+        """Predicted final accuracy ± std from observed (β_eff, accuracy) per epoch; no training."""
+        import math
+
+        from capacitance.predictor import p_best, predict_final_accuracy, rank_order
+
+        preds = []
+        for i, tr in enumerate(trajectories):
+            label = tr.name or f"trajectory {i}"
+            if len(tr.beta_eff) != len(tr.val_accuracy):
+                raise Rejected(400, f"{label}: beta_eff has {len(tr.beta_eff)} values but val_accuracy has "
+                                    f"{len(tr.val_accuracy)}")
+            if tr.denominators is not None and len(tr.denominators) != len(tr.beta_eff):
+                raise Rejected(400, f"{label}: denominators has {len(tr.denominators)} values, expected "
+                                    f"{len(tr.beta_eff)}")
+            bad = [a for a in tr.val_accuracy if not (math.isfinite(a) and 0.0 <= a <= 1.0)]
+            if bad:
+                raise Rejected(400, f"{label}: val_accuracy must be fractions in [0, 1] (got {bad[0]}); "
+                                    "divide percentages by 100")
+            try:
+                preds.append(predict_final_accuracy(tr.beta_eff, tr.val_accuracy, t0=t0,
+                                                    denominators=tr.denominators, min_points=min_points))
+            except ValueError as exc:
+                raise Rejected(400, f"{label}: {exc}") from exc
+        means = [p.accuracy for p in preds]
+        pb = p_best(means, [p.std for p in preds])
+        ranks = rank_order(means)
+        return PredictResponse(predictions=[
+            Prediction(name=tr.name or str(i), predicted_accuracy=p.accuracy, predicted_std=p.std,
+                       p_best=float(pb[i]), rank=int(ranks[i]), n_points=p.n_points, method=p.method,
+                       flags=list(p.flags))
+            for i, (tr, p) in enumerate(zip(trajectories, preds))])
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _job(self, job_id: str) -> dict:
+        job = self.store.get_job(job_id) if job_id else None
+        if job is None:
+            raise Rejected(404, f"no job {job_id!r}")
+        return job
+
+    def _status(self, job: dict) -> JobStatus:
+        cands = self.store.candidates(job["id"])
+        prog = progress_summary(job, cands, time.time())
+        if not cands:
+            cands = [{"name": n, "state": "pending"} for n in job["candidates"]]
+        items = []
+        for c in cands:
+            rec = c.get("record") or {}
+            items.append(CandidateStatus(
+                name=c["name"], state=c["state"], epoch=c.get("epoch"), started_at=c.get("started_at"),
+                finished_at=c.get("finished_at"), wall_time_s=c.get("wall_time"),
+                predicted_accuracy=_num(rec.get("predicted_accuracy")),
+                predicted_std=_num(rec.get("predicted_std")),
+                observed_accuracy=_num(rec.get("observed_accuracy")), error=c.get("error")))
+        return JobStatus(
+            job_id=job["id"], state=job["state"], created_at=job["created_at"], started_at=job["started_at"],
+            finished_at=job["finished_at"], attempts=job["attempts"], cancel_requested=job["cancel_requested"],
+            dataset=job["dataset_name"] or "digits", config=job["config"], progress=Progress(**prog),
+            candidates=items, error=job.get("error"), error_detail=job.get("error_detail"))
+
+
+NcapService.add_asgi_middleware(GuardMiddleware, settings=SETTINGS)
+
+__all__ = ["InsecureBindError", "JobConfig", "NcapService"]

@@ -1,0 +1,147 @@
+"""Settings of the ranking service (`ncap serve`, `bentoml serve service.api:NcapService`).
+
+Every setting has a default, can be set in a TOML or JSON file named by ``NCAP_SERVICE_CONFIG`` (a flat
+table, or a ``[service]`` table), and can be overridden by an environment variable ``NCAP_<FIELD>`` (upper
+case), which wins over the file. The bearer token is ``NCAP_TOKEN`` (or ``token`` in the file).
+
+The BentoML worker process reads these settings when it imports ``service.api``; ``ncap serve`` passes
+its options on as environment variables, so both ways of starting the server behave the same.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "NCAP_"
+CONFIG_ENV = "NCAP_SERVICE_CONFIG"
+DEFAULT_DATA_DIR = Path("~/.ncap/service")
+
+
+class ServiceSettings(BaseModel):
+    """Service settings; see the module docstring for where they come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str | None = Field(None, description="Bearer token required on every route except health.")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Uploads, job outputs, the default database.")
+    db_url: str | None = Field(
+        None, description="Job store URL: 'sqlite:///abs/path.db' or a plain file path. "
+        "Default: sqlite file jobs.db in data_dir.")
+    allow_remote_without_token: bool = Field(
+        False, description="Serve non-loopback clients when no token is configured (not recommended).")
+    public_docs: bool = Field(False, description="Serve the OpenAPI spec (/docs.json) and UI without a token.")
+
+    # upload limits
+    max_upload_mb: float = Field(200.0, gt=0, description="Largest accepted request body for /jobs/submit.")
+    max_request_kb: float = Field(4096.0, gt=0, description="Largest body for every other route.")
+    max_extract_mb: float = Field(1024.0, gt=0, description="Largest total uncompressed size of a zip.")
+    max_members: int = Field(200_000, gt=0, description="Most members in an uploaded zip.")
+    max_ratio: float = Field(200.0, gt=1, description="Largest compression ratio of a zip member.")
+    max_data_dir_gb: float = Field(20.0, gt=0, description="Uploads are refused once data_dir holds this much.")
+
+    # job config limits
+    max_candidates: int = Field(8, ge=1, description="Most candidates in one job.")
+    max_epochs: int = Field(50, ge=1, description="Largest 'epochs' of a job.")
+    max_queued_jobs: int = Field(100, ge=1, description="Submissions are refused while this many wait.")
+
+    # worker
+    runner: str = Field("service.ranking:run_ranking", description="'module:function' that ranks.")
+    train_threads: int = Field(1, ge=1, description="torch threads of the training process.")
+    cancel_grace_s: float = Field(30.0, ge=0, description="Seconds a cancelled job may take to stop.")
+    poll_interval_s: float = Field(0.5, gt=0, description="How often the worker looks for work.")
+    api_threads: int = Field(16, ge=1, description="Threads serving synchronous endpoints.")
+
+    @field_validator("token")
+    @classmethod
+    def _strip_token(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return Path(os.path.expanduser(str(self.data_dir))).resolve()
+
+    @property
+    def resolved_db_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.resolved_data_dir / 'jobs.db'}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_kb * 1024)
+
+    @property
+    def max_extract_bytes(self) -> int:
+        return int(self.max_extract_mb * 1024 * 1024)
+
+    @property
+    def max_data_dir_bytes(self) -> int:
+        return int(self.max_data_dir_gb * 1024**3)
+
+
+class SettingsError(ValueError):
+    """A setting (file or environment variable) is invalid."""
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read service config {path}: {exc}") from exc
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as exc:
+        raise SettingsError(f"service config {path} is not valid {path.suffix or 'TOML'}: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("service"), dict):
+        data = data["service"]
+    if not isinstance(data, dict):
+        raise SettingsError(f"service config {path} must hold a table of settings")
+    return data
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> ServiceSettings:
+    """Settings from the config file, then environment variables, then ``overrides``."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    if env.get(CONFIG_ENV):
+        values.update(_read_file(Path(env[CONFIG_ENV]).expanduser()))
+    for name in ServiceSettings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env and env[key] != "":
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServiceSettings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid service settings: {problems}") from exc
+
+
+def settings_env(settings: ServiceSettings) -> dict[str, str]:
+    """Environment variables that reproduce ``settings`` in another process."""
+    out: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out[ENV_PREFIX + name.upper()] = str(value)
+    return out

@@ -1,0 +1,273 @@
+"""Access control and request limits of the ranking service (archive contents are checked by
+``models.archive``).
+
+* ``GuardMiddleware`` (ASGI), in front of every route:
+  - ``/healthz``, ``/livez``, ``/readyz`` are open;
+  - every other route needs ``Authorization: Bearer <token>`` when a token is configured (``NCAP_TOKEN``),
+    compared in constant time; otherwise 401;
+  - with no token configured, only loopback clients are served (403 for others) unless
+    ``allow_remote_without_token`` is set;
+  - request bodies are limited (``max_upload_mb`` for ``/jobs/submit``, ``max_request_kb`` elsewhere):
+    413 from ``Content-Length`` before anything is read, and again while streaming for chunked bodies.
+* ``check_bind``: refuses to serve on a non-loopback address without a token (used by ``ncap serve``
+  before starting, and by the service at start-up on the socket it was actually given).
+* Upload checks that are not archive checks: file type and magic bytes, size, data-dir quota.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from service.config import ServiceSettings
+
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+DOCS_PATHS = frozenset({"/", "/docs.json", "/schema.json"})
+DOCS_PREFIXES = ("/static_content/", "/assets/")
+UPLOAD_PATHS = frozenset({"/jobs/submit"})
+DATASET_SUFFIXES = (".npz", ".zip")
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+class Rejected(ValueError):
+    """A request is refused: ``status`` (4xx) and a message that names the problem."""
+
+    def __init__(self, status: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.status = int(status)
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict:
+        return {"error": self.message, **self.extra}
+
+
+class InsecureBindError(RuntimeError):
+    """Serving beyond loopback without a token was not explicitly allowed."""
+
+
+# ---------------------------------------------------------------------------------------------- hosts
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, settings: ServiceSettings) -> None:
+    """Raise ``InsecureBindError`` when ``host`` is not loopback and no token is configured."""
+    if settings.token or settings.allow_remote_without_token or is_loopback(host):
+        return
+    raise InsecureBindError(
+        f"refusing to serve on {host}: no token is configured, so anyone who can reach this address could "
+        "submit jobs. Set NCAP_TOKEN (or 'token' in the service config), bind to 127.0.0.1, or set "
+        "NCAP_ALLOW_REMOTE_WITHOUT_TOKEN=1 / --allow-remote-without-token to accept the risk.")
+
+
+def bound_hosts(argv: Iterable[str] | None = None) -> list[str]:
+    """Addresses of the listening sockets handed to this BentoML worker (``--fd N`` on its command line).
+
+    Empty when not running under ``bentoml serve`` (e.g. in-process test clients)."""
+    argv = list(sys.argv if argv is None else argv)
+    hosts = []
+    for i, arg in enumerate(argv):
+        fd = None
+        if arg == "--fd" and i + 1 < len(argv):
+            fd = argv[i + 1]
+        elif arg.startswith("--fd="):
+            fd = arg.split("=", 1)[1]
+        if fd is None or not fd.isdigit():
+            continue
+        try:
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue
+        try:
+            addr = sock.getsockname()
+            if isinstance(addr, tuple):
+                hosts.append(str(addr[0]))
+        except OSError:
+            pass
+        finally:
+            sock.close()
+    return hosts
+
+
+# ---------------------------------------------------------------------------------------- middleware
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """ASGI middleware: bearer-token auth, loopback-only without a token, request body limits."""
+
+    def __init__(self, app: Any, settings: ServiceSettings | None = None):
+        from service.config import load_settings
+
+        self.app = app
+        self.settings = settings or load_settings()
+        token = self.settings.token
+        self._token = token.encode() if token else None
+
+    @staticmethod
+    async def _send_json(send: Any, status: int, body: dict, headers: list | None = None) -> None:
+        data = json.dumps(body).encode()
+        hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": hdrs + (headers or [])})
+        await send({"type": "http.response.body", "body": data})
+
+    def _authorized(self, scope: dict) -> bool:
+        assert self._token is not None
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                scheme, _, cred = value.partition(b" ")
+                if scheme.lower() == b"bearer" and hmac.compare_digest(cred.strip(), self._token):
+                    return True
+        return False
+
+    def _limit(self, path: str) -> int:
+        if path in UPLOAD_PATHS:
+            return self.settings.max_upload_bytes
+        return self.settings.max_request_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path") or "/"
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        public = self.settings.public_docs and (path in DOCS_PATHS or path.startswith(DOCS_PREFIXES))
+        if self._token is not None and not public:
+            if not self._authorized(scope):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await self._send_json(
+                    send, 401, {"error": "missing or invalid bearer token: send 'Authorization: Bearer "
+                                         "<token>' (the server's NCAP_TOKEN)"},
+                    [(b"www-authenticate", b'Bearer realm="ncap"')])
+                return
+        elif self._token is None and not self.settings.allow_remote_without_token:
+            client = scope.get("client")
+            host = client[0] if client else None
+            if not is_loopback(host):
+                await self._send_json(send, 403, {
+                    "error": f"client {host} refused: the server has no token configured (NCAP_TOKEN) and "
+                             "then serves loopback clients only"})
+                return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(path)
+        for name, value in scope.get("headers") or []:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._send_json(send, 400, {"error": "invalid Content-Length header"})
+                    return
+                if declared > limit:
+                    await self._send_json(send, 413, {
+                        "error": f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+                                 f"for {path}"})
+                    return
+        received = 0
+        too_large = False
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal started
+            if too_large:  # whatever the app answers to the aborted body, the client gets a 413
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._send_json(send, 413, {
+                        "error": f"request body exceeds the limit of {limit} bytes for {path}"})
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            if not started:
+                started = True
+                await self._send_json(send, 413, {
+                    "error": f"request body exceeds the limit of {limit} bytes for {path}"})
+
+
+# ------------------------------------------------------------------------------------------- uploads
+def dataset_kind(filename: str | None) -> str:
+    """'npz' or 'zip' from an uploaded file's name; anything else is a 415."""
+    name = (filename or "").lower()
+    for suffix in DATASET_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix[1:]
+    shown = Path(filename or "").suffix or "no suffix"
+    raise Rejected(415, f"unsupported dataset file {filename!r} ({shown}): upload a .npz (arrays x, y) or a "
+                        ".zip of an ImageFolder (one folder per class)")
+
+
+def check_upload_file(path: Path, filename: str, settings: ServiceSettings) -> str:
+    """Type, magic bytes and size of an uploaded dataset file; returns its kind ('npz' or 'zip')."""
+    kind = dataset_kind(filename)
+    size = path.stat().st_size
+    if size == 0:
+        raise Rejected(400, f"dataset file {filename!r} is empty")
+    if size > settings.max_upload_bytes:
+        raise Rejected(413, f"dataset file {filename!r} has {size} bytes, more than the limit of "
+                            f"{settings.max_upload_bytes} bytes (max_upload_mb={settings.max_upload_mb:g})")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head not in ZIP_MAGIC:
+        raise Rejected(400, f"dataset file {filename!r} is not a {kind} file (a .{kind} is a zip archive; "
+                            f"it starts with {head!r})")
+    return kind
+
+
+def directory_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def check_quota(data_dir: Path, incoming: int, settings: ServiceSettings) -> None:
+    """Refuse an upload when the data dir would grow past ``max_data_dir_gb``."""
+    used = directory_size(data_dir / "jobs") if (data_dir / "jobs").exists() else 0
+    if used + incoming > settings.max_data_dir_bytes:
+        raise Rejected(413, f"the server's data dir is full ({used} bytes used, limit "
+                            f"{settings.max_data_dir_bytes}); delete old jobs or raise max_data_dir_gb")
+
+
+def safe_filename(filename: str) -> str:
+    """A file name for the data dir: the basename, with anything but [A-Za-z0-9._-] replaced."""
+    base = os.path.basename((filename or "").replace("\\", "/")) or "dataset"
+    clean = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base).lstrip(".")
+    return clean[:100] or "dataset"
