@@ -1,0 +1,499 @@
+"""Network-science measures of sparse networks: k-shells, dormant neurons, weight ESDs, preferential
+attachment, and :func:`pruning_report`, the per-layer summary the ``ncap prune`` command prints.
+
+* k-shell decomposition (sources/002, §4.5.1): repeatedly peel nodes of degree < k; a node's shell is the
+  largest k whose k-core contains it. Run on the whole layered graph (input, hidden and the dense output
+  layer, every layer's connections). Conv connections carry multiplicities (see
+  :mod:`capacitance.degrees`), so the peeling uses weighted degree (sum of multiplicities); on 0/1 graphs
+  it equals ``networkx.core_number``.
+* Dormant / isolated neurons (sources/002, §5.4): nodes whose degree (paper rule) is below a threshold;
+  ``isolated`` = degree 0; for hidden layers also nodes cut off from below (no input connection) or above.
+* ESD (sources/001): eigenvalues of X = WᵀW/N of each weight matrix (N = larger side, M = smaller side:
+  the squared singular values / N), with a continuous power-law fit of the tail (Clauset MLE, x_min by KS).
+  Conv weights (C_out, C_in, kh, kw) are reshaped to (C_out, C_in·kh·kw).
+* Internal preferential attachment (sources/000, §4.2): between two snapshots t and t+1 of the same
+  architecture, Δ̂(d1, d2) = new connections between node pairs (one in layer l with degree d1 at t,
+  one in layer l+1 with degree d2 at t) / number of such pairs; Ω̂(d) = new connections made by all
+  degree-d nodes of a layer / number of degree-d nodes. Degrees follow the paper rule (pruned sides).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from capacitance.degrees import LayerDegrees, SparseNetwork, network_from_model
+from models.pruning import prunable_layers
+
+__all__ = [
+    "core_numbers",
+    "degree_fit",
+    "dormant_neurons",
+    "esd",
+    "esd_report",
+    "kshell",
+    "plot_degree_ccdfs",
+    "preferential_attachment",
+    "pruning_report",
+]
+
+
+# ------------------------------------------------------------------------------------------- k-shell
+
+
+def core_numbers(adj) -> np.ndarray:
+    """Core number of every node of an undirected graph given as a symmetric (sparse) adjacency matrix.
+
+    Entries are edge multiplicities (≥ 0); the diagonal is ignored. Level-synchronous peeling: at level
+    k, nodes whose remaining (weighted) degree is ≤ k are removed together until none is left, and get
+    core number k; k then jumps to the smallest remaining degree. Equal to ``networkx.core_number`` on
+    simple graphs.
+    """
+    import scipy.sparse as sp
+
+    a = sp.coo_matrix(adj)
+    if a.shape[0] != a.shape[1]:
+        raise ValueError(f"adjacency must be square, got {a.shape}")
+    off = a.row != a.col
+    a = sp.csr_matrix((a.data[off].astype(np.int64), (a.row[off], a.col[off])), shape=a.shape)
+    a.eliminate_zeros()
+    n = a.shape[0]
+    deg = np.asarray(a.sum(1)).ravel().astype(np.int64)
+    alive = np.ones(n, bool)
+    core = np.zeros(n, np.int64)
+    k = 0
+    while alive.any():
+        k = max(k, int(deg[alive].min()))
+        while True:
+            rem = alive & (deg <= k)
+            if not rem.any():
+                break
+            core[rem] = k
+            alive[rem] = False
+            deg -= np.asarray(a @ rem.astype(np.int64), dtype=np.int64).ravel()
+    return core
+
+
+def kshell(net: SparseNetwork, *, weighted: bool = True) -> dict:
+    """k-shell decomposition of the layered graph ``net``.
+
+    Returns ``{"core": array per node layer (list), "k_min", "k_max", "core_size" (nodes in the k_max
+    shell), "layers": [{layer, k_min, k_max, k_mean, in_core (nodes of this layer in the k_max shell),
+    shells: {k: count}}]}``. ``weighted=False`` ignores conv multiplicities (0/1 edges).
+    """
+    core = core_numbers(net.adjacency(weighted=weighted))
+    off = net.offsets()
+    k_max = int(core.max()) if core.size else 0
+    layers = []
+    per = []
+    for i, nl in enumerate(net.nodes):
+        c = core[off[i]:off[i + 1]]
+        per.append(c)
+        vals, cnt = np.unique(c, return_counts=True)
+        layers.append({
+            "layer": nl.name,
+            "k_min": int(c.min()) if c.size else 0,
+            "k_max": int(c.max()) if c.size else 0,
+            "k_mean": float(c.mean()) if c.size else 0.0,
+            "in_core": int((c == k_max).sum()),
+            "shells": {int(v): int(n) for v, n in zip(vals, cnt)},
+        })
+    return {
+        "core": per,
+        "k_min": int(core.min()) if core.size else 0,
+        "k_max": k_max,
+        "core_size": int((core == k_max).sum()),
+        "weighted": bool(weighted),
+        "layers": layers,
+    }
+
+
+# ------------------------------------------------------------------------------------------- dormant
+
+
+def dormant_neurons(degrees: Sequence[LayerDegrees], thresholds: Sequence[int] = (1, 10)) -> list[dict]:
+    """Per node layer: nodes with degree < each threshold, isolated (degree 0), cut off below / above.
+
+    ``no_input`` counts nodes with a lower layer but no connection from it; ``no_output`` nodes with an
+    upper layer but no connection to it (the raw in/out degrees, whether that side is pruned or not).
+    """
+    out = []
+    for ld in degrees:
+        d = ld.degree
+        row = {
+            "layer": ld.name,
+            "nodes": ld.size,
+            "isolated": int((d == 0).sum()),
+            "dormant": {str(int(t)): int((d < t).sum()) for t in thresholds},
+        }
+        if ld.kind != "input":
+            row["no_input"] = int((ld.in_degree == 0).sum())
+        if ld.counts_upper or ld.out_degree.any():
+            row["no_output"] = int((ld.out_degree == 0).sum())
+        out.append(row)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- ESD
+
+
+def esd(weight) -> np.ndarray:
+    """Eigenvalues of X = WᵀW / N, N = max(W.shape) (the M = min(W.shape) nonzero-able ones, ascending).
+
+    Conv weights are reshaped to (C_out, C_in·kh·kw).
+    """
+    w = weight.detach().cpu().double() if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight),
+                                                                                                   dtype=torch.float64)
+    if w.ndim > 2:
+        w = w.reshape(w.shape[0], -1)
+    if w.ndim != 2:
+        raise ValueError(f"weight must be at least 2-D, got shape {tuple(w.shape)}")
+    n = max(w.shape)
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # M×M; same nonzero spectrum as WᵀW
+    ev = np.linalg.eigvalsh(gram.numpy()) / n
+    return np.sort(np.clip(ev, 0.0, None))
+
+
+def esd_report(model: nn.Module, *, layers: Sequence[str] | None = None, min_eigs: int = 10,
+               tol: float = 1e-12) -> list[dict]:
+    """Per Linear/Conv2d layer: ESD size, λ_max, and the continuous power-law fit of the ESD tail.
+
+    Eigenvalues ≤ ``tol``·λ_max are dropped before fitting (rank deficiency from pruning). Layers with
+    fewer than ``min_eigs`` usable eigenvalues get ``alpha: None`` and a ``reason``.
+    """
+    from capacitance.powerlaw import fit_power_law
+
+    out = []
+    for name, m in prunable_layers(model):
+        if layers is not None and name not in layers:
+            continue
+        ev = esd(m.weight)
+        row: dict = {"layer": name, "shape": list(m.weight.shape), "n_eigs": int(ev.size),
+                     "lambda_max": float(ev[-1]) if ev.size else 0.0}
+        pos = ev[ev > tol * max(float(ev[-1]) if ev.size else 0.0, 1e-300)]
+        row["n_positive"] = int(pos.size)
+        if pos.size < min_eigs or np.unique(pos).size < 3:
+            row.update(alpha=None, reason=f"{pos.size} positive eigenvalues (< {min_eigs})")
+        else:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    fit = fit_power_law(pos, discrete=False)
+                row.update(alpha=fit.alpha, alpha_se=fit.alpha_se, xmin=fit.xmin, n_tail=fit.n_tail, ks=fit.ks,
+                           at_bound=fit.at_bound)
+            except ValueError as exc:
+                row.update(alpha=None, reason=str(exc))
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------- preferential attachment
+
+
+def _bin_index(d: np.ndarray, bins: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Group degrees: exact values (``bins=None``) or ``bins`` log-spaced bins; returns (index, label)."""
+    if bins is None:
+        vals, idx = np.unique(d, return_inverse=True)
+        return idx, vals.astype(float)
+    top = max(int(d.max()), 1)
+    edges = np.unique(np.concatenate([[0], np.round(np.geomspace(1, top + 1, int(bins) + 1))]))
+    idx = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+    used, inv = np.unique(idx, return_inverse=True)
+    labels = np.array([d[idx == u].mean() for u in used])  # mean degree of the nodes in each bin
+    return inv, labels
+
+
+def _corr(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float | None:
+    """Pearson correlation, weighted by ``w`` (e.g. node or pair counts) when given."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    w = np.ones_like(x) if w is None else np.asarray(w, float)
+    if x.size < 3 or w.sum() <= 0:
+        return None
+    mx, my = np.average(x, weights=w), np.average(y, weights=w)
+    vx, vy = np.average((x - mx) ** 2, weights=w), np.average((y - my) ** 2, weights=w)
+    if vx <= 0 or vy <= 0:
+        return None
+    return float(np.average((x - mx) * (y - my), weights=w) / np.sqrt(vx * vy))
+
+
+def preferential_attachment(before: SparseNetwork, after: SparseNetwork, *, bins: int | None = None) -> dict:
+    """Empirical internal preferential attachment between snapshots t (``before``) and t+1 (``after``).
+
+    New connections are the positive part of (counts at t+1 − counts at t), per layer. Degrees d are
+    the paper-rule degrees at t. For every pruned layer (lower l → upper l+1):
+    ``delta[a][b]`` = Δ̂(d1_a, d2_b) = new connections between the lower nodes with degree d1_a and upper
+    nodes with degree d2_b, divided by the number of such pairs (None where no pair exists). With
+    ``bins`` degrees are grouped in log-spaced bins (labels = mean degree in the bin). ``corr_d1d2`` is
+    the Pearson correlation of Δ̂ with d1·d2 over non-empty cells, weighted by their pair counts (eq. 6
+    predicts Δ̂ ∝ d1·d2).
+
+    For every reported node layer: ``omega`` = Ω̂(d) = new connections of all degree-d nodes (on the
+    sides that count for the degree) / number of degree-d nodes, with the least-squares line through
+    the origin ``slope`` (eq. 10: Ω̂(d) = d · (N^l a^l + N^{l-1} a^{l-1}) / Σ d_s) and the Pearson
+    ``corr`` of Ω̂ with d (weighted by node counts).
+    """
+    if [n.size for n in before.nodes] != [n.size for n in after.nodes] or len(before.layers) != len(after.layers):
+        raise ValueError("the two snapshots must have the same architecture")
+    deg0 = {ld.name: ld for ld in before.degrees()}
+    names = [nl.name for nl in before.nodes]
+    new = [np.clip(a.counts.astype(np.int64) - b.counts.astype(np.int64), 0, None)
+           for a, b in zip(after.layers, before.layers)]
+    pairs_out = []
+    new_in = {n: np.zeros(s.size, np.int64) for n, s in zip(names, before.nodes)}
+    new_out = {n: np.zeros(s.size, np.int64) for n, s in zip(names, before.nodes)}
+    for lc, nw in zip(before.layers, new):
+        lo, up = names[lc.lower], names[lc.upper]
+        new_in[up] += nw.sum(1)
+        new_out[lo] += nw.sum(0)
+        if not lc.pruned:
+            continue
+        d1, d2 = deg0[lo].degree, deg0[up].degree
+        i1, lab1 = _bin_index(d1, bins)
+        i2, lab2 = _bin_index(d2, bins)
+        n1 = np.bincount(i1, minlength=lab1.size)
+        n2 = np.bincount(i2, minlength=lab2.size)
+        # sum of new connections per (d1 group, d2 group): nw is (upper, lower)
+        g1 = np.zeros((i1.size, lab1.size))
+        g1[np.arange(i1.size), i1] = 1.0
+        g2 = np.zeros((i2.size, lab2.size))
+        g2[np.arange(i2.size), i2] = 1.0
+        m = g1.T @ (nw.T.astype(float) @ g2)
+        npairs = np.outer(n1, n2).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = m / npairs
+        ok = npairs > 0
+        prod = np.outer(lab1, lab2)
+        pairs_out.append({
+            "lower": lo, "upper": up, "d1": lab1.tolist(), "d2": lab2.tolist(),
+            "delta": [[float(v) if k else None for v, k in zip(row, okr)] for row, okr in zip(delta, ok)],
+            "pairs": npairs.astype(np.int64).tolist(),
+            "new_connections": int(nw.sum()),
+            "corr_d1d2": _corr(prod[ok], delta[ok], npairs[ok]),
+        })
+    omega_out = []
+    for name, ld in deg0.items():
+        gained = (new_in[name] if ld.counts_lower else 0) + (new_out[name] if ld.counts_upper else 0)
+        gained = np.asarray(gained, np.int64) * np.ones(ld.size, np.int64)
+        idx, lab = _bin_index(ld.degree, bins)
+        cnt = np.bincount(idx, minlength=lab.size)
+        om = np.bincount(idx, weights=gained, minlength=lab.size) / np.maximum(cnt, 1)
+        denom = float((cnt * lab * lab).sum())
+        slope = float((cnt * lab * om).sum() / denom) if denom > 0 else None
+        omega_out.append({"layer": name, "d": lab.tolist(), "omega": om.tolist(), "nodes": cnt.tolist(),
+                          "new_connections": int(gained.sum()), "slope": slope, "corr": _corr(lab, om, cnt)})
+    return {"delta": pairs_out, "omega": omega_out}
+
+
+# ------------------------------------------------------------------------------------- degree fits
+
+
+def _best_alternative(comparisons: dict, alpha_level: float = 0.1) -> str:
+    """Winner of the likelihood-ratio tests (R > 0 favours the power law).
+
+    An alternative wins if it beats the power law significantly (R < 0, p < level): the most negative R
+    among those. The power law wins if it beats every alternative significantly. Otherwise
+    ``"inconclusive"``.
+    """
+    if not comparisons:
+        return "inconclusive"
+    beat = {k: v["R"] for k, v in comparisons.items() if v["R"] < 0 and v["p"] < alpha_level}
+    if beat:
+        return min(beat, key=beat.get)
+    if all(v["R"] > 0 and v["p"] < alpha_level for v in comparisons.values()):
+        return "power_law"
+    return "inconclusive"
+
+
+def degree_fit(degree, *, n_bootstrap: int = 0, seed: int = 0, search_fraction: float = 0.3,
+               min_nodes: int = 10) -> dict:
+    """Power-law, truncated (bounded) power-law fit and comparisons of one layer's positive degrees.
+
+    Zero degrees (isolated nodes) are excluded from the fit and counted in ``n_zero``. Returns
+    ``{"fitted": bool, "n", "n_zero", "power_law": {...}, "truncated_power_law": {...},
+    "comparisons": {...}, "best_alternative": str}`` or ``{"fitted": False, "reason": ...}``.
+    """
+    from capacitance import powerlaw as pl
+
+    d = np.asarray(degree, dtype=np.int64)
+    pos = d[d > 0]
+    res: dict = {"n": int(d.size), "n_zero": int((d == 0).sum())}
+    if pos.size < min_nodes or np.unique(pos).size < 3:
+        res.update(fitted=False, reason=f"{pos.size} nonzero degrees, {np.unique(pos).size} distinct "
+                                        f"(need >= {min_nodes} and >= 3)")
+        return res
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fit = pl.fit_power_law(pos, discrete=True)
+            p_value = pl.power_law_gof(pos, fit, n_bootstrap=n_bootstrap, seed=seed) if n_bootstrap else None
+            tpl = pl.fit_truncated_power_law(pos, search_fraction=search_fraction, discrete=True)
+    except ValueError as exc:
+        res.update(fitted=False, reason=str(exc))
+        return res
+    plr = fit.to_dict()
+    plr["p_value"] = p_value
+    plr["at_bound"] = bool(fit.at_bound)
+    res.update(fitted=True, power_law=plr, truncated_power_law=tpl.to_dict(), comparisons={},
+               best_alternative="inconclusive")
+    res["truncated_power_law"]["alpha_se"] = float(tpl.alpha_se) if math.isfinite(tpl.alpha_se) else None
+    try:
+        from capacitance import powerlaw_compare as plc  # written alongside; optional here
+    except ImportError:
+        plc = None
+    if plc is not None and hasattr(plc, "compare_distributions"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                comps = plc.compare_distributions(pos, fit)
+            res["comparisons"] = {k: {"R": float(r), "p": float(p)} for k, (r, p) in comps.items()}
+        except (ValueError, RuntimeError, ArithmeticError) as exc:  # a failed comparison must not lose the fits
+            res["comparisons_error"] = f"{type(exc).__name__}: {exc}"
+    res["best_alternative"] = _best_alternative(res["comparisons"])
+    res["_fit"] = fit
+    res["_tpl"] = tpl
+    return res
+
+
+def _public(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+def _overlay_tpl(ax, x: np.ndarray, tpl) -> None:
+    """Bounded power law on the empirical CCDF: P(X ≥ x) = P(X > x_max) + (n_tail / n) · S_tpl(x)."""
+    from capacitance.powerlaw import log_normaliser
+
+    g = np.unique(np.round(np.geomspace(tpl.xmin, tpl.xmax, 200)))
+    lz = log_normaliser(tpl.alpha, tpl.xmin, tpl.xmax, discrete=True)[0]
+    s = np.exp(log_normaliser(tpl.alpha, g, tpl.xmax, discrete=True) - lz)
+    above = float((x > tpl.xmax).sum()) / x.size
+    ax.loglog(g, above + s * tpl.n_tail / x.size, "--", color="C0",
+              label=f"truncated PL α={tpl.alpha:.2f}, [{tpl.xmin:g}, {tpl.xmax:g}]")
+    ax.legend(fontsize=7)
+
+
+def plot_degree_ccdfs(degrees: Sequence[LayerDegrees], fits: Sequence[dict], out_dir: str | Path,
+                      prefix: str = "ccdf") -> list[str]:
+    """Log-log CCDF with the fitted power law and truncated (bounded) power law; one PNG per layer + combined.
+
+    The truncated fit is drawn as P(X > x_max) + (n_tail/n)·S(x) so that it sits on the data even when
+    degrees above x_max exist.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    from capacitance.powerlaw import plot_ccdf
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fitted = [(ld, f) for ld, f in zip(degrees, fits) if f.get("fitted")]
+    if not fitted:
+        return paths
+    big = Figure(figsize=(4.2 * len(fitted), 3.6))
+    FigureCanvasAgg(big)
+    for k, (ld, f) in enumerate(fitted):
+        pos = ld.degree[ld.degree > 0]
+        fig = Figure(figsize=(5.0, 4.0))
+        FigureCanvasAgg(fig)
+        for ax in (fig.add_subplot(), big.add_subplot(1, len(fitted), k + 1)):
+            plot_ccdf(pos, f["_fit"], None, ax=ax)
+            _overlay_tpl(ax, pos, f["_tpl"])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(f"{ld.name} ({ld.size} nodes)", fontsize=9)
+            ax.set_xlabel("degree")
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ld.name)
+        p = out_dir / f"{prefix}_{safe}.png"
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        paths.append(str(p))
+    big.tight_layout()
+    p = out_dir / f"{prefix}_all.png"
+    big.savefig(p, dpi=100)
+    paths.append(str(p))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def pruning_report(model: nn.Module, *, input_shape: Sequence[int] | None = None, pruned: Sequence[str] | None = None,
+                   masks: dict | None = None, n_bootstrap: int = 0, seed: int = 0,
+                   dormant_thresholds: Sequence[int] = (1, 10), with_esd: bool = True, with_kshell: bool = True,
+                   search_fraction: float = 0.3, strict: bool = False, plot_dir: str | Path | None = None,
+                   min_nodes: int = 10) -> dict:
+    """Per-layer degree statistics of a (pruned) model as a JSON-serialisable dict.
+
+    Layers and degrees: see :func:`capacitance.degrees.network_from_model` (``input_shape`` is needed
+    for conv models). For every reported node layer: node count, which sides count, degree summary,
+    power-law fit (α, x_min, KS, bootstrap p-value if ``n_bootstrap``), truncated power-law fit (α, x_min,
+    x_max, KS), likelihood-ratio comparisons and the best alternative, k-shell summary and dormant counts.
+    Also the sparsity of every Linear/Conv2d layer, the network k-shell summary, and the ESD α per layer.
+    ``plot_dir`` writes CCDF PNGs (``ccdf_<layer>.png`` and ``ccdf_all.png``).
+    """
+    net = network_from_model(model, input_shape=input_shape, pruned=pruned, masks=masks, strict=strict)
+    degs = net.degrees()
+    fits = [degree_fit(ld.degree, n_bootstrap=n_bootstrap, seed=seed, search_fraction=search_fraction,
+                       min_nodes=min_nodes) for ld in degs]
+    ks = kshell(net) if with_kshell else None
+    ks_by_layer = {row["layer"]: row for row in ks["layers"]} if ks else {}
+    dormant = {row["layer"]: row for row in dormant_neurons(degs, dormant_thresholds)}
+    layers = []
+    for ld, f in zip(degs, fits):
+        row = ld.summary()
+        row["fit"] = _public(f)
+        if ks:
+            kr = ks_by_layer[ld.name]
+            row["kshell"] = {k: kr[k] for k in ("k_min", "k_max", "k_mean", "in_core")}
+        row["dormant"] = {k: v for k, v in dormant[ld.name].items() if k not in ("layer", "nodes")}
+        layers.append(row)
+    conn = []
+    for lc in net.layers:
+        total = lc.counts.size  # node pairs
+        conn.append({"layer": lc.name, "kind": lc.kind, "pruned": lc.pruned, "connections": lc.n_connections,
+                     "node_pairs_connected": int((lc.counts > 0).sum()), "node_pairs": int(total),
+                     "weight_uses": lc.uses})
+    by_name = dict(prunable_layers(model))
+    sparsity = {}
+    for lc in net.layers:
+        m = by_name.get(lc.name)
+        if m is not None:
+            w = m.weight.detach()
+            mask = masks.get(lc.name) if masks else getattr(m, "ncap_weight_mask", None)
+            zero = (~mask.bool()).sum() if mask is not None else (w == 0).sum()
+            sparsity[lc.name] = float(zero) / w.numel()
+    report = {
+        "layers": layers,
+        "connections": conn,
+        "sparsity": sparsity,
+        "notes": list(net.notes),
+    }
+    if ks:
+        report["kshell"] = {k: ks[k] for k in ("k_min", "k_max", "core_size", "weighted")}
+        report["kshell"]["layers"] = ks["layers"]
+    if with_esd:
+        report["esd"] = esd_report(model, layers=[lc.name for lc in net.layers])
+    if plot_dir is not None:
+        report["plots"] = plot_degree_ccdfs(degs, fits, plot_dir)
+    return _jsonable(report)
