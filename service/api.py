@@ -218,8 +218,9 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def validate_candidates(names: list[str], settings: ServiceSettings) -> list[str]:
-    """Candidate names as the ranking will report them; every problem is a 400 naming the entry.
+def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tuple[str, str]]:
+    """(entry, name) per candidate: the entry as the ranking function takes it, and the name it reports
+    the candidate under (a label, ``arch=random``, ...). Every problem is a 400 naming the entry.
 
     Accepted: zoo names, timm architectures whose pretrained weights are cached on the server, and
     ``arch=random`` / ``label:arch=random``. Weight file paths are refused: they would make the server
@@ -229,7 +230,7 @@ def validate_candidates(names: list[str], settings: ServiceSettings) -> list[str
 
     if len(names) > settings.max_candidates:
         raise Rejected(400, f"too many candidates: {len(names)} > max_candidates={settings.max_candidates}")
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     for entry in names:
         entry = entry.strip()
         if not entry:
@@ -257,9 +258,9 @@ def validate_candidates(names: list[str], settings: ServiceSettings) -> list[str
                                     f"{spec.arch!r} (nothing is downloaded); use '{spec.arch}=random' or a zoo "
                                     f"name ({', '.join(ZOO)})")
             name = spec.name
-        if name in out:
+        if name in [n for _e, n in out]:
             raise Rejected(400, f"candidate {name!r} is listed twice")
-        out.append(name)
+        out.append((entry, name))
     return out
 
 
@@ -278,6 +279,19 @@ def validate_harness(job_config: dict) -> None:
         harness_config(job_config)
     except (TypeError, ValueError) as exc:
         raise Rejected(400, f"invalid config: {exc}") from exc
+
+
+def _warm_up() -> None:
+    """Import what submit needs (torch, timm, the model list) in the background, so that the first
+    submission does not pay several seconds of imports."""
+    try:
+        from models.candidates import check_arch
+        from models.data import NAMED_DATASETS  # noqa: F401
+        from models.zoo import ZOO  # noqa: F401
+
+        check_arch("resnet18")
+    except Exception:  # a failed warm-up only costs time later
+        log.exception("warm-up failed")
 
 
 # ----------------------------------------------------------------------------------------- service
@@ -315,6 +329,7 @@ class NcapService:
 
             watch_parent(os.getppid())
         self.worker.start()
+        threading.Thread(target=_warm_up, name="ncap-warm-up", daemon=True).start()
 
     @bentoml.on_shutdown
     def _stop_worker(self) -> None:
@@ -333,8 +348,10 @@ class NcapService:
         s = self.settings
         if config.epochs > s.max_epochs:
             raise Rejected(400, f"epochs={config.epochs} is out of range 1..{s.max_epochs} (max_epochs)")
-        candidates = validate_candidates(config.candidates, s) or default_candidates()
+        pairs = validate_candidates(config.candidates, s) or [(n, n) for n in default_candidates()]
+        candidates = [name for _entry, name in pairs]
         job_config = config.model_dump(exclude={"candidates", "dataset"})
+        job_config["candidates"] = [entry for entry, _name in pairs]  # what the ranking function is given
         validate_harness(job_config)
         if len(dataset) > 1:
             raise Rejected(400, f"upload one dataset file, got {len(dataset)}")

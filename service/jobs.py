@@ -315,7 +315,8 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
     out_dir = Path(job["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(job["config"])
-    candidates = list(job["candidates"]) or None
+    # the entries as submitted (labels, '=random') if recorded, else the candidate names
+    candidates = list(config.get("candidates") or job["candidates"]) or None
     last_check = [0.0, False]
 
     def should_stop() -> bool:

@@ -11,8 +11,8 @@ from test_service_helpers import Server
 
 pytestmark = pytest.mark.slow
 
-# the fast candidate first, so that the kill lands while the slow one trains
-CANDIDATES = ["mobilenetv3_small_050=random", "resnet10t=random"]
+# two labelled copies of the smallest model (~5 s each for 2 epochs): the kill lands while "second" trains
+CANDIDATES = ["first:mobilenetv3_small_050=random", "second:mobilenetv3_small_050=random"]
 
 
 def _db_rows(data_dir, sql, args=()):
@@ -31,7 +31,7 @@ def test_kill9_restart_resumes_and_reuses_finished_candidates(tmp_path):
         r = srv.submit({"candidates": CANDIDATES, "epochs": 2})
         assert r.status_code == 200, r.text
         job = r.json()["job_id"]
-        first, second = CANDIDATES
+        first, second = "first", "second"
         status = srv.wait(job, lambda s: s["progress"]["candidates_done"] >= 1
                           or s["state"] not in ("queued", "running"), timeout=180, interval=0.2)
         assert status["state"] == "running" and status["progress"]["candidates_done"] == 1, status
