@@ -20,9 +20,12 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from capacitance.beta_eff import capacitance
+from capacitance.beta_eff import CapacitanceResult, capacitance
 from capacitance.line_graph import VARIANTS
 from models.probe import probe_width_spec
+
+
+_NAN_RESULT = CapacitanceResult(float("nan"), float("nan"), float("nan"), float("nan"), "not-recorded")
 
 
 class Cancelled(RuntimeError):
@@ -43,6 +46,7 @@ class HarnessConfig:
     seed: int = 0
     variant: str = "default"  # the β_eff variant the predictor uses
     extra_variants: tuple[str, ...] = ()  # also recorded (benchmark)
+    extra_variants_until: float | None = None  # record extra variants only up to this epoch (cost)
     beta_batch_size: int = 256
     evals_per_epoch: int = 2
     image_size: int | None = 32  # square input side; None = the candidate's own default
@@ -191,15 +195,22 @@ def fine_tune_candidate(
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                             weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(yt) // config.batch_size)
-    eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
+    per_epoch = min(config.evals_per_epoch, steps_per_epoch)
+    # observations at exact fractions j/per_epoch of every epoch (rounded to whole steps)
+    observe_at = {e * steps_per_epoch + round(j * steps_per_epoch / per_epoch)
+                  for e in range(config.epochs) for j in range(1, per_epoch + 1)}
     total_steps = steps_per_epoch * config.epochs
     all_snaps: list = []
 
     def observe(step: int, losses: list[float]) -> None:
         t0 = time.perf_counter()
-        betas = _measure_beta(model, xb, yb, config.variants)
+        epoch_now = step / steps_per_epoch
+        extra_on = config.extra_variants_until is None or epoch_now <= config.extra_variants_until + 1e-9
+        betas = _measure_beta(model, xb, yb, config.variants if extra_on else (config.variant,))
+        nan = _NAN_RESULT
         run.beta_time_s += time.perf_counter() - t0
-        for v, r in betas.items():
+        for v in config.variants:
+            r = betas.get(v, nan)
             run.beta_eff[v].append(r.beta_eff)
             run.beta_numerator[v].append(r.numerator)
             run.beta_denominator[v].append(r.denominator)
@@ -223,6 +234,8 @@ def fine_tune_candidate(
                     raise Cancelled(f"{spec.name}: cancelled at step {step}")
                 idx = perm[i * config.batch_size:(i + 1) * config.batch_size]
                 model.train()
+                if config.freeze_backbone:  # frozen means frozen: BatchNorm statistics too
+                    model.backbone.eval()
                 t0 = time.perf_counter()
                 loss = F.cross_entropy(model(xt[idx]), yt[idx])
                 if not torch.isfinite(loss):
@@ -234,7 +247,7 @@ def fine_tune_candidate(
                 losses.append(loss.item())
                 step += 1
                 bar.update(1)
-                if step % eval_every == 0 or step == total_steps:
+                if step in observe_at:
                     observe(step, losses)
                     bar.set_postfix(acc=f"{run.val_accuracy[-1]:.3f}", beta=f"{run.beta_eff[config.variant][-1]:.3g}")
                     losses = []

@@ -129,12 +129,12 @@ def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
     model.eval()
     with torch.no_grad():
         acc = float(sum((model(xv[i:i + 256]).argmax(1) == yv[i:i + 256]).sum() for i in range(0, len(yv), 256)) / len(yv))
-    from safetensors.torch import save_file
+    from models.candidates import save_backbone
 
     weights, card_path = _paths(entry)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp))
+    tmp = weights.with_name(weights.stem + ".tmp.safetensors")
+    save_backbone(backbone, tmp, arch=entry.arch, in_chans=1, **entry.timm_kwargs)  # `arch=path` works too
     os.replace(tmp, weights)
     card = {**asdict(entry), "recipe_hash": entry.recipe_hash(), "image_size": ZOO_IMAGE_SIZE,
             "source_accuracy": acc, "pretrain_seconds": time.perf_counter() - t0, "weights": str(weights)}

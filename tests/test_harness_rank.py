@@ -1,0 +1,105 @@
+"""Harness, ranking document and `ncap rank` end to end on tiny settings (digits, random-init timm models)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.candidates import CandidateSpec, create_backbone, save_backbone
+from models.data import load_dataset, split_dataset
+from models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
+from service.cli import main
+from service.ranking import SCHEMA_KEYS, run_ranking
+
+TINY = dict(epochs=2, batch_size=64, image_size=16, evals_per_epoch=2, beta_batch_size=64, probe_width=16)
+
+
+@pytest.fixture(scope="module")
+def digits_small():
+    ds = load_dataset("digits")
+    keep = np.arange(len(ds.y)) % 3 == 0  # ~600 images: fast
+    return split_dataset(ds.select(np.flatnonzero(keep)), val_fraction=0.25, seed=0)
+
+
+@pytest.fixture(scope="module")
+def nan_weights(tmp_path_factory):
+    """A checkpoint whose weights are NaN: a realistic way for a candidate's loss to become NaN."""
+    spec = CandidateSpec(name="m", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
+    backbone, _, _ = create_backbone(spec)
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.fill_(float("nan"))
+    path = tmp_path_factory.mktemp("w") / "nan.safetensors"
+    save_backbone(backbone, path, arch="mobilenetv3_small_050", in_chans=1)
+    return path
+
+
+def test_harness_records_every_observation(digits_small):
+    train, val = digits_small
+    cfg = HarnessConfig(**TINY, extra_variants=("support",))
+    spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
+    snaps = []
+    run = fine_tune_candidate(spec, train, val, cfg, progress=False, snapshots=snaps)
+    n_obs = 2 * 2
+    assert run.status == "ok" and len(run.epoch) == n_obs and run.epoch[-1] == pytest.approx(2.0)
+    for key in ("default", "support"):
+        assert len(run.beta_eff[key]) == n_obs and np.isfinite(run.beta_eff[key]).all()
+        # β_eff is numerator/denominator, as reported
+        assert np.allclose(run.beta_eff[key], np.divide(run.beta_numerator[key], run.beta_denominator[key]))
+    assert len(run.val_accuracy) == len(run.train_loss) == n_obs
+    assert 0 < run.beta_time_s < run.wall_time_s
+    # bounded snapshots of the probe only: 4 Linear layers, never the backbone
+    assert 1 <= len(snaps) <= cfg.max_snapshots and set(snaps[0]) == {"0", "1", "2", "3"}
+    assert snaps[0]["0"].shape == (16, run.feature_dim)
+    assert run.epoch == pytest.approx([0.5, 1.0, 1.5, 2.0], abs=0.1)
+    # deterministic with fixed seeds
+    again = fine_tune_candidate(spec, train, val, cfg, progress=False)
+    assert again.val_accuracy == run.val_accuracy and again.beta_eff["default"] == pytest.approx(run.beta_eff["default"])
+    assert CandidateRun.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+
+
+def test_nan_candidate_fails_and_others_continue(digits_small, nan_weights, tmp_path):
+    cfg = HarnessConfig(**TINY)
+    doc = run_ranking("digits", ["mobilenetv3_small_050=random", f"bad:mobilenetv3_small_050={nan_weights}"],
+                      cfg, tmp_path, progress=False, make_plots=True)
+    by = {r["candidate"]: r for r in doc["candidates"]}
+    assert by["bad"]["status"] == "failed" and "nan" in by["bad"]["error"].lower()
+    assert by["bad"]["rank"] == 2 and by["bad"]["p_best"] == 0
+    good = by["mobilenetv3_small_050=random"]
+    assert good["status"] == "ok" and good["rank"] == 1 and good["p_best"] == 1.0
+    on_disk = json.loads((tmp_path / "ranking.json").read_text())
+    for rec in on_disk["candidates"]:
+        assert set(SCHEMA_KEYS) <= set(rec)
+    assert isinstance(good["beta_eff"], list) and len(good["beta_eff"]) == len(good["val_accuracy"]) == 4
+    assert all((tmp_path / p).is_file() for p in on_disk["plots"]) and on_disk["plots"]
+
+
+def test_completed_candidates_are_reused(tmp_path):
+    cfg = HarnessConfig(**TINY)
+    first = run_ranking("digits", ["mobilenetv3_small_050=random"], cfg, None, progress=False)
+    rec = first["candidates"][0]
+    rec["wall_time_s"] = -1.0  # marker: a retrain would overwrite it
+    second = run_ranking("digits", ["mobilenetv3_small_050=random"], cfg, None, progress=False,
+                         completed={rec["candidate"]: rec})
+    assert second["candidates"][0]["wall_time_s"] == -1.0 and second["candidates"][0]["reused"]
+
+
+def test_cli_rank_end_to_end(tmp_path, capsys):
+    rc = main(["rank", "--data", "digits", "--candidates", "mobilenetv3_small_050=random,resnet10t=random",
+               "--epochs", "1", "--image-size", "16", "--probe-width", "16", "--out", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "predicted acc" in out and "P(best)" in out
+    doc = json.loads((tmp_path / "ranking.json").read_text())
+    assert sorted(r["rank"] for r in doc["candidates"]) == [1, 2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/nonexistent.npz"], "nonexistent"),
+    (["--candidates", "resnet19=random"], "resnet18"),
+    (["--epochs", "0"], "epochs"),
+    (["--variant", "bogus"], "variant"),
+])
+def test_cli_rank_bad_input(tmp_path, capsys, args, message):
+    rc = main(["rank", *args, "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error" in err and message in err and "Traceback" not in err
