@@ -203,7 +203,7 @@ def to_markdown(runs: list[dict], meta: dict) -> str:
              (f"`python -m bench.service_load` on {meta['machine']}; {meta['cpus']} CPU cores shared by the server, "
              "the training process and the load generator (all on loopback). Server: `ncap serve` "
              "(BentoML 1.4.39, 1 worker process, 16 API threads); the job trains "
-             f"{', '.join(CANDIDATES)} on the embedded digits data in its own process (1 torch thread)."), "",
+             f"{', '.join(CANDIDATES)} on the embedded digits data in its own process (1 torch thread, nice 10)."), "",
              ("| clients | poll interval | duration | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
              "| job state at end | training progress in window | load avg (1 min) before → after |"),
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]

@@ -316,7 +316,8 @@ class NcapService:
         self.store = JobStore(self.settings.resolved_db_url)
         self.worker = JobWorker(
             self.store, runner=self.settings.runner, data_dir=self.data_dir,
-            train_threads=self.settings.train_threads, cancel_grace_s=self.settings.cancel_grace_s,
+            train_threads=self.settings.train_threads, train_nice=self.settings.train_nice,
+            cancel_grace_s=self.settings.cancel_grace_s,
             poll_interval_s=self.settings.poll_interval_s)
         self._validate_lock = threading.BoundedSemaphore(2)
         log.info("ncap service: data dir %s, store %s, bound to %s, auth %s", self.data_dir,

@@ -51,6 +51,8 @@ class ServiceSettings(BaseModel):
     # worker
     runner: str = Field("service.ranking:run_ranking", description="'module:function' that ranks.")
     train_threads: int = Field(1, ge=1, description="torch threads of the training process.")
+    train_nice: int = Field(10, ge=0, le=19, description="Niceness of the training process, so that on a "
+                            "busy machine the API is scheduled first.")
     cancel_grace_s: float = Field(30.0, ge=0, description="Seconds a cancelled job may take to stop.")
     poll_interval_s: float = Field(0.5, gt=0, description="How often the worker looks for work.")
     api_threads: int = Field(16, ge=1, description="Threads serving synchronous endpoints.")

@@ -111,12 +111,13 @@ class JobWorker:
     """Runs queued jobs one at a time, each in its own training process."""
 
     def __init__(self, store: JobStore, *, runner: str, data_dir: Path, train_threads: int = 1,
-                 cancel_grace_s: float = 30.0, poll_interval_s: float = 0.5,
+                 train_nice: int = 10, cancel_grace_s: float = 30.0, poll_interval_s: float = 0.5,
                  python: str = sys.executable, env: dict[str, str] | None = None):
         self.store = store
         self.runner = runner
         self.data_dir = Path(data_dir)
         self.train_threads = int(train_threads)
+        self.train_nice = int(train_nice)
         self.cancel_grace_s = float(cancel_grace_s)
         self.poll_interval_s = float(poll_interval_s)
         self.python = python
@@ -199,7 +200,8 @@ class JobWorker:
 
     def _command(self, job_id: str) -> list[str]:
         return [self.python, "-m", "service.jobs", "--db", self.store.url, "--job", job_id,
-                "--runner", self.runner, "--threads", str(self.train_threads), "--parent", str(os.getpid())]
+                "--runner", self.runner, "--threads", str(self.train_threads), "--nice", str(self.train_nice),
+                "--parent", str(os.getpid())]
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)
@@ -382,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runner", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parent", type=int, default=None)
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by this much")
     args = parser.parse_args(argv)
+    if args.nice > 0:
+        try:
+            os.nice(args.nice)
+        except OSError:  # pragma: no cover
+            pass
     if args.parent is not None:
         die_with_parent(args.parent)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
