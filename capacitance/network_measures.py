@@ -234,8 +234,14 @@ def preferential_attachment(before: SparseNetwork, after: SparseNetwork, *, bins
 
     For every reported node layer: ``omega`` = Ω̂(d) = new connections of all degree-d nodes (on the
     sides that count for the degree) / number of degree-d nodes, with the least-squares line through
-    the origin ``slope`` (eq. 10: Ω̂(d) = d · (N^l a^l + N^{l-1} a^{l-1}) / Σ d_s) and the Pearson
-    ``corr`` of Ω̂ with d (weighted by node counts).
+    the origin ``slope`` (eq. 10: Ω̂(d) = d · (N^l a^l + N^{l-1} a^{l-1}) / Σ d_s), an ``affine``
+    least-squares line ``{slope, intercept}`` and the Pearson ``corr`` of Ω̂ with d (both weighted by
+    node counts).
+
+    A node of degree d has fewer unconnected partners left, which by itself makes the counts fall with
+    d. For Linear layers (0/1 connections) the output also has per-free-slot versions: ``omega_free``
+    (new connections per partner still unconnected at t) with ``corr_free``, and ``corr_d1d2_free``
+    (Δ̂ per unconnected pair). Conv layers get None.
     """
     if [n.size for n in before.nodes] != [n.size for n in after.nodes] or len(before.layers) != len(after.layers):
         raise ValueError("the two snapshots must have the same architecture")
@@ -246,10 +252,20 @@ def preferential_attachment(before: SparseNetwork, after: SparseNetwork, *, bins
     pairs_out = []
     new_in = {n: np.zeros(s.size, np.int64) for n, s in zip(names, before.nodes)}
     new_out = {n: np.zeros(s.size, np.int64) for n, s in zip(names, before.nodes)}
+    # free slots (unconnected partners at t), defined for 0/1 (Linear) connections only
+    free_in = {n: np.zeros(s.size, np.int64) for n, s in zip(names, before.nodes)}
+    free_out = {n: np.zeros(s.size, np.int64) for n, s in zip(names, before.nodes)}
+    slots_ok = {n: True for n in names}
     for lc, nw in zip(before.layers, new):
         lo, up = names[lc.lower], names[lc.upper]
         new_in[up] += nw.sum(1)
         new_out[lo] += nw.sum(0)
+        if lc.kind == "linear" and lc.counts.max(initial=0) <= 1:
+            conn = lc.counts > 0
+            free_in[up] += conn.shape[1] - conn.sum(1)
+            free_out[lo] += conn.shape[0] - conn.sum(0)
+        else:
+            slots_ok[lo] = slots_ok[up] = False
         if not lc.pruned:
             continue
         d1, d2 = deg0[lo].degree, deg0[up].degree
@@ -268,13 +284,22 @@ def preferential_attachment(before: SparseNetwork, after: SparseNetwork, *, bins
             delta = m / npairs
         ok = npairs > 0
         prod = np.outer(lab1, lab2)
-        pairs_out.append({
+        row = {
             "lower": lo, "upper": up, "d1": lab1.tolist(), "d2": lab2.tolist(),
-            "delta": [[float(v) if k else None for v, k in zip(row, okr)] for row, okr in zip(delta, ok)],
+            "delta": [[float(v) if k else None for v, k in zip(r, okr)] for r, okr in zip(delta, ok)],
             "pairs": npairs.astype(np.int64).tolist(),
             "new_connections": int(nw.sum()),
             "corr_d1d2": _corr(prod[ok], delta[ok], npairs[ok]),
-        })
+            "corr_d1d2_free": None,
+        }
+        if lc.kind == "linear" and lc.counts.max(initial=0) <= 1:
+            # the same, per pair still unconnected at t (high-degree nodes have fewer free partners)
+            nfree = npairs - g1.T @ ((lc.counts > 0).T.astype(float) @ g2)
+            okf = nfree > 0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dfree = m / nfree
+            row["corr_d1d2_free"] = _corr(prod[okf], dfree[okf], nfree[okf])
+        pairs_out.append(row)
     omega_out = []
     for name, ld in deg0.items():
         gained = (new_in[name] if ld.counts_lower else 0) + (new_out[name] if ld.counts_upper else 0)
@@ -284,8 +309,23 @@ def preferential_attachment(before: SparseNetwork, after: SparseNetwork, *, bins
         om = np.bincount(idx, weights=gained, minlength=lab.size) / np.maximum(cnt, 1)
         denom = float((cnt * lab * lab).sum())
         slope = float((cnt * lab * om).sum() / denom) if denom > 0 else None
-        omega_out.append({"layer": name, "d": lab.tolist(), "omega": om.tolist(), "nodes": cnt.tolist(),
-                          "new_connections": int(gained.sum()), "slope": slope, "corr": _corr(lab, om, cnt)})
+        affine = None
+        if lab.size >= 2 and np.ptp(lab) > 0:
+            b, a0 = np.polyfit(lab, om, 1, w=np.sqrt(cnt))
+            affine = {"slope": float(b), "intercept": float(a0)}
+        row = {"layer": name, "d": lab.tolist(), "omega": om.tolist(), "nodes": cnt.tolist(),
+               "new_connections": int(gained.sum()), "slope": slope, "affine": affine,
+               "corr": _corr(lab, om, cnt), "omega_free": None, "corr_free": None}
+        if slots_ok[name]:
+            slots = (free_in[name] if ld.counts_lower else 0) + (free_out[name] if ld.counts_upper else 0)
+            slots = np.asarray(slots, np.int64) * np.ones(ld.size, np.int64)
+            fs = np.bincount(idx, weights=slots, minlength=lab.size)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                omf = np.where(fs > 0, np.bincount(idx, weights=gained, minlength=lab.size) / fs, np.nan)
+            okf = np.isfinite(omf)
+            row["omega_free"] = [float(v) if f else None for v, f in zip(omf, okf)]
+            row["corr_free"] = _corr(lab[okf], omf[okf], cnt[okf])
+        omega_out.append(row)
     return {"delta": pairs_out, "omega": omega_out}
 
 
@@ -315,7 +355,10 @@ def degree_fit(degree, *, n_bootstrap: int = 0, seed: int = 0, search_fraction: 
 
     Zero degrees (isolated nodes) are excluded from the fit and counted in ``n_zero``. Returns
     ``{"fitted": bool, "n", "n_zero", "power_law": {...}, "truncated_power_law": {...},
-    "comparisons": {...}, "best_alternative": str}`` or ``{"fitted": False, "reason": ...}``.
+    "comparisons": {name: {R, p}}, "best_alternative": str, "verdict": str}`` or
+    ``{"fitted": False, "reason": ...}``. ``best_alternative`` follows ``capacitance.powerlaw_compare``
+    (the power law unless an alternative beats it with p < 0.1); ``verdict`` is stricter: ``power_law``
+    only if it beats every alternative with p < 0.1, an alternative if one beats it, else ``inconclusive``.
     """
     from capacitance import powerlaw as pl
 
@@ -338,8 +381,7 @@ def degree_fit(degree, *, n_bootstrap: int = 0, seed: int = 0, search_fraction: 
     plr = fit.to_dict()
     plr["p_value"] = p_value
     plr["at_bound"] = bool(fit.at_bound)
-    res.update(fitted=True, power_law=plr, truncated_power_law=tpl.to_dict(), comparisons={},
-               best_alternative="inconclusive")
+    res.update(fitted=True, power_law=plr, truncated_power_law=tpl.to_dict(), comparisons={})
     res["truncated_power_law"]["alpha_se"] = float(tpl.alpha_se) if math.isfinite(tpl.alpha_se) else None
     try:
         from capacitance import powerlaw_compare as plc  # written alongside; optional here
@@ -353,7 +395,13 @@ def degree_fit(degree, *, n_bootstrap: int = 0, seed: int = 0, search_fraction: 
             res["comparisons"] = {k: {"R": float(r), "p": float(p)} for k, (r, p) in comps.items()}
         except (ValueError, RuntimeError, ArithmeticError) as exc:  # a failed comparison must not lose the fits
             res["comparisons_error"] = f"{type(exc).__name__}: {exc}"
-    res["best_alternative"] = _best_alternative(res["comparisons"])
+    # best_alternative: the rule of `ncap powerlaw` (power_law unless an alternative beats it significantly);
+    # verdict: stricter, "power_law" only if it beats every alternative significantly, else "inconclusive".
+    res["verdict"] = _best_alternative(res["comparisons"])
+    if plc is not None and hasattr(plc, "best_alternative"):
+        res["best_alternative"] = plc.best_alternative(res["comparisons"])
+    else:
+        res["best_alternative"] = res["verdict"] if res["verdict"] != "inconclusive" else "power_law"
     res["_fit"] = fit
     res["_tpl"] = tpl
     return res

@@ -173,7 +173,7 @@ class Pruner:
                 module.register_buffer(MASK_ATTR, mask, persistent=False)
             else:
                 setattr(module, MASK_ATTR, mask)
-            if name not in self._grad_handles:
+            if name not in self._grad_handles and module.weight.requires_grad:
                 self._grad_handles[name] = module.weight.register_hook(self._grad_hook(module))
         self.apply()
         return self.sparsity()

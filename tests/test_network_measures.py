@@ -127,6 +127,9 @@ def test_preferential_attachment_hand_example():
     om = {r["layer"]: r for r in res["omega"]}
     assert om["input"]["d"] == [0, 1, 2] and om["input"]["omega"] == [1.0, 1.0, 0.0]
     assert om["layer1"]["d"] == [1, 2] and om["layer1"]["omega"] == [1.0, 1.0]
+    # per free slot: input nodes with degree 0/1/2 had 2/1/0 unconnected partners in layer1
+    assert om["input"]["omega_free"] == [0.5, 1.0, None]
+    assert om["layer1"]["omega_free"] == [0.5, 1.0]
     json.dumps(res)
 
 

@@ -171,8 +171,13 @@ def _cli(argv, capsys):
 
 
 def test_cli_prune_mlp_end_to_end(tmp_path, capsys):
+    from models.data import load_dataset, sample_per_class
+
+    small = sample_per_class(load_dataset("digits"), 40)  # 400 images keep the 1024-wide MLP quick
+    data = tmp_path / "digits400.npz"
+    np.savez(data, x=small.x[:, 0], y=small.y)
     out = tmp_path / "run"
-    rc, stdout, _ = _cli(["prune", "--candidate", "mlp", "--sparsity", "0.9", "--data", "digits", "--epochs", "1",
+    rc, stdout, _ = _cli(["prune", "--candidate", "mlp", "--sparsity", "0.9", "--data", str(data), "--epochs", "1",
                           "--retrain-epochs", "1", "--out", str(out), "--json"], capsys)
     assert rc == 0
     rep = json.loads(stdout)

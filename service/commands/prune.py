@@ -14,8 +14,10 @@ Candidates (``--candidate``):
 
 Per node layer the report gives: nodes, which sides count toward the degree, mean degree, the power-law
 fit (α, x_min, KS, bootstrap p-value with ``--bootstrap N``), the bounded/truncated power-law fit
-(α, x_min, x_max, KS), the best alternative of the likelihood-ratio tests, the k-shell range and the
-number of isolated nodes. ``--out DIR`` writes ``report.json``, ``report.md`` and log-log CCDF plots.
+(α, x_min, x_max, KS), the likelihood-ratio verdict against lognormal / exponential / cutoff power law
+(``power_law``, an alternative, or ``inconclusive``; the JSON also has ``best_alternative`` as
+``ncap powerlaw`` reports it), the k-shell range and the number of isolated nodes. ``--out DIR`` writes
+``report.json``, ``report.md`` and log-log CCDF plots.
 """
 from __future__ import annotations
 
@@ -136,14 +138,18 @@ def run_pruning(candidate: str, sparsity: float, *, data=None, epochs: int = 10,
                 iterative: int = 1, schedule: str = "geometric", lr: float = 0.05, retrain_lr: float | None = None,
                 batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0, prune_output: bool = False,
                 scope: str = "probe", n_bootstrap: int = 0, out_dir: str | Path | None = None,
-                log=None) -> dict:
+                plot_dir: str | Path | None = None, return_model: bool = False, log=None) -> dict:
     """Load data, build the candidate, run :func:`models.pruning.three_step_prune`, return the report dict.
+
+    ``data`` is a :func:`models.data.load_dataset` source or an :class:`models.data.ImageDataset`.
+    CCDF plots go to ``plot_dir`` (default ``out_dir``). ``return_model`` adds the trained model and its
+    :class:`models.pruning.Pruner` under ``"_model"`` / ``"_pruner"`` (not JSON; pop them before dumping).
 
     The report holds the run settings, accuracies (validation split), the per-layer
     :func:`capacitance.network_measures.pruning_report` and, with ``out_dir``, the written files.
     """
     from capacitance.network_measures import pruning_report
-    from models.data import load_dataset, split_dataset
+    from models.data import ImageDataset, load_dataset, split_dataset
     from models.pruning import three_step_prune
 
     log = log or (lambda _m: None)
@@ -155,7 +161,7 @@ def run_pruning(candidate: str, sparsity: float, *, data=None, epochs: int = 10,
             raise ValueError(f"{name} must be >= {lo}, got {v}")
     _parse_mlp(candidate)  # a malformed mlp:... spec fails before any data is loaded
     t0 = time.perf_counter()
-    ds = load_dataset(data)
+    ds = data if isinstance(data, ImageDataset) else load_dataset(data)
     tr, va = split_dataset(ds, val_fraction, seed)
     log(f"data: {ds.source}, {len(tr)} train / {len(va)} val, shape {tuple(ds.x.shape[1:])}, {ds.num_classes} classes")
     model, tf, input_shape, info = build_model(candidate, tuple(ds.x.shape[1:]), ds.num_classes, seed=seed, scope=scope)
@@ -170,7 +176,7 @@ def run_pruning(candidate: str, sparsity: float, *, data=None, epochs: int = 10,
         batch_size=batch_size, seed=seed, include_output=prune_output, transform=tf, log=log)
     log(f"fitting degree distributions ({time.perf_counter() - t0:.0f} s so far)")
     rep = pruning_report(model, input_shape=input_shape, n_bootstrap=n_bootstrap, seed=seed,
-                         strict=False, plot_dir=out_dir)
+                         strict=False, plot_dir=plot_dir if plot_dir is not None else out_dir)
     out = {
         "candidate": candidate,
         "model": {k: v for k, v in info.items() if not callable(v)},
@@ -191,6 +197,8 @@ def run_pruning(candidate: str, sparsity: float, *, data=None, epochs: int = 10,
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.json").write_text(json.dumps(out, indent=1))
         (out_dir / "report.md").write_text(markdown_table(out) + "\n")
+    if return_model:
+        out["_model"], out["_pruner"] = model, result.pruner
     return out
 
 
@@ -215,7 +223,7 @@ def _rows(out: dict) -> list[list[str]]:
             _f(pl.get("p_value"), "{:.2f}"),
             _f(tpl.get("alpha"), "{:.2f}"),
             "–" if not tpl else f"[{tpl['xmin']}, {tpl['xmax']}]", _f(tpl.get("ks"), "{:.3f}"),
-            fit.get("best_alternative", fit.get("reason", "–")) if fit.get("fitted") else "not fitted",
+            fit.get("verdict", "–") if fit.get("fitted") else "not fitted",
             "–" if not ks else f"{ks['k_min']}–{ks['k_max']}",
             str(row["dormant"]["isolated"]),
         ])
@@ -223,7 +231,7 @@ def _rows(out: dict) -> list[list[str]]:
 
 
 HEADER = ["layer", "nodes", "sides", "mean deg", "deg range", "PL α", "x_min", "KS", "p", "TPL α",
-          "[x_min, x_max]", "TPL KS", "best", "k-shell", "isolated"]
+          "[x_min, x_max]", "TPL KS", "LR verdict", "k-shell", "isolated"]
 
 
 def markdown_table(out: dict) -> str:
