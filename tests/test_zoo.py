@@ -1,0 +1,52 @@
+"""Zoo: deterministic pretraining, cache hits, recipe changes rebuild, and loading as a candidate."""
+import json
+
+import pytest
+
+from models import zoo
+
+
+@pytest.fixture
+def tiny_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv("NCAP_CACHE", str(tmp_path))
+    entry = zoo.ZooEntry("tiny-test", "mobilenetv3_small_050", "mnist5k-5class", 0.05, "test entry", batch_size=64)
+    monkeypatch.setitem(zoo.ZOO, entry.name, entry)
+    return entry
+
+
+def test_pretrain_caches_and_reuses(tiny_entry):
+    card = zoo.ensure([tiny_entry.name], progress=False)[0]
+    weights, card_path = zoo._paths(tiny_entry)
+    assert weights.is_file() and json.loads(card_path.read_text())["recipe_hash"] == tiny_entry.recipe_hash()
+    assert 0.0 <= card["source_accuracy"] <= 1.0 and card["source"] == "mnist5k-5class"
+    mtime = weights.stat().st_mtime_ns
+    assert zoo.ensure([tiny_entry.name], progress=False)[0] == card  # cache hit: same card ...
+    assert weights.stat().st_mtime_ns == mtime  # ... and no retraining
+
+
+def test_pretraining_is_deterministic(tiny_entry):
+    a = zoo.ensure([tiny_entry.name], progress=False)[0]["source_accuracy"]
+    b = zoo.ensure([tiny_entry.name], progress=False, rebuild=True)[0]["source_accuracy"]
+    assert a == b
+
+
+def test_recipe_change_changes_cache_key(tiny_entry):
+    other = zoo.ZooEntry(**{**tiny_entry.__dict__, "epochs": 0.1})
+    assert other.recipe_hash() != tiny_entry.recipe_hash()
+    assert zoo._paths(other)[0] != zoo._paths(tiny_entry)[0]
+
+
+def test_zoo_spec_builds_a_candidate(tiny_entry):
+    from models.candidates import build_candidate_model
+
+    spec = zoo.zoo_spec(tiny_entry.name, progress=False)
+    model, cfg = build_candidate_model(spec, num_classes=10)
+    assert cfg["input_size"][0] == 1 and len(model.probe.linear_layers) == 4
+
+
+def test_unknown_zoo_name():
+    with pytest.raises(KeyError, match="known"):
+        zoo.ensure(["no-such-model"])
+    # real zoo entries differ in architecture, source data and pretraining length
+    assert len({e.arch for e in zoo.ZOO.values()}) >= 4 and len({e.source for e in zoo.ZOO.values()}) >= 3
+    assert len({e.epochs for e in zoo.ZOO.values()}) >= 3 and len(zoo.ZOO) >= 8
