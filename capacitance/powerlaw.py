@@ -470,7 +470,7 @@ def _ks_distances(u, c, c_below, *, a, v, hi, log_z, n_fit, start, stop, discret
     out = np.zeros(a.size)
     ends = np.cumsum(lens)
     first = 0
-    kw = dict(a=a, hi=hi, log_z=log_z, n_fit=n_fit, start=start, discrete=discrete, variant=variant)
+    kw = {"a": a, "hi": hi, "log_z": log_z, "n_fit": n_fit, "start": start, "discrete": discrete, "variant": variant}
     while first < a.size:
         base = ends[first - 1] if first else 0
         last = max(int(np.searchsorted(ends, base + _CHUNK, side="right")), first + 1)
@@ -481,14 +481,19 @@ def _ks_distances(u, c, c_below, *, a, v, hi, log_z, n_fit, start, stop, discret
     return out
 
 
-def _ks_bounds(u, c, c_below, cum_ck, *, k_per_fit, start, stop, **pk):
-    """Lower and upper bounds of each fit's KS distance from a subset of its points.
+def _ks_screen(u, c, c_below, cum_ck, *, k_per_fit, start, stop, **pk):
+    """KS contributions of each fit on a subset of its points, with bounds for the points in between.
 
     The subset: ``k_per_fit`` points evenly spaced by rank in ``[start, stop)`` (both ends included) and
     the global cumulative-count checkpoints ``cum_ck`` inside it (they split heavy atoms). Both CDFs are
     non-decreasing, so between consecutive subset points ``j1 < j2`` every one-sided CDF value lies in
-    ``[F(u_j1), F(u_j2))``: the subset maximum is a lower bound and ``max(E_j2 - M_j1, M_j2 - E_j1)``
-    over the intervals an upper bound.
+    ``[F(u_j1), F(u_j2))`` and no point strictly inside can contribute more than
+    ``max(E_j2 - M_j1, M_j2 - E_j1)``.
+
+    Returns
+    -------
+    fid, j, diff, e_lt, m_lt : ndarray, shape (m,)
+        Fit id (sorted), point index, KS contribution, empirical and model ``P(X < u_j)``.
     """
     lens = (stop - start).astype(np.int64)
     k = np.minimum(lens, k_per_fit)
@@ -498,50 +503,69 @@ def _ks_bounds(u, c, c_below, cum_ck, *, k_per_fit, start, stop, **pk):
     i1 = np.searchsorted(cum_ck, stop, side="left")
     fid_b, pos_b, _ = _segments(i1 - i0, i0)
     j_b = cum_ck[pos_b] if pos_b.size else pos_b
-    key = np.unique(np.concatenate([fid_a, fid_b]) * (u.size + 1) + np.concatenate([j_a, j_b]))
+    key = np.sort(np.concatenate([fid_a, fid_b]) * (u.size + 1) + np.concatenate([j_a, j_b]))
+    key = key[np.r_[True, key[1:] != key[:-1]]]
     fid, j = key // (u.size + 1), key % (u.size + 1)
-    seg0 = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
     diff, e_lt, m_lt = _ks_points(u, c, c_below, fid, j, start=start, **pk)
-    lb = np.maximum.reduceat(diff, seg0)
-    gap = np.zeros_like(diff)
-    same = fid[1:] == fid[:-1]
-    gap[:-1] = np.where(same, np.maximum(e_lt[1:] - m_lt[:-1], m_lt[1:] - e_lt[:-1]), 0.0)
-    return lb, np.maximum(lb, np.maximum.reduceat(gap, seg0))
+    return fid, j, diff, e_lt, m_lt
 
 
 def _ks_argmin(u, c, c_below, *, a, v, hi, log_z, n_fit, start, stop, discrete, variant, valid):
     """KS distances, exact at least for every fit that can have the smallest one among ``valid``.
 
-    Large problems are screened by ``_ks_bounds`` at two resolutions (64, then 512 points per fit):
-    a fit whose lower bound exceeds the smallest upper bound among ``valid`` fits cannot win and keeps
-    its lower bound; the survivors are evaluated exactly. Returns ``(ks, exact)``.
+    Large problems are screened first (``_ks_screen``, 128 points per fit): the screened maximum is a
+    lower bound ``lb`` of a fit's KS, and ``lb`` raised by the interval bounds an upper bound ``ub``. A
+    fit with ``lb`` above the smallest ``ub`` of a valid fit cannot win and keeps ``lb``. For the others
+    only intervals whose bound exceeds the fit's current maximum can change it; they are split at 16
+    interior points, bounded again, and so on until none is left (branch and bound; each round is
+    one vectorised evaluation). Returns ``(ks, exact)``.
     """
-    arrays = dict(a=a, v=v, hi=hi, log_z=log_z, n_fit=n_fit, start=start, stop=stop)
+    arrays = {"a": a, "hi": hi, "log_z": log_z, "n_fit": n_fit, "start": start}
+    pk = dict(discrete=discrete, variant=variant, **arrays)
     lens = (stop - start).astype(np.int64)
     if lens.sum() <= _CHUNK or not valid.any():
-        return (_ks_distances(u, c, c_below, discrete=discrete, variant=variant, **arrays),
-                np.ones(a.size, dtype=bool))
+        return (_ks_distances(u, c, c_below, v=v, stop=stop, **pk), np.ones(a.size, dtype=bool))
     cum_le = c_below + c
     cum_ck = np.unique(np.searchsorted(cum_le, np.linspace(0, cum_le[-1], 129)[1:], side="left"))
-    ks = np.zeros(a.size)
-    alive = np.arange(a.size)
-    threshold = np.inf
-    for k_per_fit in (64, 512):
-        if lens[alive].sum() <= _CHUNK:
+    fid, j, diff, e, m = _ks_screen(u, c, c_below, cum_ck, k_per_fit=128, stop=stop, **pk)
+    seg0 = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
+    ks = np.maximum.reduceat(diff, seg0)
+    same = np.flatnonzero(fid[1:] == fid[:-1])
+    iv = (fid[same], j[same], j[same + 1], e[same], m[same], e[same + 1], m[same + 1])
+    ub = ks.copy()
+    np.maximum.at(ub, iv[0], np.maximum(iv[5] - iv[4], iv[6] - iv[3]))
+    alive = ks <= ub[valid].min()
+    # refine the intervals that may still hold a fit's maximum, 16 interior points at a time
+    while iv[0].size:
+        f, jl, jr, el, ml, er, mr = iv
+        keep = alive[f] & (jr - jl > 1) & (np.maximum(er - ml, mr - el) > ks[f])
+        f, jl, jr, el, ml, er, mr = (x[keep] for x in iv)
+        if not f.size:
             break
-        sub = {name: val[alive] for name, val in arrays.items()}
-        del sub["v"]
-        lb, ub = _ks_bounds(u, c, c_below, cum_ck, k_per_fit=k_per_fit, discrete=discrete, variant=variant,
-                            **sub)
-        ks[alive] = lb
-        if valid[alive].any():
-            threshold = min(threshold, ub[valid[alive]].min())
-        alive = alive[lb <= threshold]
-    sub = {name: val[alive] for name, val in arrays.items()}
-    ks[alive] = _ks_distances(u, c, c_below, discrete=discrete, variant=variant, **sub)
-    exact = np.zeros(a.size, dtype=bool)
-    exact[alive] = True
-    return ks, exact
+        inner = jr - jl - 1
+        k = np.minimum(inner, 16)
+        seg, pos, _ = _segments(k, np.ones(f.size, dtype=np.int64))
+        jj = jl[seg] + np.where(inner[seg] <= 16, pos, np.round(pos * (jr[seg] - jl[seg]) / 17.0).astype(np.int64))
+        ff = f[seg]
+        d = np.empty(jj.size)
+        ee = np.empty(jj.size)
+        mm = np.empty(jj.size)
+        for lo_ in range(0, jj.size, _CHUNK):
+            sl = slice(lo_, lo_ + _CHUNK)
+            d[sl], ee[sl], mm[sl] = _ks_points(u, c, c_below, ff[sl], jj[sl], **pk)
+        np.maximum.at(ks, ff, d)
+        # new intervals: (jl, p_1), (p_1, p_2), ..., (p_k, jr) of each refined interval
+        first = np.r_[True, seg[1:] != seg[:-1]]
+        last = np.r_[seg[1:] != seg[:-1], True]
+        left_j = np.where(first, jl[seg], np.r_[0, jj[:-1]])
+        left_e = np.where(first, el[seg], np.r_[0.0, ee[:-1]])
+        left_m = np.where(first, ml[seg], np.r_[0.0, mm[:-1]])
+        lj = np.flatnonzero(last)
+        iv = tuple(np.concatenate(pair) for pair in (
+            (ff, ff[lj]), (left_j, jj[lj]), (jj, jr[seg[lj]]), (left_e, ee[lj]), (left_m, mm[lj]),
+            (ee, er[seg[lj]]), (mm, mr[seg[lj]]),
+        ))
+    return ks, alive
 
 
 # --------------------------------------------------------------------------- power law
@@ -843,7 +867,7 @@ def fit_truncated_power_law(
         raise ValueError(f"search_fraction must be in (0, 1], got {search_fraction}")
     x = check_sample(data, discrete=discrete)
     n = x.size
-    m = int(math.floor(n * search_fraction))
+    m = math.floor(n * search_fraction)
     if m < 1:
         raise ValueError(f"search_fraction={search_fraction} leaves no value to search among n={n}")
     xs = np.sort(x)

@@ -122,7 +122,7 @@ def _log_cutoff_integral(alpha, lam, lo, xmin):
         return -math.inf if log_k + y > 700.0 else b * y - math.exp(log_k + y)
 
     g_mode = log_g(y_mode)
-    f = lambda y: math.exp(log_g(y) - g_mode)  # noqa: E731
+    f = lambda y: math.exp(log_g(y) - g_mode)
     total = integrate.quad(f, y_mode, np.inf, limit=200)[0]
     if y_mode > 0:
         total += integrate.quad(f, 0.0, y_mode, limit=200)[0]
