@@ -54,6 +54,7 @@ class HarnessConfig:
     t0: int = 1  # predictor: observations skipped
     device: str = "auto"
     max_snapshots: int = 16
+    prune_sparsity: float | None = None  # attach a degree/power-law report of the magnitude-pruned probe
 
     def __post_init__(self):
         if not 1 <= self.epochs <= 1000:
@@ -67,6 +68,8 @@ class HarnessConfig:
                 raise ValueError(f"unknown beta_eff variant {v!r}; choose from {VARIANTS}")
         if self.probe_depth < 3:
             raise ValueError("probe_depth must be >= 3 (beta_eff is structurally 0 with fewer hidden layers)")
+        if self.prune_sparsity is not None and not 0 < self.prune_sparsity < 1:
+            raise ValueError(f"prune_sparsity must be in (0, 1), got {self.prune_sparsity}")
         if self.evals_per_epoch < 1:
             raise ValueError("evals_per_epoch must be >= 1")
         self.extra_variants = tuple(v for v in self.extra_variants if v != self.variant)
@@ -114,6 +117,7 @@ class CandidateRun:
     train_time_s: float = 0.0  # optimiser steps only
     feature_dim: int | None = None
     n_params: int | None = None
+    pruning: dict | None = None  # pruning report of the probe (HarnessConfig.prune_sparsity)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -255,8 +259,25 @@ def fine_tune_candidate(
         run.status, run.error = "failed", str(exc)
     finally:
         bar.close()
+    if config.prune_sparsity is not None and run.status == "ok":
+        run.pruning = probe_pruning_report(model.probe, config.prune_sparsity, seed=config.seed)
     if snapshots is not None and all_snaps:
         keep = np.unique(np.linspace(0, len(all_snaps) - 1, min(config.max_snapshots, len(all_snaps))).round().astype(int))
         snapshots.extend(all_snaps[k] for k in keep)
     run.wall_time_s = time.perf_counter() - t_start
     return run
+
+
+def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:
+    """Magnitude-prune a copy of the fine-tuned probe (head kept dense) and report its degree
+    distributions with power-law / truncated power-law fits per layer (``capacitance.network_measures``)."""
+    import copy
+
+    from capacitance.network_measures import pruning_report
+    from models.pruning import prune_magnitude
+
+    pruned = copy.deepcopy(probe).cpu()
+    prune_magnitude(pruned, sparsity)
+    report = pruning_report(pruned, seed=seed, with_esd=True)
+    report["sparsity_requested"] = sparsity
+    return report

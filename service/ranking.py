@@ -58,6 +58,7 @@ def candidate_record(run: CandidateRun, config: HarnessConfig) -> dict:
            "beta_numerator": run.beta_numerator.get(v, []), "beta_denominator": run.beta_denominator.get(v, []),
            "beta_eff_variants": run.beta_eff, "wall_time_s": run.wall_time_s, "beta_time_s": run.beta_time_s,
            "train_time_s": run.train_time_s, "feature_dim": run.feature_dim, "n_params": run.n_params,
+           "pruning_report": run.pruning,
            "predicted_accuracy": None, "predicted_std": None, "prediction_method": None, "prediction_flags": []}
     if run.status == "ok" and run.val_accuracy:
         try:

@@ -103,3 +103,15 @@ def test_cli_rank_bad_input(tmp_path, capsys, args, message):
     rc = main(["rank", *args, "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "error" in err and message in err and "Traceback" not in err
+
+
+def test_prune_report_attached_per_candidate(digits_small):
+    train, val = digits_small
+    cfg = HarnessConfig(**{**TINY, "epochs": 1, "probe_width": 64}, prune_sparsity=0.8)
+    spec = CandidateSpec(name="m", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
+    run = fine_tune_candidate(spec, train, val, cfg, progress=False)
+    rep = run.pruning
+    assert rep["sparsity_requested"] == 0.8 and rep["layers"]
+    json.dumps(rep)  # JSON-ready
+    with pytest.raises(ValueError, match="prune_sparsity"):
+        HarnessConfig(prune_sparsity=1.5)

@@ -33,8 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--prune-report", type=float, default=None, metavar="SPARSITY",
-                   help="also prune each candidate's probe+backbone to this sparsity and attach degree "
-                   "power-law fits per candidate")
+                   help="after fine-tuning, magnitude-prune each candidate's probe to this sparsity and attach "
+                   "its per-layer degree distributions with power-law fits (pruning_report in ranking.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -47,16 +47,13 @@ def run(args) -> int:
         config = HarnessConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
                                probe_width=args.probe_width, variant=args.variant, t0=args.t0,
                                image_size=args.image_size or None, evals_per_epoch=args.evals_per_epoch,
-                               freeze_backbone=args.freeze_backbone, device=args.device)
+                               freeze_backbone=args.freeze_backbone, device=args.device,
+                               prune_sparsity=args.prune_report)
         doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
                           progress=not args.quiet)
     except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"ncap rank: error: {exc}", file=sys.stderr)
         return 2
-    if args.prune_report is not None:
-        from service.prune_report import attach_pruning_reports
-
-        attach_pruning_reports(doc, args.out, sparsity=args.prune_report)
     print(format_table(doc))
     print(f"\n{doc['dataset']['source']}: {doc['dataset']['n_train']} train / {doc['dataset']['n_val']} val images, "
           f"{doc['config']['epochs']} epochs per candidate, {doc['wall_time_s']:.0f} s in total.")
