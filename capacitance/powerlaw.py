@@ -960,7 +960,8 @@ def report_dict(fit: PowerLawFit, tpl: TruncatedPowerLawFit, comparisons: dict) 
 def plot_ccdf(data, fit: PowerLawFit, tpl: TruncatedPowerLawFit | None = None, ax=None):
     """Log-log empirical CCDF ``P(X >= x)`` with the fitted power law (and bounded power law) overlaid.
 
-    The fitted curves are scaled by the fraction of the sample they describe, so they sit on the data.
+    The fitted curves are scaled by the fraction of the sample they describe (the bounded law also
+    raised by the fraction above its ``xmax``), so they sit on the data.
     Without ``ax`` a new ``matplotlib.figure.Figure`` (Agg canvas, no pyplot state) is created.
 
     Returns
@@ -992,7 +993,8 @@ def plot_ccdf(data, fit: PowerLawFit, tpl: TruncatedPowerLawFit | None = None, a
             g = np.unique(np.round(g))
         lz = log_normaliser(tpl.alpha, tpl.xmin, tpl.xmax, discrete=tpl.discrete)[0]
         model = np.exp(log_normaliser(tpl.alpha, g, tpl.xmax, discrete=tpl.discrete) - lz)
-        ax.loglog(g, model * tpl.n_tail / x.size, "--", color="C0",
+        above = float(np.sum(x > tpl.xmax)) / x.size  # P(X >= x) = P(X > xmax) + (n_tail / n) S_tpl(x)
+        ax.loglog(g, above + model * tpl.n_tail / x.size, "--", color="C0",
                   label=f"bounded PL α={tpl.alpha:.2f}, [{_num(tpl.xmin)}, {_num(tpl.xmax)}]")
     ax.set_xlabel("x")
     ax.set_ylabel("P(X ≥ x)")

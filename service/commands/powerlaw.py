@@ -12,6 +12,8 @@ import argparse
 import json
 import math
 import sys
+import warnings
+from dataclasses import replace
 
 from capacitance.powerlaw import MIN_SAMPLES
 
@@ -124,13 +126,13 @@ def run(args: argparse.Namespace) -> int:
         values = _load(args.file)
         _check(values, discrete)
         x = np.asarray(values, dtype=np.float64)
-        fit = fit_power_law(x, discrete=discrete)
-        if args.bootstrap:
-            from dataclasses import replace
-
-            fit = replace(fit, p_value=power_law_gof(x, fit, n_bootstrap=args.bootstrap, seed=args.seed))
-        tpl = fit_truncated_power_law(x, discrete=discrete)
-        comps = compare_distributions(x, fit)
+        with warnings.catch_warnings():  # fit problems are reported in the output (at_bound), not as warnings
+            warnings.simplefilter("ignore")
+            fit = fit_power_law(x, discrete=discrete)
+            if args.bootstrap:
+                fit = replace(fit, p_value=power_law_gof(x, fit, n_bootstrap=args.bootstrap, seed=args.seed))
+            tpl = fit_truncated_power_law(x, discrete=discrete)
+            comps = compare_distributions(x, fit)
     except (InputError, ValueError) as exc:
         print(f"ncap powerlaw: error: {exc}", file=sys.stderr)
         return 2
@@ -146,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rep))
     else:
         print(_report_text(rep, best_alternative(rep["comparisons"])))
+        for name, f in (("power law", fit), ("bounded power law", tpl)):
+            if f.at_bound:
+                print(f"note: the {name} alpha sits on its search bound; it is a bound, not an estimate")
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0
