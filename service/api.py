@@ -81,6 +81,10 @@ class JobConfig(BaseModel):
         None, max_length=64,
         description="A named built-in dataset ('digits', 'mnist5k') when no file is uploaded; "
                     "neither = the embedded 'digits' data.")
+    prune_sparsity: float | None = Field(
+        None, gt=0, lt=1, description="Attach a pruning report per candidate: magnitude-prune the fine-tuned "
+                                      "probe to this sparsity and fit power laws to its degree distributions "
+                                      "(`pruning_report` in each candidate record).")
     pruning_report: dict[str, Any] | None = Field(
         None, description="Optional `ncap prune` report; kept with the job and in its result.")
 
