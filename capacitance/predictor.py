@@ -139,7 +139,7 @@ def trajectory_features(beta: Sequence[float], accuracy: Sequence[float], t0: in
     finite = np.isfinite(beta)
     b = beta[finite] if finite.any() else np.zeros(1)
     b_slope = np.polyfit(np.arange(b.shape[0], dtype=float), b, 1)[0] if b.shape[0] > 1 else 0.0
-    slog = lambda v: float(np.sign(v) * np.log1p(abs(v)))  # noqa: E731
+    slog = lambda v: float(np.sign(v) * np.log1p(abs(v)))
     return np.array([acc[-1], acc_slope, p.accuracy, slog(b[-1]), slog(b_slope), float(acc.shape[0])])
 
 

@@ -24,7 +24,6 @@ from capacitance.beta_eff import CapacitanceResult, capacitance
 from capacitance.line_graph import VARIANTS
 from models.probe import probe_width_spec
 
-
 _NAN_RESULT = CapacitanceResult(float("nan"), float("nan"), float("nan"), float("nan"), "not-recorded")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from capacitance.predictor import p_best, predict_final_accuracy, rank_order
 from models.harness import Cancelled, CandidateRun, HarnessConfig, fine_tune_candidate
 
-__all__ = ["run_ranking", "resolve_candidates", "rank_runs", "Cancelled"]
+__all__ = ["Cancelled", "rank_runs", "resolve_candidates", "run_ranking"]
 SCHEMA_KEYS = ("candidate", "rank", "predicted_accuracy", "predicted_std", "p_best", "observed_accuracy",
                "beta_eff", "val_accuracy", "train_loss", "status")
 
@@ -134,8 +134,8 @@ def run_ranking(dataset, candidates, config: HarnessConfig, out_dir: Path | None
             on_candidate_done(rec)
     records = rank_runs(records, seed=config.seed)
     doc = {"candidates": _clean(records), "config": config.to_dict(),
-           "dataset": {"source": ds.source, "n_images": int(len(ds.y)), "n_train": int(len(train.y)),
-                       "n_val": int(len(val.y)), "classes": ds.class_names, "image_shape": list(ds.x.shape[1:])},
+           "dataset": {"source": ds.source, "n_images": len(ds.y), "n_train": len(train.y),
+                       "n_val": len(val.y), "classes": ds.class_names, "image_shape": list(ds.x.shape[1:])},
            "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")) if config.device == "auto" else config.device,
            "wall_time_s": time.perf_counter() - t0, "plots": [], "ncap_version": "0.1.0"}
     if out_dir is not None:

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 from sklearn.linear_model import BayesianRidge
 
-from capacitance.predictor import (CrossRunPredictor, p_best, predict_final_accuracy, rank_order,
-                                   trajectory_features)
+from capacitance.predictor import (
+    CrossRunPredictor,
+    p_best,
+    predict_final_accuracy,
+    rank_order,
+    trajectory_features,
+)
 
 
 def test_exact_line_extrapolates_to_intercept():
