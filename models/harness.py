@@ -53,6 +53,7 @@ class HarnessConfig:
     t0: int = 1  # predictor: observations skipped
     device: str = "auto"
     max_snapshots: int = 16
+    track_beta: bool = True  # False = plain fine-tuning (same observations, no β_eff): overhead baseline
     prune_sparsity: float | None = None  # attach a degree/power-law report of the magnitude-pruned probe
 
     def __post_init__(self):
@@ -209,7 +210,9 @@ def fine_tune_candidate(
         t0 = time.perf_counter()
         epoch_now = step / steps_per_epoch
         extra_on = config.extra_variants_until is None or epoch_now <= config.extra_variants_until + 1e-9
-        betas = _measure_beta(model, xb, yb, config.variants if extra_on else (config.variant,))
+        betas = {}
+        if config.track_beta:
+            betas = _measure_beta(model, xb, yb, config.variants if extra_on else (config.variant,))
         nan = _NAN_RESULT
         run.beta_time_s += time.perf_counter() - t0
         for v in config.variants:
@@ -217,7 +220,7 @@ def fine_tune_candidate(
             run.beta_eff[v].append(r.beta_eff)
             run.beta_numerator[v].append(r.numerator)
             run.beta_denominator[v].append(r.denominator)
-        run.epoch.append(step / steps_per_epoch)
+        run.epoch.append(epoch_now)
         run.val_accuracy.append(_accuracy(model, xv, yv))
         run.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
         if snapshots is not None:
