@@ -145,7 +145,7 @@ def render_markdown(summary, table, shown, dev_tasks, ks, chosen_k, mean_over, q
              f"Command: `{cmd}` — {summary['machine']}, {summary['bench_wall_time_s']:.0f} s wall (including cached runs).",
              f"Candidates ({len(summary['candidates'])}): {', '.join(summary['candidates'])}. "
              f"Tasks: {', '.join(summary['tasks'])} (held out: **{summary['held_out']}**).",
-             f"Ground truth: validation accuracy after a full fine-tune of {r['full_epochs']} epochs (AdamW lr {r['lr']}, "
+             f"Ground truth: mean validation accuracy over the last epoch of a full fine-tune of {r['full_epochs']} epochs (AdamW lr {r['lr']}, "
              f"batch {r['batch_size']}, probe width {r['probe_width']}, seed {r['seed']}"
              + (f", {r['max_train']} training images" if r["max_train"] else "") + "), same recipe for every candidate.",
              f"Chosen on the development tasks: **{summary['chosen']['ncap']}**, k = **{chosen_k} epochs** "

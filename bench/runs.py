@@ -38,7 +38,10 @@ class BenchRecipe:
                              extra_variants=("support", "magnitude"), extra_variants_until=self.extra_variants_until)
 
     def key(self) -> str:
-        blob = json.dumps({**self.__dict__, "harness": self.harness_config().to_dict(), "v": 1}, sort_keys=True)
+        harness = self.harness_config().to_dict()
+        if harness.get("track_beta", True):  # added later; at its default it must not invalidate cached runs
+            harness.pop("track_beta", None)
+        blob = json.dumps({**self.__dict__, "harness": harness, "v": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

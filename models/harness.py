@@ -43,7 +43,7 @@ class HarnessConfig:
     probe_depth: int = 3
     freeze_backbone: bool = False
     seed: int = 0
-    variant: str = "default"  # the β_eff variant the predictor uses
+    variant: str = "magnitude"  # the β_eff variant the predictor uses (chosen by bench/: see README)
     extra_variants: tuple[str, ...] = ()  # also recorded (benchmark)
     extra_variants_until: float | None = None  # record extra variants only up to this epoch (cost)
     beta_batch_size: int = 256

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--probe-width", type=int, default=d.probe_width, help="first hidden width of the probe")
-    p.add_argument("--variant", default=d.variant, help="beta_eff variant: default, support, magnitude")
+    p.add_argument("--variant", default=d.variant, help="beta_eff variant: default (signed P), support, magnitude (|P|)")
     p.add_argument("--t0", type=int, default=d.t0, help="observations skipped by the predictor")
     p.add_argument("--image-size", type=int, default=d.image_size, help="input side in pixels (0 = model default)")
     p.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch)
