@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     lines = ["# Overhead of β_eff tracking vs plain fine-tuning", "",
              f"Command: `python -m bench.tracking_overhead --candidate {args.candidate} --epochs {args.epochs} "
              f"--repeats {args.repeats}` ({out['machine']}, 2 cores; medians, both variants measured alternately in one run). "
-             f"Digits (1 437 train images), batch 64, β batch {out['beta_batch']}, default variant.", "",
+             f"Digits (1 437 train images), batch 64, β batch {out['beta_batch']}, `{HarnessConfig().variant}` variant "
+             "(the `ncap rank` default).", "",
              "| observations / epoch | plain fine-tune (s) | with β_eff (s) | overhead | β_eff time (s) | probe snapshots kept | trajectory record |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
