@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
         "compute": {"full_epochs": recipe.full_epochs,
                     "wall_time_full_s": {t: float(sum(r["wall_time_s"] for r in task_runs[t])) for t in tasks},
                     "beta_time_s": {t: float(sum(r["beta_time_s"] for r in task_runs[t])) for t in tasks}},
-        "machine": f"{platform.machine()} CPU, {__import__('os').cpu_count()} cores" , "bench_wall_time_s": time.perf_counter() - t_start,
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "bench_wall_time_s": time.perf_counter() - t_start,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1, default=float))
