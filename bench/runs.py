@@ -80,8 +80,8 @@ def logme_of(spec, train, recipe: BenchRecipe) -> float:
     torch.manual_seed(recipe.seed)
     backbone, _, cfg = create_backbone(spec)
     backbone.eval()
-    c = cfg["input_size"][0]
-    x = prepare_batch(train.x, input_size=(c, 32, 32), mean=cfg["mean"], std=cfg["std"])
+    c, side = cfg["input_size"][0], recipe.harness_config().image_size  # the size the fine-tunes see
+    x = prepare_batch(train.x, input_size=(c, side, side), mean=cfg["mean"], std=cfg["std"])
     with torch.no_grad():
         feats = torch.cat([backbone(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy().astype(np.float64)
     return float(logme_score(feats, train.y))

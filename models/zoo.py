@@ -126,9 +126,9 @@ def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
             if step >= n_steps:
                 break
     bar.close()
-    model.eval()
-    with torch.no_grad():
-        acc = float(sum((model(xv[i:i + 256]).argmax(1) == yv[i:i + 256]).sum() for i in range(0, len(yv), 256)) / len(yv))
+    from models.harness import _accuracy
+
+    acc = _accuracy(model, xv, yv)
     from models.candidates import save_backbone
 
     weights, card_path = _paths(entry)

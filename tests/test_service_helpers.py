@@ -21,6 +21,18 @@ NCAP = [sys.executable, "-m", "service.cli"]
 FAST_CANDIDATES = ["mobilenetv3_small_050=random", "resnet10t=random"]  # ~5 s and ~9 s for 2 epochs
 
 
+def _kill_all(procs) -> None:
+    """SIGKILL processes that outlived a graceful stop, then reap them."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,12 +124,7 @@ class Server:
         if self.proc is not None:
             self.proc.wait(10)
         _gone, alive = psutil.wait_procs(self._known, timeout=settle)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
+        _kill_all(alive)
         return alive
 
     def stop(self) -> None:
@@ -132,12 +139,7 @@ class Server:
         except ProcessLookupError:
             pass
         _gone, alive = psutil.wait_procs(procs, timeout=20)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
+        _kill_all(alive)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
