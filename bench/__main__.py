@@ -59,24 +59,34 @@ def metrics(scores: np.ndarray, truth: np.ndarray) -> dict:
             "top1_regret": 100 * top1_regret(scores, truth)}
 
 
+def _suffix(args) -> str:
+    """Results of a non-default recipe go beside the default ones: full-w128, full-s1, ..."""
+    return (f"-w{args.probe_width}" if args.probe_width != 64 else "") + (f"-s{args.seed}" if args.seed else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small version that finishes in ~5 min on 2 cores")
     ap.add_argument("--rebuild", action="store_true", help="recompute cached runs")
+    ap.add_argument("--probe-width", type=int, default=64,
+                    help="first hidden width of the probe (halving per layer); the width sweep varies it")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the fine-tunes (a second seed measures the noise ceiling)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     if args.quick:
-        recipe = BenchRecipe(full_epochs=6, max_train=600, evals_per_epoch=9, extra_variants_until=0.75)
+        recipe = BenchRecipe(full_epochs=6, max_train=600, evals_per_epoch=9, extra_variants_until=0.75,
+                             probe_width=args.probe_width, seed=args.seed)
         names, tasks = list(zoo.DEMO_CANDIDATES), ["digits", HELD_OUT]
         ks = [0.25, 0.5, 0.75]
-        out_dir = args.out or RESULTS / "quick"
+        out_dir = args.out or RESULTS / ("quick" + _suffix(args))
     else:
-        recipe = BenchRecipe(full_epochs=8, evals_per_epoch=8, extra_variants_until=0.75)
+        recipe = BenchRecipe(full_epochs=8, evals_per_epoch=8, extra_variants_until=0.75,
+                             probe_width=args.probe_width, seed=args.seed)
         names, tasks = [n for n in zoo.ZOO if n not in ("mobilenetv3-short", "resnet10t-mnist")], list(TASKS)
         ks = [0.25, 0.5, 0.75]  # <= 10 % of the 8-epoch full budget
-        out_dir = args.out or RESULTS / "full"
+        out_dir = args.out or RESULTS / ("full" + _suffix(args))
     dev_tasks = [t for t in tasks if t != HELD_OUT]
     progress = not args.quiet
     cards = {c["name"]: c for c in zoo.ensure(names, progress=progress)}
@@ -144,13 +154,13 @@ def render_markdown(summary, table, shown, dev_tasks, ks, chosen_k, mean_over, q
     cmd = "python -m bench --quick" if quick else "python -m bench"
     lines = [f"# Model-selection benchmark ({'quick' if quick else 'full'})", "",
              f"Command: `{cmd}` — {summary['machine']}, {summary['bench_wall_time_s']:.0f} s wall (including cached runs).",
-             f"Candidates ({len(summary['candidates'])}): {', '.join(summary['candidates'])}. "
-             f"Tasks: {', '.join(summary['tasks'])} (held out: **{summary['held_out']}**).",
+             (f"Candidates ({len(summary['candidates'])}): {', '.join(summary['candidates'])}. "
+             f"Tasks: {', '.join(summary['tasks'])} (held out: **{summary['held_out']}**)."),
              f"Ground truth: mean validation accuracy over the last epoch of a full fine-tune of {r['full_epochs']} epochs (AdamW lr {r['lr']}, "
              f"batch {r['batch_size']}, probe width {r['probe_width']}, seed {r['seed']}"
              + (f", {r['max_train']} training images" if r["max_train"] else "") + "), same recipe for every candidate.",
-             f"Chosen on the development tasks: **{summary['chosen']['ncap']}**, k = **{chosen_k} epochs** "
-             f"({100 * chosen_k / r['full_epochs']:.0f} % of the full budget); best combined: {summary['chosen']['combined']}.", ""]
+             (f"Chosen on the development tasks: **{summary['chosen']['ncap']}**, k = **{chosen_k} epochs** "
+             f"({100 * chosen_k / r['full_epochs']:.0f} % of the full budget); best combined: {summary['chosen']['combined']}."), ""]
     for label, tl in (("development tasks (mean)", dev_tasks), (f"held-out task {summary['held_out']}", [summary["held_out"]])):
         if not all(t in table for t in tl):
             continue
@@ -166,8 +176,8 @@ def render_markdown(summary, table, shown, dev_tasks, ks, chosen_k, mean_over, q
     lines += ["## Spearman ρ vs budget k (development tasks, mean)", "",
               "| ranker | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for name in sorted(table[dev_tasks[0]][ks[0]]):
-        lines.append(f"| {name} | " + " | ".join(
-            (lambda v: "—" if not np.isfinite(v) else f"{v:.3f}")(mean_over(dev_tasks, k, name, "spearman")) for k in ks) + " |")
+        vals = [mean_over(dev_tasks, k, name, "spearman") for k in ks]
+        lines.append(f"| {name} | " + " | ".join("—" if not np.isfinite(v) else f"{v:.3f}" for v in vals) + " |")
     lines += ["", "## Ground truth (final accuracy, %)", "", "| candidate | " + " | ".join(summary["tasks"]) + " |",
               "|---|" + "---|" * len(summary["tasks"])]
     for c in summary["candidates"]:

@@ -9,6 +9,7 @@ against the number of entries of P, which is never built.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import time
@@ -26,7 +27,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def make_probe(widths):
     layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
             layers.append(nn.ReLU())
@@ -76,8 +77,8 @@ def run(widths, batch, repeats, seed=0):
         if variant == "magnitude" and _magnitude_flops(probe_linear_layers(probe), batch) > MAX_MAGNITUDE_FLOPS:
             rows.append({"variant": variant, "skipped": "refused by max_magnitude_flops on this probe"})
             continue
-        t = timed(lambda: capacitance(probe, x, y, variant=variant), max(3, repeats // (1 if variant == "default" else 4)))
-        mem = peak_memory_bytes(lambda: capacitance(probe, x, y, variant=variant))
+        t = timed(lambda v=variant: capacitance(probe, x, y, variant=v), max(3, repeats // (1 if variant == "default" else 4)))
+        mem = peak_memory_bytes(lambda v=variant: capacitance(probe, x, y, variant=v))
         rows.append({"variant": variant, "seconds": t, "ratio_to_fwd_bwd": t / t_fb, "peak_bytes": mem,
                      "peak_ratio_to_fwd_bwd": mem / m_fb})
     return {
@@ -99,13 +100,13 @@ def main(argv=None):
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "beta_cost.json").write_text(json.dumps(results, indent=2))
     lines = ["# Cost of β_eff (matrix-free) vs one forward+backward of the probe", "",
-             f"Command: `python -m bench.beta_cost --widths {args.widths} --batch {args.batch} --repeats {args.repeats}` "
-             f"({results[0]['torch_threads']} torch threads, CPU). Median of repeats; ratios measured in one run.", ""]
+             (f"Command: `python -m bench.beta_cost --widths {args.widths} --batch {args.batch} --repeats {args.repeats}` "
+             f"({results[0]['torch_threads']} torch threads, CPU). Median of repeats; ratios measured in one run."), ""]
     for r in results:
         lines += [f"## Probe {tuple(r['widths'])}, batch {r['batch']}", "",
-                  f"{r['n_weights']:,} weights → a dense P would hold {r['P_entries_if_dense']:,} entries "
+                  (f"{r['n_weights']:,} weights → a dense P would hold {r['P_entries_if_dense']:,} entries "
                   f"({r['P_bytes_if_dense_float32'] / 2**30:.1f} GiB in float32). One forward+backward: "
-                  f"{r['fwd_bwd_seconds'] * 1e3:.2f} ms, peak {r['fwd_bwd_peak_bytes'] / 2**20:.2f} MiB.", "",
+                  f"{r['fwd_bwd_seconds'] * 1e3:.2f} ms, peak {r['fwd_bwd_peak_bytes'] / 2**20:.2f} MiB."), "",
                   "| variant | time (ms) | × forward+backward | peak memory (MiB) | × fwd+bwd memory |", "|---|---|---|---|---|"]
         for v in r["variants"]:
             if "skipped" in v:

@@ -59,7 +59,7 @@ def successive_halving_scores(runs: list[dict], k: float, evals_per_epoch: int) 
     one observation interval. Evaluating a candidate for u units reads its run after u intervals
     (identical to resuming training, given fixed seeds). Scores: survivors first (higher = better)."""
     n = len(runs)
-    units = int(round(k * evals_per_epoch))
+    units = int(np.rint(k * evals_per_epoch))
     accs = {r["candidate"]: r["val_accuracy"] for r in runs}
 
     def evaluate(name, u):

@@ -58,19 +58,19 @@ def main(argv=None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tracking_overhead.json").write_text(json.dumps(out, indent=2))
     lines = ["# Overhead of β_eff tracking vs plain fine-tuning", "",
-             f"Command: `python -m bench.tracking_overhead --candidate {args.candidate} --epochs {args.epochs} "
+             (f"Command: `python -m bench.tracking_overhead --candidate {args.candidate} --epochs {args.epochs} "
              f"--repeats {args.repeats}` ({out['machine']}, 2 cores; medians, both variants measured alternately in one run). "
              f"Digits (1 437 train images), batch 64, β batch {out['beta_batch']}, `{HarnessConfig().variant}` variant "
-             "(the `ncap rank` default).", "",
+             "(the `ncap rank` default)."), "",
              "| observations / epoch | plain fine-tune (s) | with β_eff (s) | overhead | β_eff time (s) | probe snapshots kept | trajectory record |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['evals_per_epoch']} | {r['plain_s']:.1f} | {r['tracked_s']:.1f} | {100 * r['overhead']:+.1f} % | "
                      f"{r['beta_time_s']:.2f} | {r['snapshot_bytes'] / 2**20:.2f} MiB | {r['trajectory_bytes'] / 1024:.1f} KiB |")
-    lines += ["", "β_eff time includes the backbone forward pass of the fixed probe batch (eval mode) at each observation, "
+    lines += ["", ("β_eff time includes the backbone forward pass of the fixed probe batch (eval mode) at each observation, "
               "which dominates: the matrix-free β_eff on the probe itself is ~3× one probe forward+backward "
               "(bench/results/beta_cost.md). Snapshots are the probe's Linear weights only (never the backbone), "
-              "thinned to at most HarnessConfig.max_snapshots."]
+              "thinned to at most HarnessConfig.max_snapshots.")]
     (RESULTS / "tracking_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

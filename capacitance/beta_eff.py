@@ -36,6 +36,7 @@ uses and refused (``max_magnitude_flops``) for big ones.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -132,7 +133,7 @@ def _default_sums(layers, deltas, inputs):
     return s_in, s_out
 
 
-def _block_factors(l, layers, deltas, inputs, outputs):
+def _block_factors(l, deltas, inputs, outputs):
     """Per-sample pieces of eq. (8) for block (l, l+1): h_{l-1}, h_l, δ_{l+1}, φ'_l, J."""
     h_prev = _rows(inputs[l]).detach()
     z, h = outputs[l], inputs[l + 1]
@@ -148,7 +149,7 @@ def _support_sums(layers, deltas, inputs, outputs):
     s_in = [torch.zeros_like(layer.weight) for layer in layers]
     s_out = [torch.zeros_like(layer.weight) for layer in layers]
     for l in range(len(layers) - 1):
-        h_prev, h, delta_next, phi, J = _block_factors(l, layers, deltas, inputs, outputs)
+        h_prev, h, delta_next, phi, J = _block_factors(l, deltas, inputs, outputs)
         K = J * h[:, None, :] + delta_next[:, :, None] * phi[:, None, :]  # (B, n_{l+1}, n_l)
         s_in[l] = K.sum(1).T @ h_prev  # (n_l, n_{l-1}):  Σ_c Σ_n K[n,c,b] h_{l-1}[n,a]
         s_out[l + 1] = torch.einsum("ncb,n->cb", K, h_prev.sum(1))  # (n_{l+1}, n_l)
@@ -160,7 +161,7 @@ def _magnitude_sums(layers, deltas, inputs, outputs, chunk_elements: int = 1 << 
     s_in = [torch.zeros_like(layer.weight) for layer in layers]
     s_out = [torch.zeros_like(layer.weight) for layer in layers]
     for l in range(len(layers) - 1):
-        h_prev, h, delta_next, phi, J = _block_factors(l, layers, deltas, inputs, outputs)
+        h_prev, h, delta_next, phi, J = _block_factors(l, deltas, inputs, outputs)
         n_samples, n_next, n_l = J.shape
         n_prev = h_prev.shape[1]
         step = max(1, chunk_elements // max(1, n_samples * n_next * n_l))
@@ -180,7 +181,7 @@ def _magnitude_sums(layers, deltas, inputs, outputs, chunk_elements: int = 1 << 
 
 
 def _magnitude_flops(layers: list[nn.Linear], n_samples: int) -> float:
-    return float(sum(n_samples * a.in_features * a.out_features**2 * b.out_features for a, b in zip(layers[:-1], layers[1:])))
+    return float(sum(n_samples * a.in_features * a.out_features**2 * b.out_features for a, b in itertools.pairwise(layers)))
 
 
 def capacitance(

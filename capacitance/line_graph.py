@@ -20,6 +20,7 @@ This module materialises P and is meant for small probes (tests, teaching, debug
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -62,7 +63,7 @@ def check_probe(probe: nn.Module, *, elementwise_only: bool = False) -> list[nn.
             "cross-entropy (the head's all-ones direction is flat, so the block feeding the head has zero "
             "row sums)."
         )
-    for i, (a, b) in enumerate(zip(layers[:-1], layers[1:]), start=1):
+    for i, (a, b) in enumerate(itertools.pairwise(layers), start=1):
         if a.out_features != b.in_features:
             raise ProbeError(
                 f"Linear layers {i} and {i + 1} do not chain: out_features={a.out_features} but the next "

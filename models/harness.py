@@ -190,7 +190,7 @@ def fine_tune_candidate(
     c, h, w = data_cfg["input_size"]
     if config.image_size:
         h = w = int(config.image_size)
-    prep = dict(input_size=(c, h, w), mean=data_cfg["mean"], std=data_cfg["std"], device=device)
+    prep = {"input_size": (c, h, w), "mean": data_cfg["mean"], "std": data_cfg["std"], "device": device}
     xt, xv = prepare_batch(train.x, **prep), prepare_batch(val.x, **prep)
     yt, yv = torch.as_tensor(train.y, device=device), torch.as_tensor(val.y, device=device)
     gen = torch.Generator().manual_seed(config.seed)

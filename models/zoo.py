@@ -108,7 +108,7 @@ def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
     yt, yv = torch.as_tensor(train.y), torch.as_tensor(val.y)
     opt = torch.optim.AdamW(model.parameters(), lr=entry.lr)
     gen = torch.Generator().manual_seed(entry.seed)
-    n_steps = max(1, int(round(entry.epochs * len(yt) / entry.batch_size)))
+    n_steps = max(1, round(entry.epochs * len(yt) / entry.batch_size))
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(total=n_steps, desc=f"pretrain {entry.name}", disable=not progress, leave=False)

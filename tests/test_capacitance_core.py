@@ -1,4 +1,6 @@
 """β_eff core: dense P against an independent full Hessian, matrix-free β_eff against the dense P."""
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -15,7 +17,7 @@ SHAPES = [(5, 4, 4, 3, 3), (6, 5, 3, 4, 2), (3, 4, 5, 3, 4, 4)]  # in, hidden...
 def make_probe(widths, seed=0, act=nn.ReLU):
     torch.manual_seed(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
             layers.append(act())
@@ -61,10 +63,10 @@ def test_dense_P_matches_full_hessian_blocks(widths):
     P = interaction_matrix(probe, x, y)
     H, layout = hessian_reference(probe, x, y)
     expected = torch.zeros_like(H)
-    for (r0, r1), (c0, c1) in zip(layout[:-1], layout[1:]):
+    for (r0, r1), (c0, c1) in itertools.pairwise(layout):
         expected[r0:r1, c0:c1] = H[r0:r1, c0:c1]  # rows layer l, columns layer l+1; all else 0
     assert torch.allclose(P, expected, atol=1e-12, rtol=1e-9)
-    for (r0, r1), (c0, c1) in zip(layout[:-1], layout[1:]):
+    for (r0, r1), (c0, c1) in itertools.pairwise(layout):
         assert P[r0:r1, c0:c1].abs().sum() > 0  # every block is exercised
 
 

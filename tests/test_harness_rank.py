@@ -11,7 +11,7 @@ from models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
 from service.cli import main
 from service.ranking import SCHEMA_KEYS, run_ranking
 
-TINY = dict(epochs=2, batch_size=64, image_size=16, evals_per_epoch=2, beta_batch_size=64, probe_width=16)
+TINY = {"epochs": 2, "batch_size": 64, "image_size": 16, "evals_per_epoch": 2, "beta_batch_size": 64, "probe_width": 16}
 
 
 @pytest.fixture(scope="module")
