@@ -1,0 +1,157 @@
+"""Probe-width sweep and seed replication of the full benchmark: the last default the benchmark picks.
+
+    python -m bench --probe-width 32 && python -m bench --probe-width 128 && python -m bench --seed 1
+    python -m bench.sweep          # reads bench/results/full*/results.json, writes bench/results/sweep.{md,json,png}
+
+Decision rule (development tasks only, seed 0, the same rule as ``python -m bench`` uses for variant and
+t0): the width whose best ncap configuration has the highest mean Spearman ρ over the early budgets
+k. The held-out task is shown, never used. The seed-1 replication (other train/validation split, other
+noise draw, other initialisation and batch order) gives two things: the **noise ceiling** — Spearman ρ
+between the two seeds' ground truths, the best any ranker can expect to reach against one seed's truth
+— and a check whether the seed-0 choice of variant and t0 holds on fresh runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from capacitance.evaluation import spearman
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def load(results: Path, name: str) -> dict | None:
+    path = results / name / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def dev_mean(res: dict, ranker: str, k: str | None = None, metric: str = "spearman") -> float:
+    """Mean of ``metric`` over the development tasks (and over every k when ``k`` is None)."""
+    dev = [t for t in res["tasks"] if t != res["held_out"]]
+    ks = [k] if k is not None else list(res["table"][dev[0]])
+    vals = [res["table"][t][kk][ranker][metric] for t in dev for kk in ks if ranker in res["table"][t][kk]]
+    vals = [v for v in vals if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def held_out(res: dict, ranker: str, k: str, metric: str = "spearman") -> float:
+    v = res["table"][res["held_out"]][k].get(ranker, {}).get(metric, np.nan)
+    return float(v) if v is not None else float("nan")
+
+
+def ncap_configs(res: dict) -> list[str]:
+    t = res["tasks"][0]
+    return [n for n in res["table"][t][next(iter(res["table"][t]))] if n.startswith("ncap[")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
+    ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
+    ap.add_argument("--replicate-seed", type=int, default=1)
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder holding full*/results.json; outputs go there")
+    args = ap.parse_args(argv)
+    results = args.results
+    runs = {w: load(results, "full" if w == 64 else f"full-w{w}") for w in args.widths}
+    missing = [w for w, r in runs.items() if r is None]
+    if missing:
+        print("missing results for widths " + ", ".join(map(str, missing)) + ": run "
+              + " && ".join(f"python -m bench --probe-width {w}" for w in missing), file=sys.stderr)
+        return 2
+    rep = load(results, f"full-s{args.replicate_seed}")
+    k_star = str(runs[64]["chosen"]["k"]) if 64 in runs else str(next(iter(runs.values()))["chosen"]["k"])
+    out: dict = {"widths": {}, "k": k_star}
+    lines = ["# Probe width sweep and seed replication", "",
+             "Commands: `python -m bench --probe-width W` for each width, `python -m bench --seed "
+             f"{args.replicate_seed}`, then `python -m bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
+             "`bench/results/full` except for the varied setting. ρ = Spearman with the final accuracy; "
+             "“dev, all k” = mean over the 3 development tasks and k ∈ {0.25, 0.5, 0.75} epochs.", "",
+             "## Width (seed 0)", "",
+             f"| probe width | best ncap config (dev) | ρ dev, all k | ρ dev, k={k_star} | regret dev, k={k_star} "
+             f"| ρ held-out, k={k_star} | val-acc@k ρ dev, k={k_star} | β_eff tracking s (all tasks) |",
+             "|---|---|---|---|---|---|---|---|"]
+    best_w, best_val = None, -np.inf
+    for w, res in runs.items():
+        configs = {c: dev_mean(res, c) for c in ncap_configs(res)}
+        best = max(configs, key=lambda c: np.nan_to_num(configs[c], nan=-9))
+        row = {"best_config": best, "dev_rho_all_k": configs[best], "dev_rho_by_config": configs,
+               "dev_rho_k": dev_mean(res, best, k_star), "dev_regret_k": dev_mean(res, best, k_star, "top1_regret"),
+               "held_out_rho_k": held_out(res, best, k_star), "val_acc_dev_rho_k": dev_mean(res, "val-acc@k", k_star),
+               "beta_time_s": float(sum(res["compute"]["beta_time_s"].values())),
+               "truth": res["truth"]}
+        out["widths"][w] = row
+        if configs[best] > best_val or (configs[best] == best_val and w == 64):  # a tie keeps the incumbent
+            best_w, best_val = w, configs[best]
+        lines.append(f"| {w} | {best} | {row['dev_rho_all_k']:.3f} | {row['dev_rho_k']:.3f} | {row['dev_regret_k']:.2f} | "
+                     f"{row['held_out_rho_k']:.3f} | {row['val_acc_dev_rho_k']:.3f} | {row['beta_time_s']:.0f} |")
+    out["chosen_width"] = best_w
+    lines += ["", f"Chosen by the rule above: **probe width {best_w}** (dev ρ over all k {best_val:.3f}).", ""]
+    # the truth changes with the probe width too: how much?
+    tasks = runs[args.widths[0]]["tasks"]
+    cands = runs[args.widths[0]]["candidates"]
+    lines += ["Agreement of the ground truths between widths (Spearman ρ of final accuracies, per task): "]
+    for i, wa in enumerate(args.widths):
+        for wb in args.widths[i + 1:]:
+            rhos = [spearman([runs[wa]["truth"][t][c] for c in cands], [runs[wb]["truth"][t][c] for c in cands]) for t in tasks]
+            lines.append(f"- width {wa} vs {wb}: " + ", ".join(f"{t} {r:.2f}" for t, r in zip(tasks, rhos)))
+    lines.append("")
+    if rep is not None and 64 in runs:
+        base = runs[64]
+        ceiling = {t: spearman([base["truth"][t][c] for c in cands], [rep["truth"][t][c] for c in cands]) for t in tasks}
+        out["noise_ceiling"] = ceiling
+        dev = [t for t in tasks if t != base["held_out"]]
+        lines += [f"## Seed replication (width 64, seed 0 vs seed {args.replicate_seed})", "",
+                  "**Noise ceiling** — Spearman ρ between the final accuracies of two full fine-tunes that differ "
+                  "only in seed: " + ", ".join(f"{t} {ceiling[t]:.2f}" for t in tasks)
+                  + f" (dev mean {np.mean([ceiling[t] for t in dev]):.2f}). No ranker can be expected to agree with one seed's "
+                  "truth much better than another seed's truth does.", "",
+                  f"| ranker | ρ dev seed 0, k={k_star} | ρ dev seed {args.replicate_seed}, k={k_star} | ρ dev both seeds, all k "
+                  f"| ρ held-out seed 0 | ρ held-out seed {args.replicate_seed} |", "|---|---|---|---|---|---|"]
+        rankers_shown = ncap_configs(base) + ["val-acc@k", "tse-ema", "curve-extrapolation", "successive-halving",
+                                              "logme", "source-accuracy", "combined[t0=0]", "combined[t0=1]", "combined[t0=2]"]
+        rows = {}
+        for name in rankers_shown:
+            per_seed = [v for v in (dev_mean(base, name), dev_mean(rep, name)) if np.isfinite(v)]
+            both = float(np.mean(per_seed)) if per_seed else float("nan")
+            rows[name] = {"dev_s0_k": dev_mean(base, name, k_star), "dev_s1_k": dev_mean(rep, name, k_star), "dev_both_all_k": both,
+                          "held_s0": held_out(base, name, k_star), "held_s1": held_out(rep, name, k_star)}
+            r = rows[name]
+            lines.append(f"| {name} | {r['dev_s0_k']:.3f} | {r['dev_s1_k']:.3f} | {both:.3f} | {r['held_s0']:.3f} | {r['held_s1']:.3f} |")
+        out["replication"] = rows
+        best_both = max((n for n in rows if n.startswith("ncap[")), key=lambda n: np.nan_to_num(rows[n]["dev_both_all_k"], nan=-9))
+        out["best_ncap_both_seeds"] = best_both
+        lines += ["", f"Best ncap configuration on the development tasks of both seeds together: **{best_both}** "
+                  f"(seed 0 alone chose {base['chosen']['ncap']}).", ""]
+    (results / "sweep.json").write_text(json.dumps(out, indent=1, default=float))
+    (results / "sweep.md").write_text("\n".join(lines))
+    plot(runs, results / "sweep.png")
+    print("\n".join(lines))
+    return 0
+
+
+def plot(runs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    widths = list(runs)
+    configs = ncap_configs(next(iter(runs.values())))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for c in configs:
+        ax.plot(widths, [dev_mean(runs[w], c) for w in widths], marker="o", label=c, lw=1.2)
+    ax.plot(widths, [dev_mean(runs[w], "val-acc@k") for w in widths], "k--", marker="s", label="val-acc@k", lw=1.5)
+    ax.set(xscale="log", xticks=widths, xticklabels=[str(w) for w in widths], xlabel="probe width (first hidden layer)",
+           ylabel="Spearman ρ, dev tasks, mean over k", title="Probe width sweep (seed 0)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
