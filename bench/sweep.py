@@ -65,13 +65,13 @@ def main(argv=None) -> int:
     k_star = str(runs[64]["chosen"]["k"]) if 64 in runs else str(next(iter(runs.values()))["chosen"]["k"])
     out: dict = {"widths": {}, "k": k_star}
     lines = ["# Probe width sweep and seed replication", "",
-             "Commands: `python -m bench --probe-width W` for each width, `python -m bench --seed "
+             ("Commands: `python -m bench --probe-width W` for each width, `python -m bench --seed "
              f"{args.replicate_seed}`, then `python -m bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
              "`bench/results/full` except for the varied setting. ρ = Spearman with the final accuracy; "
-             "“dev, all k” = mean over the 3 development tasks and k ∈ {0.25, 0.5, 0.75} epochs.", "",
+             "“dev, all k” = mean over the 3 development tasks and k ∈ {0.25, 0.5, 0.75} epochs."), "",
              "## Width (seed 0)", "",
-             f"| probe width | best ncap config (dev) | ρ dev, all k | ρ dev, k={k_star} | regret dev, k={k_star} "
-             f"| ρ held-out, k={k_star} | val-acc@k ρ dev, k={k_star} | β_eff tracking s (all tasks) |",
+             (f"| probe width | best ncap config (dev) | ρ dev, all k | ρ dev, k={k_star} | regret dev, k={k_star} "
+             f"| ρ held-out, k={k_star} | val-acc@k ρ dev, k={k_star} | β_eff tracking s (all tasks) |"),
              "|---|---|---|---|---|---|---|---|"]
     best_w, best_val = None, -np.inf
     for w, res in runs.items():
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
                   "only in seed: " + ", ".join(f"{t} {ceiling[t]:.2f}" for t in tasks)
                   + f" (dev mean {np.mean([ceiling[t] for t in dev]):.2f}). No ranker can be expected to agree with one seed's "
                   "truth much better than another seed's truth does.", "",
-                  f"| ranker | ρ dev seed 0, k={k_star} | ρ dev seed {args.replicate_seed}, k={k_star} | ρ dev both seeds, all k "
-                  f"| ρ held-out seed 0 | ρ held-out seed {args.replicate_seed} |", "|---|---|---|---|---|---|"]
+                  (f"| ranker | ρ dev seed 0, k={k_star} | ρ dev seed {args.replicate_seed}, k={k_star} | ρ dev both seeds, all k "
+                  f"| ρ held-out seed 0 | ρ held-out seed {args.replicate_seed} |"), "|---|---|---|---|---|---|"]
         rankers_shown = ncap_configs(base) + ["val-acc@k", "tse-ema", "curve-extrapolation", "successive-halving",
                                               "logme", "source-accuracy", "combined[t0=0]", "combined[t0=1]", "combined[t0=2]"]
         rows = {}
@@ -123,8 +123,8 @@ def main(argv=None) -> int:
         out["replication"] = rows
         best_both = max((n for n in rows if n.startswith("ncap[")), key=lambda n: np.nan_to_num(rows[n]["dev_both_all_k"], nan=-9))
         out["best_ncap_both_seeds"] = best_both
-        lines += ["", f"Best ncap configuration on the development tasks of both seeds together: **{best_both}** "
-                  f"(seed 0 alone chose {base['chosen']['ncap']}).", ""]
+        lines += ["", (f"Best ncap configuration on the development tasks of both seeds together: **{best_both}** "
+                  f"(seed 0 alone chose {base['chosen']['ncap']})."), ""]
     (results / "sweep.json").write_text(json.dumps(out, indent=1, default=float))
     (results / "sweep.md").write_text("\n".join(lines))
     plot(runs, results / "sweep.png")
