@@ -29,15 +29,21 @@ from models import zoo
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("default", "support", "magnitude")
 T0S = (0, 1, 2)
+STRIDES = (1, 2)  # every observation (8 per epoch) or every 2nd (4 per epoch): the number of observations
 
 
-def score_all(task_runs: dict[str, list[dict]], task: str, k: float, recipe: BenchRecipe, dev_tasks) -> dict:
-    """Scores of every ranker on one task at budget k: {ranker name: array (n_candidates,)}."""
+def score_all(task_runs: dict[str, list[dict]], task: str, k: float, recipe: BenchRecipe, dev_tasks) -> tuple[dict, dict]:
+    """Scores of every ranker on one task at budget k: {ranker name: array (n_candidates,)}, and for the
+    ncap configurations the fraction of candidates whose prediction fell back to the last accuracy."""
     runs = task_runs[task]
-    out = {}
+    out, fallback = {}, {}
     for v in VARIANTS:
         for t0 in T0S:
-            out[f"ncap[{v},t0={t0}]"] = np.array([rankers.ncap_score(r, k, v, t0) for r in runs])
+            for stride in STRIDES:
+                name = rankers.ncap_name(v, t0, stride)
+                preds = [rankers.ncap_prediction(r, k, v, t0, stride) for r in runs]
+                out[name] = np.array([np.nan if p is None else p.accuracy for p in preds])
+                fallback[name] = float(np.mean([p is None or p.method == "fallback_last" for p in preds]))
     out["val-acc@k"] = np.array([rankers.val_acc_score(r, k) for r in runs])
     out["tse-ema"] = np.array([rankers.tse_score(r, k) for r in runs])
     out["curve-extrapolation"] = np.array([rankers.lc_score(r, k, recipe.full_epochs) for r in runs])
@@ -49,7 +55,7 @@ def score_all(task_runs: dict[str, list[dict]], task: str, k: float, recipe: Ben
         train = [r for t in train_tasks for r in task_runs[t]]
         for t0 in T0S:
             out[f"combined[t0={t0}]"] = rankers.combined_scores(train, runs, k, t0)
-    return out
+    return out, fallback
 
 
 def metrics(scores: np.ndarray, truth: np.ndarray) -> dict:
@@ -57,6 +63,11 @@ def metrics(scores: np.ndarray, truth: np.ndarray) -> dict:
         return {"spearman": np.nan, "weighted_tau": np.nan, "top1_regret": np.nan}
     return {"spearman": spearman(scores, truth), "weighted_tau": weighted_tau(scores, truth),
             "top1_regret": 100 * top1_regret(scores, truth)}
+
+
+def _finite_mean(vals) -> float:
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def _suffix(args) -> str:
@@ -109,8 +120,10 @@ def main(argv=None) -> int:
     for task in tasks:
         table[task] = {}
         for k in ks:
-            sc = score_all(task_runs, task, k, recipe, dev_tasks)
+            sc, fallback = score_all(task_runs, task, k, recipe, dev_tasks)
             table[task][k] = {name: metrics(s, truth[task]) for name, s in sc.items()}
+            for name, rate in fallback.items():
+                table[task][k][name]["fallback_rate"] = rate
     rankers_all = list(table[tasks[0]][ks[0]])
 
     def mean_over(task_list, k, name, key):
@@ -118,26 +131,35 @@ def main(argv=None) -> int:
         vals = [v for v in vals if np.isfinite(v)]
         return float(np.mean(vals)) if vals else float("nan")
 
-    # defaults from the development tasks only
+    # Defaults from the development tasks only. ncap configurations are compared at the largest budget in
+    # the grid, where each has most points; a cell where over half the candidates fell back to the last
+    # accuracy is val-acc@k in disguise and does not count for ncap (see README, "What we chose").
     ncap_names = [n for n in rankers_all if n.startswith("ncap[")]
-    dev_rho = {n: np.nanmean([mean_over(dev_tasks, k, n, "spearman") for k in ks]) for n in ncap_names}
-    best_ncap = max(dev_rho, key=lambda n: (np.nan_to_num(dev_rho[n], nan=-9), n == "ncap[default,t0=1]"))
-    per_k = {k: mean_over(dev_tasks, k, best_ncap, "spearman") for k in ks}
+
+    def uses_beta(name, k):
+        return mean_over(dev_tasks, k, name, "fallback_rate") <= 0.5
+
+    k_cmp = max(ks)
+    dev_rho = {n: mean_over(dev_tasks, k_cmp, n, "spearman") if uses_beta(n, k_cmp) else float("nan") for n in ncap_names}
+    best_ncap = max(dev_rho, key=lambda n: (np.nan_to_num(dev_rho[n], nan=-9), n == "ncap[magnitude,t0=1]"))
+    per_k = {k: mean_over(dev_tasks, k, best_ncap, "spearman") for k in ks if uses_beta(best_ncap, k)}
     best_rho = max(v for v in per_k.values() if np.isfinite(v))
     chosen_k = min(k for k, v in per_k.items() if np.isfinite(v) and v >= best_rho - 0.02)
     comb_names = [n for n in rankers_all if n.startswith("combined[")]
-    best_comb = max(comb_names, key=lambda n: np.nan_to_num(np.nanmean([mean_over(dev_tasks, k, n, "spearman") for k in ks]), nan=-9)) if comb_names else None
+    best_comb = max(comb_names, key=lambda n: np.nan_to_num(mean_over(dev_tasks, k_cmp, n, "spearman"), nan=-9)) if comb_names else None
     shown = [best_ncap] + ([best_comb] if best_comb else []) + [
         "val-acc@k", "tse-ema", "curve-extrapolation", "successive-halving", "logme", "source-accuracy"]
     summary = {
         "recipe": recipe.__dict__, "recipe_key": recipe.key(), "candidates": names, "tasks": tasks, "held_out": HELD_OUT,
-        "ks": ks, "chosen": {"ncap": best_ncap, "combined": best_comb, "k": chosen_k,
+        "ks": ks, "chosen": {"ncap": best_ncap, "combined": best_comb, "k": chosen_k, "compared_at_k": k_cmp,
                              "dev_mean_spearman_by_ncap_config": dev_rho},
         "truth": {t: dict(zip(names, truth[t].tolist())) for t in tasks},
         "table": {t: {str(k): v for k, v in table[t].items()} for t in tasks},
         "compute": {"full_epochs": recipe.full_epochs,
                     "wall_time_full_s": {t: float(sum(r["wall_time_s"] for r in task_runs[t])) for t in tasks},
                     "beta_time_s": {t: float(sum(r["beta_time_s"] for r in task_runs[t])) for t in tasks}},
+        "command": "python -m bench" + (" --quick" if args.quick else "")
+        + (f" --probe-width {args.probe_width}" if args.probe_width != 64 else "") + (f" --seed {args.seed}" if args.seed else ""),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "bench_wall_time_s": time.perf_counter() - t_start,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +173,7 @@ def main(argv=None) -> int:
 
 def render_markdown(summary, table, shown, dev_tasks, ks, chosen_k, mean_over, quick) -> str:
     r = summary["recipe"]
-    cmd = "python -m bench --quick" if quick else "python -m bench"
+    cmd = summary["command"]
     lines = [f"# Model-selection benchmark ({'quick' if quick else 'full'})", "",
              f"Command: `{cmd}` — {summary['machine']}, {summary['bench_wall_time_s']:.0f} s wall (including cached runs).",
              (f"Candidates ({len(summary['candidates'])}): {', '.join(summary['candidates'])}. "
@@ -159,7 +181,8 @@ def render_markdown(summary, table, shown, dev_tasks, ks, chosen_k, mean_over, q
              f"Ground truth: mean validation accuracy over the last epoch of a full fine-tune of {r['full_epochs']} epochs (AdamW lr {r['lr']}, "
              f"batch {r['batch_size']}, probe width {r['probe_width']}, seed {r['seed']}"
              + (f", {r['max_train']} training images" if r["max_train"] else "") + "), same recipe for every candidate.",
-             (f"Chosen on the development tasks: **{summary['chosen']['ncap']}**, k = **{chosen_k} epochs** "
+             (f"Chosen on the development tasks (configurations compared at k = {summary['chosen']['compared_at_k']}): "
+              f"**{summary['chosen']['ncap']}**, k = **{chosen_k} epochs** "
              f"({100 * chosen_k / r['full_epochs']:.0f} % of the full budget); best combined: {summary['chosen']['combined']}."), ""]
     for label, tl in (("development tasks (mean)", dev_tasks), (f"held-out task {summary['held_out']}", [summary["held_out"]])):
         if not all(t in table for t in tl):
@@ -176,9 +199,15 @@ def render_markdown(summary, table, shown, dev_tasks, ks, chosen_k, mean_over, q
     lines += ["## Spearman ρ vs budget k (development tasks, mean)", "",
               "| ranker | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for name in sorted(table[dev_tasks[0]][ks[0]]):
-        vals = [mean_over(dev_tasks, k, name, "spearman") for k in ks]
-        lines.append(f"| {name} | " + " | ".join("—" if not np.isfinite(v) else f"{v:.3f}" for v in vals) + " |")
-    lines += ["", "## Ground truth (final accuracy, %)", "", "| candidate | " + " | ".join(summary["tasks"]) + " |",
+        cells = []
+        for k in ks:
+            v = mean_over(dev_tasks, k, name, "spearman")
+            fell_back = name.startswith("ncap[") and mean_over(dev_tasks, k, name, "fallback_rate") > 0.5
+            cells.append("—" if not np.isfinite(v) else f"{v:.3f}" + ("*" if fell_back else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "\\* more than half of the candidates had too few usable observations for the β_eff regression and fell "
+              "back to their last accuracy (= val-acc@k); such cells do not count when choosing ncap's configuration.",
+              "", "## Ground truth (final accuracy, %)", "", "| candidate | " + " | ".join(summary["tasks"]) + " |",
               "|---|" + "---|" * len(summary["tasks"])]
     for c in summary["candidates"]:
         lines.append(f"| {c} | " + " | ".join(f"{100 * summary['truth'][t][c]:.1f}" for t in summary["tasks"]) + " |")
@@ -205,7 +234,7 @@ def plot_all(out_dir, table, shown, dev_tasks, ks, task_runs, truth, best_ncap, 
         for name in shown:
             if name is None:
                 continue
-            ys = [np.nanmean([table[t][k][name]["spearman"] for t in tl]) if name in table[tl[0]][k] else np.nan for k in ks]
+            ys = [_finite_mean([table[t][k][name]["spearman"] for t in tl if name in table[t][k]]) for k in ks]
             ax.plot(ks, ys, marker="o", label=name, lw=2.5 if name.startswith("ncap") else 1.2)
         ax.set(xlabel="early budget k (epochs)", title=title)
         ax.axhline(0, color="k", lw=0.5)
@@ -214,10 +243,10 @@ def plot_all(out_dir, table, shown, dev_tasks, ks, task_runs, truth, best_ncap, 
     fig.tight_layout()
     fig.savefig(out_dir / "rho_vs_k.png", dpi=110)
     plt.close(fig)
-    variant, t0 = best_ncap[5:-1].split(",t0=")
+    variant, t0, stride = rankers.parse_ncap_name(best_ncap)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4))
     for ax, task in zip(np.atleast_1d(axes), tasks):
-        pred = [rankers.ncap_score(r, chosen_k, variant, int(t0)) for r in task_runs[task]]
+        pred = [rankers.ncap_score(r, chosen_k, variant, t0, stride) for r in task_runs[task]]
         ax.scatter(100 * truth[task], 100 * np.asarray(pred))
         for n, xv, yv in zip(names, truth[task], pred):
             ax.annotate(n, (100 * xv, 100 * yv), fontsize=6)

@@ -27,14 +27,39 @@ def final_accuracy(run: dict) -> float:
     return float(acc[epochs > epochs[-1] - 1 + 1e-9].mean())
 
 
-def ncap_score(run: dict, k: float, variant: str = "default", t0: int = 1) -> float:
+def ncap_name(variant: str, t0: int, stride: int = 1) -> str:
+    """Ranker name of one ncap configuration: ``ncap[magnitude,t0=1]``, ``ncap[magnitude,t0=1,obs/2]``."""
+    return f"ncap[{variant},t0={t0}" + (f",obs/{stride}" if stride > 1 else "") + "]"
+
+
+def parse_ncap_name(name: str) -> tuple[str, int, int]:
+    """Inverse of :func:`ncap_name`: (variant, t0, stride)."""
+    parts = name[len("ncap["):-1].split(",")
+    stride = int(parts[2].split("/")[1]) if len(parts) > 2 else 1
+    return parts[0], int(parts[1].split("=")[1]), stride
+
+
+def ncap_score(run: dict, k: float, variant: str = "default", t0: int = 1, stride: int = 1) -> float:
+    """ncap's predicted final accuracy from the observations up to epoch k. ``stride`` > 1 keeps every
+    stride-th of them (counting back from the latest), i.e. fewer observations per epoch."""
+    pred = ncap_prediction(run, k, variant, t0, stride)
+    return float("nan") if pred is None else pred.accuracy
+
+
+def ncap_prediction(run: dict, k: float, variant: str = "default", t0: int = 1, stride: int = 1):
+    """The full :class:`~capacitance.predictor.Prediction` behind :func:`ncap_score` (None: no usable run).
+    ``method == "fallback_last"`` means too few usable points: the score is then the last accuracy."""
     m = prefix(run, k)
+    if stride > 1:
+        keep = np.flatnonzero(m)[::-1][::stride][::-1]
+        m = np.zeros_like(m)
+        m[keep] = True
     if run["status"] != "ok" or m.sum() == 0:
-        return float("nan")
+        return None
     beta = np.asarray(run["beta_eff"][variant], dtype=float)[m]
     den = np.asarray(run["beta_denominator"][variant], dtype=float)[m]
     acc = np.asarray(run["val_accuracy"])[m]
-    return predict_final_accuracy(beta, acc, t0=t0, denominators=den).accuracy
+    return predict_final_accuracy(beta, acc, t0=t0, denominators=den)
 
 
 def val_acc_score(run: dict, k: float) -> float:
