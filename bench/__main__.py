@@ -205,8 +205,8 @@ def render_markdown(summary, table, shown, dev_tasks, ks, chosen_k, mean_over, q
             fell_back = name.startswith("ncap[") and mean_over(dev_tasks, k, name, "fallback_rate") > 0.5
             cells.append("—" if not np.isfinite(v) else f"{v:.3f}" + ("*" if fell_back else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "\\* more than half of the candidates had too few usable observations for the β_eff regression and fell "
-              "back to their last accuracy (= val-acc@k); such cells do not count when choosing ncap's configuration.",
+    lines += ["", ("\\* more than half of the candidates had too few usable observations for the β_eff regression and fell "
+              "back to their last accuracy (= val-acc@k); such cells do not count when choosing ncap's configuration."),
               "", "## Ground truth (final accuracy, %)", "", "| candidate | " + " | ".join(summary["tasks"]) + " |",
               "|---|" + "---|" * len(summary["tasks"])]
     for c in summary["candidates"]:
