@@ -34,7 +34,7 @@ def dev_mean(res: dict, ranker: str, k: str | None = None, metric: str = "spearm
     """Mean of ``metric`` over the development tasks (and over every k when ``k`` is None)."""
     dev = [t for t in res["tasks"] if t != res["held_out"]]
     ks = [k] if k is not None else list(res["table"][dev[0]])
-    vals = [res["table"][t][kk][ranker][metric] for t in dev for kk in ks if ranker in res["table"][t][kk]]
+    vals = [res["table"][t][kk][ranker].get(metric) for t in dev for kk in ks if ranker in res["table"][t][kk]]
     vals = [v for v in vals if v is not None and np.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
 
