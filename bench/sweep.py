@@ -81,7 +81,8 @@ def main(argv=None) -> int:
              ("Commands: `python -m bench --probe-width W` for each width, `python -m bench --seed "
              f"{args.replicate_seed}`, then `python -m bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
              "`bench/results/full` except for the varied setting. ρ = Spearman with the final accuracy; "
-             "“dev, all k” = mean over the 3 development tasks and k ∈ {0.25, 0.5, 0.75} epochs."), "",
+             "“dev” = mean over the 3 development tasks; “all k” also averages k ∈ {0.25, 0.5, 0.75} epochs; "
+             "configurations are compared at the largest k (0.75)."), "",
              "## Width (seed 0)", "",
              (f"| probe width | best ncap config (dev) | ρ dev, all k | ρ dev, k={k_star} | regret dev, k={k_star} "
              f"| ρ held-out, k={k_star} | val-acc@k ρ dev, k={k_star} | β_eff tracking s (all tasks) |"),
