@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capacitance.powerlaw import fit_power_law, sample_power_law
+from capacitance.powerlaw import fit_power_law
+from capacitance.powerlaw_sampling import sample_power_law
 
 RESULTS = Path(__file__).parent / "results"
 ALPHA, XMIN, SEED = 2.5, 10, 0

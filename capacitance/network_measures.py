@@ -413,7 +413,7 @@ def _public(d: dict) -> dict:
 
 def _overlay_tpl(ax, x: np.ndarray, tpl) -> None:
     """Bounded power law on the empirical CCDF: P(X ≥ x) = P(X > x_max) + (n_tail / n) · S_tpl(x)."""
-    from capacitance.powerlaw import log_normaliser
+    from capacitance.powerlaw_norm import log_normaliser
 
     g = np.unique(np.round(np.geomspace(tpl.xmin, tpl.xmax, 200)))
     lz = log_normaliser(tpl.alpha, tpl.xmin, tpl.xmax, discrete=True)[0]

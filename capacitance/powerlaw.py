@@ -7,12 +7,22 @@ What is here
   Discrete data (degrees) use the exact discrete likelihood ``p(x) = x^-alpha / zeta(alpha, x_min)``
   (Hurwitz zeta), maximised numerically; continuous data (ESD eigenvalues) the closed form
   ``alpha = 1 + n / sum(log(x / x_min))``.
-* ``power_law_gof``: the semi-parametric bootstrap p-value of Clauset 2009 §4.1.
-* ``fit_truncated_power_law``: the discrete power law with hard bounds,
-  ``p(x) = x^-alpha / sum_{k=x_min}^{x_max} k^-alpha``, with ``x_min`` and ``x_max`` searched (KS) in the
-  30% windows of the sparsified-network degree study (source 000 of ../shared/sources).
+* The result classes ``PowerLawFit`` and ``TruncatedPowerLawFit``, input validation (``check_sample``)
+  and the vectorised exact KS distances shared by both fits.
 * ``fit_report`` / ``plot_ccdf``: a JSON-ready summary (fits, likelihood-ratio comparisons from
   ``capacitance.powerlaw_compare``) and the log-log CCDF figure.
+
+Related modules, whose public names are also importable from here:
+
+* ``capacitance.powerlaw_norm``: the normaliser ``Z(alpha, lo, hi)`` (Hurwitz zeta, finite sums,
+  integrals), its alpha-derivatives and the vectorised likelihood-equation solver (``log_normaliser``).
+* ``capacitance.powerlaw_tpl``: ``fit_truncated_power_law``, the discrete power law with hard bounds,
+  ``p(x) = x^-alpha / sum_{k=x_min}^{x_max} k^-alpha``, with ``x_min`` and ``x_max`` searched (KS).
+* ``capacitance.powerlaw_sampling``: ``sample_power_law``, ``sample_truncated_power_law`` and
+  ``power_law_gof``, the semi-parametric bootstrap p-value of Clauset 2009 §4.1.
+
+The last two build on this module, so their names are re-exported lazily (``__getattr__``, PEP 562): the
+import graph stays acyclic and ``from capacitance.powerlaw import power_law_gof`` still works.
 
 Why not simply wrap the ``powerlaw`` package (v2.0)
 ---------------------------------------------------
@@ -31,16 +41,9 @@ Why not simply wrap the ``powerlaw`` package (v2.0)
   ``x^-alpha e^(-lambda x)``; the degree-distribution study needs the hard-bounded law above, whose
   ``alpha`` may be below 1 or negative.
 
-Numerics
---------
-Sums ``Z(alpha, lo, hi) = sum_{x=lo}^{hi} x^-alpha`` (``hi`` finite or infinite; for ``hi = inf`` this is
-``scipy.special.zeta(alpha, lo)``) are computed by ``_power_sum``: direct summation of the first terms,
-then Euler-Maclaurin with five Bernoulli corrections from ``x >= 2|alpha| + 12`` on, everything scaled by
-``lo^alpha`` (or ``hi^alpha`` for ``alpha < 0``) so that nothing underflows, and valid for any real
-``alpha`` (needed by the bounded law). Derivatives in ``alpha`` are analytic for the direct terms and
-central differences for the smooth Euler-Maclaurin part.
-
-The KS distance. ``ks_variant="sup"`` (default) is the exact supremum of |empirical CDF - model CDF|:
+The KS distance
+---------------
+``ks_variant="sup"`` (default) is the exact supremum of |empirical CDF - model CDF|:
 for discrete data it equals the maximum over all integers ``x_min <= x <= max(x)`` used by Clauset's
 reference code ``plfit`` and by the degree study, and for continuous data the usual two-sided KS
 statistic. ``ks_variant="left"`` is ``powerlaw`` 2.0's convention (both CDFs taken as ``P(X < x)`` and
@@ -49,19 +52,23 @@ compared only at the observed values); it can only be smaller, and it is what to
 """
 from __future__ import annotations
 
-import math
+import importlib
 import warnings
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from capacitance.powerlaw_norm import _solve_alpha, log_normaliser
+
+if TYPE_CHECKING:  # lazily re-exported below; imported here for type checkers and IDEs
+    from capacitance.powerlaw_sampling import power_law_gof, sample_power_law, sample_truncated_power_law
+    from capacitance.powerlaw_tpl import fit_truncated_power_law
+
 MIN_SAMPLES = 10
 ALPHA_MAX = 50.0
-TPL_ALPHA_BOUNDS = (-50.0, 50.0)
 KS_VARIANTS = ("sup", "left")
 
-# B_{2j} / (2j)!, j = 1..5 (Euler-Maclaurin corrections)
-_BERNOULLI = (1.0 / 12, -1.0 / 720, 1.0 / 30240, -1.0 / 1209600, 1.0 / 47900160)
 _CHUNK = 1 << 20  # elements per flat KS block
 
 
@@ -228,205 +235,6 @@ def _unique_counts(x: np.ndarray, discrete: bool) -> tuple[np.ndarray, np.ndarra
     u, c = np.unique(x, return_counts=True)
     return u, c.astype(np.int64)
 
-
-# --------------------------------------------------------------------------- normalising sums
-
-
-def _bernoulli_series(a, inv):
-    """``sum_j B_2j/(2j)! (a)_(2j-1) inv^(2j-1)`` (rising factorials), the Euler-Maclaurin corrections."""
-    inv2 = inv * inv
-    term = a * inv
-    total = _BERNOULLI[0] * term
-    for j, c in enumerate(_BERNOULLI[1:], 1):
-        term = term * (a + 2 * j - 1) * (a + 2 * j) * inv2
-        total = total + c * term
-    return total
-
-
-def _integral_scaled(a, A, B, log_s):
-    """``integral_A^B (x/s)^-a dx`` with finite ``B``, any real ``a``; also returns ``(A/s)^-a, (B/s)^-a``.
-
-    Written as ``P * L * (1 - e^-tau) / tau`` with ``L = log(B/A)``, ``tau = |a-1| L`` and ``P`` the value
-    of ``x (x/s)^-a`` at the larger end, which is smooth through ``a = 1`` and cannot overflow.
-    """
-    logA, logB = np.log(A), np.log(B)
-    fA = np.exp(-a * (logA - log_s))
-    fB = np.exp(-a * (logB - log_s))
-    L = logB - logA
-    tau = np.abs(a - 1.0) * L
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = np.where(tau > 1e-10, -np.expm1(-tau) / tau, 1.0 - 0.5 * tau)
-    return np.where(a >= 1.0, A * fA, B * fB) * L * h, fA, fB
-
-
-def _em_part(a, A, B, log_s):
-    """Euler-Maclaurin value of ``sum_{x=A}^{B} (x/s)^-a`` (``A`` large enough, ``B`` may be inf)."""
-    fin = np.isfinite(B)
-    out = np.empty_like(a)
-    i = np.flatnonzero(~fin)  # zeta tail: integral A/(a-1), half term, corrections
-    if i.size:
-        ai, Ai = a[i], A[i]
-        fA = np.exp(-ai * (np.log(Ai) - log_s[i]))
-        out[i] = fA * (Ai / (ai - 1.0) + 0.5 + _bernoulli_series(ai, 1.0 / Ai))
-    f = np.flatnonzero(fin)
-    if f.size:
-        af, Af, Bf = a[f], A[f], B[f]
-        integral, fA, fB = _integral_scaled(af, Af, Bf, log_s[f])
-        out[f] = (integral + 0.5 * (fA + fB) + fA * _bernoulli_series(af, 1.0 / Af)
-                  - fB * _bernoulli_series(af, 1.0 / Bf))
-    return out
-
-
-def _integral_part(a, A, B, log_s):
-    """``integral_A^B (x/s)^-a dx`` (``B`` may be inf for ``a > 1``)."""
-    fin = np.isfinite(B)
-    out = np.empty_like(a)
-    i = np.flatnonzero(~fin)
-    if i.size:
-        out[i] = A[i] * np.exp(-a[i] * (np.log(A[i]) - log_s[i])) / (a[i] - 1.0)
-    f = np.flatnonzero(fin)
-    if f.size:
-        out[f] = _integral_scaled(a[f], A[f], B[f], log_s[f])[0]
-    return out
-
-
-def _smooth_with_derivs(fun, a, h, *args):
-    f0 = fun(a, *args)
-    fp = fun(a + h, *args)
-    fm = fun(a - h, *args)
-    return f0, (fp - fm) / (2 * h), (fp - 2 * f0 + fm) / (h * h)
-
-
-def _power_sum(a, lo, hi, *, discrete: bool = True, derivs: bool = False):
-    """Scaled normaliser of ``x^-a`` on ``[lo, hi]`` and its alpha-derivatives.
-
-    Discrete: ``T = sum_{x=lo}^{hi} (x/s)^-a`` over integers; continuous: ``T = integral_lo^hi (x/s)^-a dx``.
-    ``s = lo`` for ``a >= 0`` and ``s = hi`` for ``a < 0``; ``hi = inf`` needs ``a > 1`` (else T = inf).
-
-    Parameters
-    ----------
-    a, lo, hi : array_like, broadcastable
-        Exponent, lower and upper bound (integers if discrete; ``1 <= lo <= hi``).
-
-    Returns
-    -------
-    log_s, T, T1, T2 : ndarray, shape = broadcast shape (flattened)
-        ``log s``, ``T`` and its first two derivatives in ``a`` at fixed ``s`` (None unless ``derivs``).
-        Then ``log Z = log T - a log s``.
-    """
-    a, lo, hi = (np.ravel(v).astype(np.float64, copy=False) for v in np.broadcast_arrays(a, lo, hi))
-    inf_hi = np.isinf(hi)
-    bad = inf_hi & (a <= 1.0)
-    log_s = np.log(lo)
-    neg = np.flatnonzero(a < 0)
-    if neg.size:
-        log_s[neg] = np.log(np.where(inf_hi[neg], 1.0, hi[neg]))
-    T = np.zeros_like(a)
-    T1 = np.zeros_like(a) if derivs else None
-    T2 = np.zeros_like(a) if derivs else None
-    if discrete:
-        split = np.ceil(2.0 * np.abs(a) + 14.0)  # Euler-Maclaurin from x >= 2|a| + 14 on
-        idx = np.flatnonzero((lo < split) & ~bad)
-        if idx.size:
-            a_i, lo_i, ls_i = a[idx], lo[idx], log_s[idx]
-            nd_i = (np.minimum(hi[idx], split[idx] - 1.0) - lo_i + 1.0).astype(np.int64)
-            t0, t1, t2 = np.zeros(idx.size), np.zeros(idx.size), np.zeros(idx.size)
-            for k in range(int(nd_i.max())):
-                m = nd_i > k
-                ell = np.log(lo_i[m] + k) - ls_i[m]
-                term = np.exp(-a_i[m] * ell)
-                t0[m] += term
-                if derivs:
-                    t1[m] -= ell * term
-                    t2[m] += ell * ell * term
-            T[idx] += t0
-            if derivs:
-                T1[idx] += t1
-                T2[idx] += t2
-        em = np.flatnonzero((hi >= split) & ~bad)
-        fun, A = _em_part, np.maximum(lo, split)
-    else:
-        em = np.flatnonzero(~bad)
-        fun, A = _integral_part, lo
-    if derivs:
-        h = 1e-4 * np.where(inf_hi, np.minimum(1.0, np.maximum(a - 1.0, 1e-12)), 1.0)
-    if em.size:
-        args = (A[em], hi[em], log_s[em])
-        if derivs:
-            e0, e1, e2 = _smooth_with_derivs(fun, a[em], h[em], *args)
-            T[em] += e0
-            T1[em] += e1
-            T2[em] += e2
-        else:
-            T[em] += fun(a[em], *args)
-    T[bad] = np.inf
-    return log_s, T, T1, T2
-
-
-def log_normaliser(a, lo, hi, *, discrete: bool = True) -> np.ndarray:
-    """``log Z``: ``log sum_{x=lo}^{hi} x^-a`` (discrete) or ``log integral_lo^hi x^-a dx`` (continuous).
-
-    ``hi = inf`` gives ``log zeta(a, lo)`` (discrete) or ``log(lo^(1-a) / (a-1))``. Shape: broadcast, flat.
-    """
-    a_b = np.broadcast_arrays(a, lo, hi)[0].astype(np.float64).ravel()
-    log_s, T, _, _ = _power_sum(a_b, lo, hi, discrete=discrete)
-    with np.errstate(divide="ignore"):
-        return np.log(T) - a_b * log_s
-
-
-def _log_norm_derivs(a, lo, hi, discrete):
-    log_s, T, T1, T2 = _power_sum(a, lo, hi, discrete=discrete, derivs=True)
-    r1 = T1 / T
-    return np.log(T) - a * log_s, r1 - log_s, T2 / T - r1 * r1
-
-
-# --------------------------------------------------------------------------- vectorised MLE
-
-
-def _solve_alpha(mean_log, lo, hi, *, discrete, a_lo, a_hi, a0):
-    """Solve the likelihood equation ``d/da log Z(a; lo, hi) + mean_log = 0`` for many fits at once.
-
-    The score is increasing in ``a`` (``log Z`` is convex), so a bracketed Newton iteration with bisection
-    fallback converges for every element. ``a_lo`` may be the singular point 1 of the infinite-support
-    law (never evaluated). Returns ``(alpha, d2logZ at alpha, at_bound)``.
-    """
-    k = mean_log.size
-    lo_b = np.full(k, a_lo, dtype=np.float64)
-    hi_b = np.full(k, a_hi, dtype=np.float64)
-    at_bound = np.zeros(k, dtype=bool)
-    # ends of the bracket: an optimum beyond them is reported on the bound
-    _, d1_hi, _ = _log_norm_derivs(hi_b, lo, hi, discrete)
-    above = d1_hi + mean_log < 0
-    at_bound |= above
-    if np.isfinite(hi).all():
-        _, d1_lo, _ = _log_norm_derivs(lo_b, lo, hi, discrete)
-        below = d1_lo + mean_log > 0
-        at_bound |= below
-    else:
-        below = np.zeros(k, dtype=bool)
-    a = np.clip(np.where(np.isfinite(a0), a0, 0.5 * (lo_b + hi_b)), lo_b + 1e-6, hi_b - 1e-6)
-    a[above], a[below] = hi_b[above], lo_b[below]
-    d2 = np.full(k, np.nan)
-    active = np.flatnonzero(~at_bound)
-    for _ in range(200):
-        if not active.size:
-            break
-        _, d1, dd = _log_norm_derivs(a[active], lo[active], hi[active], discrete)
-        g = d1 + mean_log[active]
-        d2[active] = dd
-        lo_b[active] = np.where(g < 0, a[active], lo_b[active])
-        hi_b[active] = np.where(g > 0, a[active], hi_b[active])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            new = a[active] - g / dd
-        out = ~((new > lo_b[active]) & (new < hi_b[active]))
-        new = np.where(out, 0.5 * (lo_b[active] + hi_b[active]), new)
-        step = np.abs(new - a[active])
-        a[active] = new
-        done = (step <= 1e-11 * (1.0 + np.abs(new))) | (g == 0) | (hi_b[active] - lo_b[active] < 1e-13)
-        active = active[~done]
-    # curvature at the final alpha (also for bound solutions)
-    _, _, d2 = _log_norm_derivs(a, lo, hi, discrete)
-    return a, d2, at_bound
 
 
 # --------------------------------------------------------------------------- KS distances
@@ -695,234 +503,6 @@ def fit_power_law(
     )
 
 
-# --------------------------------------------------------------------------- sampling
-
-
-def sample_power_law(size: int, alpha: float, xmin: float, *, discrete: bool = True, rng=None) -> np.ndarray:
-    """Draw ``size`` values from the power law ``p(x) ∝ x^-alpha, x >= xmin`` (``alpha > 1``).
-
-    Continuous: inverse CDF ``xmin (1-r)^(-1/(alpha-1))``. Discrete: exact inversion of the survival
-    function ``S(x) = zeta(alpha, x) / zeta(alpha, xmin)`` (``X = max{x : S(x) >= r}``), vectorised: a
-    lookup table for the first 4096 values, the continuous approximation (Clauset 2009 eq. D.6) corrected
-    by an integer bisection for the rest. Draws beyond 1e15 (only for alpha very close to 1) are clipped.
-
-    Returns
-    -------
-    ndarray, shape (size,), float64
-    """
-    if not alpha > 1:
-        raise ValueError(f"the power law needs alpha > 1 to be normalisable, got {alpha}")
-    rng = np.random.default_rng(rng)
-    r = 1.0 - rng.random(size)  # (0, 1]
-    if not discrete:
-        return xmin * r ** (-1.0 / (alpha - 1.0))
-    xmin = float(xmin)
-    log_z0 = log_normaliser(alpha, xmin, np.inf)[0]
-    table_x = xmin + np.arange(4096, dtype=np.float64)
-    log_sf = log_normaliser(alpha, table_x, np.inf) - log_z0  # decreasing
-    logr = np.log(r)
-    # number of table entries with S(x) >= r, minus one -> index of the draw
-    pos = np.searchsorted(-log_sf, -logr, side="right") - 1
-    out = table_x[np.clip(pos, 0, None)]
-    far = np.flatnonzero(pos >= table_x.size - 1)
-    if far.size:
-        lr = logr[far]
-        guess = np.floor((xmin - 0.5) * np.exp(-lr / (alpha - 1.0)) + 0.5)
-        lo = np.full(far.size, table_x[-1])
-        hi = np.clip(guess, lo + 1, 1e15)
-
-        def sf_ok(xv, lrv):  # S(x) >= r
-            return log_normaliser(alpha, xv, np.inf) - log_z0 >= lrv
-
-        # grow hi until S(hi) < r, then bisect on integers
-        grow = sf_ok(hi, lr) & (hi < 1e15)
-        while grow.any():
-            hi[grow] = np.minimum(hi[grow] * 2, 1e15)
-            grow[grow] = sf_ok(hi[grow], lr[grow]) & (hi[grow] < 1e15)
-        active = np.flatnonzero(hi - lo > 1)
-        while active.size:
-            mid = np.floor(0.5 * (lo[active] + hi[active]))
-            okm = sf_ok(mid, lr[active])
-            lo[active] = np.where(okm, mid, lo[active])
-            hi[active] = np.where(okm, hi[active], mid)
-            active = active[hi[active] - lo[active] > 1]
-        top = sf_ok(hi, lr)  # only when clipped at 1e15
-        out[far] = np.where(top, hi, lo)
-    return out
-
-
-def sample_truncated_power_law(size: int, alpha: float, xmin: int, xmax: int, *, rng=None) -> np.ndarray:
-    """Draw ``size`` integers from ``p(x) ∝ x^-alpha`` on ``xmin..xmax`` (any real alpha; range <= 1e7)."""
-    if not (1 <= xmin <= xmax) or xmax - xmin > 10_000_000:
-        raise ValueError(f"need 1 <= xmin <= xmax with xmax - xmin <= 1e7, got {xmin}, {xmax}")
-    rng = np.random.default_rng(rng)
-    x = np.arange(int(xmin), int(xmax) + 1, dtype=np.float64)
-    logw = -alpha * np.log(x)
-    cdf = np.cumsum(np.exp(logw - logw.max()))
-    cdf /= cdf[-1]
-    return x[np.minimum(np.searchsorted(cdf, rng.random(size), side="right"), x.size - 1)]
-
-
-# --------------------------------------------------------------------------- goodness of fit
-
-
-def power_law_gof(
-    data, fit: PowerLawFit, n_bootstrap: int = 1000, seed=None, *, xmin_candidates=None
-) -> float:
-    """Semi-parametric bootstrap p-value of a power-law fit (Clauset et al. 2009, §4.1).
-
-    Each synthetic sample has the size of ``data``: with probability ``n_tail / n`` a point is drawn from
-    the fitted power law above ``xmin``, otherwise resampled from the observed values below ``xmin``.
-    Every synthetic sample is refitted the same way as ``fit`` (``xmin`` searched unless it was fixed,
-    same discreteness and KS variant), and the p-value is the fraction of synthetic KS distances
-    ``>=`` the observed one (as in Clauset's ``plpva``). About 2500 replicates give p to +-0.01.
-
-    Parameters
-    ----------
-    data : array_like, shape (n,)
-        The sample ``fit`` was computed on.
-    fit : PowerLawFit
-    n_bootstrap : int
-        Number of synthetic samples (>= 1).
-    seed : int or numpy Generator, optional
-
-    Returns
-    -------
-    float in [0, 1]
-    """
-    if int(n_bootstrap) < 1:
-        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
-    x = check_sample(data, discrete=fit.discrete)
-    if x.size != fit.n:
-        raise ValueError(f"data has {x.size} values but the fit was made on {fit.n}")
-    rng = np.random.default_rng(seed)
-    body = x[x < fit.xmin]
-    n = x.size
-    p_tail = fit.n_tail / n if body.size else 1.0
-    exceed = 0
-    for _ in range(int(n_bootstrap)):
-        k = int(rng.binomial(n, p_tail))
-        syn = np.concatenate([
-            sample_power_law(k, fit.alpha, fit.xmin, discrete=fit.discrete, rng=rng),
-            body[rng.integers(0, body.size, n - k)] if n - k else np.empty(0),
-        ])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            try:
-                ref = fit_power_law(
-                    syn,
-                    xmin=fit.xmin if fit.xmin_fixed else None,
-                    discrete=fit.discrete,
-                    xmin_candidates=xmin_candidates,
-                    ks_variant=fit.ks_variant,
-                )
-            except ValueError:  # degenerate synthetic sample (e.g. < 3 distinct values): counts as extreme
-                exceed += 1
-                continue
-        exceed += ref.ks >= fit.ks
-    return exceed / int(n_bootstrap)
-
-
-# --------------------------------------------------------------------------- bounded power law
-
-
-def fit_truncated_power_law(
-    data,
-    search_fraction: float = 0.3,
-    *,
-    discrete: bool = True,
-    alpha_bounds: tuple[float, float] = TPL_ALPHA_BOUNDS,
-    min_distinct: int = 3,
-    max_candidates: int | None = 64,
-) -> TruncatedPowerLawFit:
-    """Fit the bounded power law ``x^-alpha / Z(alpha, xmin, xmax)`` with KS-searched bounds.
-
-    ``Z = sum_{x=xmin}^{xmax} x^-alpha`` (discrete; ``= zeta(alpha, xmin) - zeta(alpha, xmax+1)`` for
-    ``alpha > 1``) or the integral (continuous). As in the sparsified-network degree study, with
-    ``m = floor(n * search_fraction)``: ``xmin`` is searched among the distinct values of the ``m``
-    smallest observations and ``xmax`` among those of the ``m`` largest; for every pair ``xmin < xmax``
-    alpha is the MLE (any real value within ``alpha_bounds``), and the pair with the smallest KS
-    distance over ``[xmin, xmax]`` wins (ties: first in (xmin, xmax) order). The KS distance is the
-    exact supremum, which for discrete data is the study's maximum over all integers in the support.
-
-    Parameters
-    ----------
-    data : array_like, shape (n,)
-        Positive observations (integers if ``discrete``).
-    search_fraction : float in (0, 1]
-        Fraction ``k`` of the sample defining the two search windows (0.3 in the study).
-    discrete : bool
-    alpha_bounds : (float, float)
-        Alpha search bracket; an optimum on it sets ``at_bound``.
-    min_distinct : int
-        Pairs whose support holds fewer distinct observed values are skipped. With two values the
-        one-parameter law reproduces both frequencies exactly (KS = 0), so without this guard a sample
-        with most mass on two values (e.g. the terrorism data) would always "fit" on ``[1, 2]``.
-
-    Returns
-    -------
-    TruncatedPowerLawFit
-    """
-    if not 0 < search_fraction <= 1:
-        raise ValueError(f"search_fraction must be in (0, 1], got {search_fraction}")
-    x = check_sample(data, discrete=discrete)
-    n = x.size
-    m = math.floor(n * search_fraction)
-    if m < 1:
-        raise ValueError(f"search_fraction={search_fraction} leaves no value to search among n={n}")
-    xs = np.sort(x)
-    lo_c = _spread(np.unique(xs[:m]), max_candidates)
-    hi_c = _spread(np.unique(xs[n - m:]), max_candidates)
-    u, c = _unique_counts(x, discrete)
-    c_cum = np.cumsum(c)
-    c_below = c_cum - c
-    slog_cum = np.concatenate([[0.0], np.cumsum(c * np.log(u))])
-    li, hj = np.meshgrid(np.arange(lo_c.size), np.arange(hi_c.size), indexing="ij")
-    li, hj = li.ravel(), hj.ravel()
-    start = np.searchsorted(u, lo_c[li], side="left")
-    stop = np.searchsorted(u, hi_c[hj], side="right")
-    pair = stop - start >= max(int(min_distinct), 2)
-    if not pair.any():
-        raise ValueError(
-            f"no (xmin, xmax) pair in the search windows spans {max(int(min_distinct), 2)} distinct values "
-            "(data too concentrated)"
-        )
-    li, hj, start, stop = li[pair], hj[pair], start[pair], stop[pair]
-    v_lo, v_hi = lo_c[li], hi_c[hj]
-    n_t = (c_cum[stop - 1] - c_below[start]).astype(np.float64)
-    mean_log = (slog_cum[stop] - slog_cum[start]) / n_t
-    a_lo, a_hi = (float(b) for b in alpha_bounds)
-    a0 = np.where(mean_log > np.log(v_lo) + 1e-12, 1.0 + 1.0 / (mean_log - np.log(v_lo)), 1.0)
-    alpha, d2, at_bound = _solve_alpha(mean_log, v_lo, v_hi, discrete=discrete, a_lo=a_lo, a_hi=a_hi, a0=a0)
-    log_z = log_normaliser(alpha, v_lo, v_hi, discrete=discrete)
-    valid = ~at_bound
-    ks, _ = _ks_argmin(
-        u, c, c_below, a=alpha, v=v_lo, hi=v_hi, log_z=log_z, n_fit=n_t, start=start, stop=stop,
-        discrete=discrete, variant="sup", valid=valid if valid.any() else np.ones_like(valid),
-    )
-    best = int(np.argmin(np.where(valid, ks, np.inf))) if valid.any() else int(np.argmin(ks))
-    return TruncatedPowerLawFit(
-        alpha=float(alpha[best]),
-        xmin=float(v_lo[best]),
-        xmax=float(v_hi[best]),
-        ks=float(ks[best]),
-        n_tail=int(n_t[best]),
-        n=int(n),
-        alpha_se=float(1.0 / np.sqrt(n_t[best] * d2[best])),
-        discrete=bool(discrete),
-        at_bound=bool(at_bound[best]),
-    )
-
-
-def _spread(values: np.ndarray, k: int | None) -> np.ndarray:
-    """At most ``k`` of the sorted ``values``, evenly spaced by rank, first and last included."""
-    if k is None or values.size <= k:
-        return values
-    if k < 2:
-        raise ValueError(f"max_candidates must be >= 2 or None, got {k}")
-    return values[np.unique(np.round(np.linspace(0, values.size - 1, k)).astype(np.int64))]
-
-
 # --------------------------------------------------------------------------- report & plot
 
 
@@ -938,6 +518,8 @@ def fit_report(data, n_bootstrap: int = 0, seed=None, *, discrete: bool = True) 
         ``R > 0`` favours the power law. ``p_value`` is None when ``n_bootstrap == 0``.
     """
     from capacitance.powerlaw_compare import compare_distributions
+    from capacitance.powerlaw_sampling import power_law_gof
+    from capacitance.powerlaw_tpl import fit_truncated_power_law
 
     x = check_sample(data, discrete=discrete)
     fit = fit_power_law(x, discrete=discrete)
@@ -1000,6 +582,31 @@ def plot_ccdf(data, fit: PowerLawFit, tpl: TruncatedPowerLawFit | None = None, a
     ax.set_ylabel("P(X ≥ x)")
     ax.legend(fontsize=7)
     return ax
+
+
+# --------------------------------------------------------------------------- re-exports
+
+# names defined in modules that import this one; resolved on first access (PEP 562)
+_LAZY = {
+    "TPL_ALPHA_BOUNDS": "capacitance.powerlaw_tpl",
+    "fit_truncated_power_law": "capacitance.powerlaw_tpl",
+    "power_law_gof": "capacitance.powerlaw_sampling",
+    "sample_power_law": "capacitance.powerlaw_sampling",
+    "sample_truncated_power_law": "capacitance.powerlaw_sampling",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

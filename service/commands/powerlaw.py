@@ -110,14 +110,10 @@ def _report_text(rep: dict, best: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from capacitance.powerlaw import (
-        fit_power_law,
-        fit_truncated_power_law,
-        plot_ccdf,
-        power_law_gof,
-        report_dict,
-    )
+    from capacitance.powerlaw import fit_power_law, plot_ccdf, report_dict
     from capacitance.powerlaw_compare import best_alternative, compare_distributions
+    from capacitance.powerlaw_sampling import power_law_gof
+    from capacitance.powerlaw_tpl import fit_truncated_power_law
 
     discrete = not args.continuous
     try:
