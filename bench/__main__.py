@@ -82,19 +82,21 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-width", type=int, default=64,
                     help="first hidden width of the probe (halving per layer); the width sweep varies it")
     ap.add_argument("--seed", type=int, default=0, help="seed of the fine-tunes (a second seed measures the noise ceiling)")
+    ap.add_argument("--max-magnitude-flops", type=float, default=None,
+                    help="raise the magnitude variant's work limit (width 128 needs ~3e11 on 1024-feature backbones)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     if args.quick:
         recipe = BenchRecipe(full_epochs=6, max_train=600, evals_per_epoch=9, extra_variants_until=0.75,
-                             probe_width=args.probe_width, seed=args.seed)
+                             probe_width=args.probe_width, seed=args.seed, max_magnitude_flops=args.max_magnitude_flops)
         names, tasks = list(zoo.DEMO_CANDIDATES), ["digits", HELD_OUT]
         ks = [0.25, 0.5, 0.75]
         out_dir = args.out or RESULTS / ("quick" + _suffix(args))
     else:
         recipe = BenchRecipe(full_epochs=8, evals_per_epoch=8, extra_variants_until=0.75,
-                             probe_width=args.probe_width, seed=args.seed)
+                             probe_width=args.probe_width, seed=args.seed, max_magnitude_flops=args.max_magnitude_flops)
         names, tasks = [n for n in zoo.ZOO if n not in ("mobilenetv3-short", "resnet10t-mnist")], list(TASKS)
         ks = [0.25, 0.5, 0.75]  # <= 10 % of the 8-epoch full budget
         out_dir = args.out or RESULTS / ("full" + _suffix(args))
@@ -159,7 +161,8 @@ def main(argv=None) -> int:
                     "wall_time_full_s": {t: float(sum(r["wall_time_s"] for r in task_runs[t])) for t in tasks},
                     "beta_time_s": {t: float(sum(r["beta_time_s"] for r in task_runs[t])) for t in tasks}},
         "command": "python -m bench" + (" --quick" if args.quick else "")
-        + (f" --probe-width {args.probe_width}" if args.probe_width != 64 else "") + (f" --seed {args.seed}" if args.seed else ""),
+        + (f" --probe-width {args.probe_width}" if args.probe_width != 64 else "") + (f" --seed {args.seed}" if args.seed else "")
+        + (f" --max-magnitude-flops {args.max_magnitude_flops:g}" if args.max_magnitude_flops else ""),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "bench_wall_time_s": time.perf_counter() - t_start,
     }
     out_dir.mkdir(parents=True, exist_ok=True)

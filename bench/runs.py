@@ -17,8 +17,12 @@ import numpy as np
 import torch
 
 from bench.tasks import make_task
+from capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from models.data import prepare_batch, split_dataset
 from models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
+
+_LATER_HARNESS_FIELDS = {"track_beta": True, "max_magnitude_flops": MAX_MAGNITUDE_FLOPS}
+_LATER_RECIPE_FIELDS = ("max_magnitude_flops",)
 
 
 @dataclass
@@ -31,17 +35,23 @@ class BenchRecipe:
     seed: int = 0
     extra_variants_until: float = 1.5  # support/magnitude recorded only in the early window (cost)
     max_train: int | None = None  # subsample the training split (quick mode)
+    max_magnitude_flops: float | None = None  # None = the harness default; the width sweep raises it for w=128
 
     def harness_config(self) -> HarnessConfig:
+        limit = {} if self.max_magnitude_flops is None else {"max_magnitude_flops": self.max_magnitude_flops}
         return HarnessConfig(epochs=self.full_epochs, probe_width=self.probe_width, evals_per_epoch=self.evals_per_epoch,
                              lr=self.lr, batch_size=self.batch_size, seed=self.seed, variant="default",
-                             extra_variants=("support", "magnitude"), extra_variants_until=self.extra_variants_until)
+                             extra_variants=("support", "magnitude"), extra_variants_until=self.extra_variants_until,
+                             **limit)
 
     def key(self) -> str:
+        # fields added after runs were cached must not change the key while they sit at their defaults
         harness = self.harness_config().to_dict()
-        if harness.get("track_beta", True):  # added later; at its default it must not invalidate cached runs
-            harness.pop("track_beta", None)
-        blob = json.dumps({**self.__dict__, "harness": harness, "v": 1}, sort_keys=True)
+        for name, default in _LATER_HARNESS_FIELDS.items():
+            if harness.get(name) == default:
+                harness.pop(name)
+        own = {k: v for k, v in self.__dict__.items() if not (k in _LATER_RECIPE_FIELDS and v is None)}
+        blob = json.dumps({**own, "harness": harness, "v": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

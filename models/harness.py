@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from capacitance.beta_eff import CapacitanceResult, capacitance
+from capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, CapacitanceResult, capacitance
 from capacitance.line_graph import VARIANTS
 from models.probe import probe_width_spec
 
@@ -47,6 +47,7 @@ class HarnessConfig:
     extra_variants: tuple[str, ...] = ()  # also recorded (benchmark)
     extra_variants_until: float | None = None  # record extra variants only up to this epoch (cost)
     beta_batch_size: int = 256
+    max_magnitude_flops: float = MAX_MAGNITUDE_FLOPS  # work limit of the magnitude variant per observation
     evals_per_epoch: int = 2
     image_size: int | None = 32  # square input side; None = the candidate's own default
     val_fraction: float = 0.2
@@ -145,11 +146,11 @@ def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> floa
     return correct / len(y)
 
 
-def _measure_beta(model, xb, yb, variants) -> dict:
+def _measure_beta(model, xb, yb, variants, max_magnitude_flops: float = MAX_MAGNITUDE_FLOPS) -> dict:
     model.eval()
     with torch.no_grad():
         feats = model.backbone(xb)
-    return {v: capacitance(model.probe, feats, yb, variant=v) for v in variants}
+    return {v: capacitance(model.probe, feats, yb, variant=v, max_magnitude_flops=max_magnitude_flops) for v in variants}
 
 
 def fine_tune_candidate(
@@ -212,7 +213,7 @@ def fine_tune_candidate(
         extra_on = config.extra_variants_until is None or epoch_now <= config.extra_variants_until + 1e-9
         betas = {}
         if config.track_beta:
-            betas = _measure_beta(model, xb, yb, config.variants if extra_on else (config.variant,))
+            betas = _measure_beta(model, xb, yb, config.variants if extra_on else (config.variant,), config.max_magnitude_flops)
         nan = _NAN_RESULT
         run.beta_time_s += time.perf_counter() - t0
         for v in config.variants:

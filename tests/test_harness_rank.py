@@ -116,3 +116,15 @@ def test_prune_report_attached_per_candidate(digits_small):
     json.dumps(rep)  # JSON-ready
     with pytest.raises(ValueError, match="prune_sparsity"):
         HarnessConfig(prune_sparsity=1.5)
+
+
+def test_magnitude_work_limit_is_a_config_field(digits_small):
+    """A probe too big for the magnitude variant's work limit is refused with the limit named (at the
+    first observation, before any training step); raising ``max_magnitude_flops`` lets it through."""
+    train, val = digits_small
+    spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
+    with pytest.raises(ValueError, match=r"multiply-adds .*limit 1\.0e\+03"):
+        fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, max_magnitude_flops=1e3), progress=False)
+    allowed = fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, max_magnitude_flops=1e12),
+                                  progress=False)
+    assert allowed.status == "ok" and np.isfinite(allowed.beta_eff["magnitude"]).all()

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--probe-width", type=int, default=d.probe_width, help="first hidden width of the probe")
     p.add_argument("--variant", default=d.variant, help="beta_eff variant: default (signed P), support, magnitude (|P|)")
     p.add_argument("--t0", type=int, default=d.t0, help="observations skipped by the predictor")
+    p.add_argument("--max-magnitude-flops", type=float, default=d.max_magnitude_flops,
+                   help="work limit of the magnitude variant per observation (multiply-adds); a wider probe on a "
+                   "wide backbone needs more (default %(default).0e)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="input side in pixels (0 = model default)")
     p.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch)
     p.add_argument("--freeze-backbone", action="store_true", help="train the probe only")
@@ -48,7 +51,7 @@ def run(args) -> int:
                                probe_width=args.probe_width, variant=args.variant, t0=args.t0,
                                image_size=args.image_size or None, evals_per_epoch=args.evals_per_epoch,
                                freeze_backbone=args.freeze_backbone, device=args.device,
-                               prune_sparsity=args.prune_report)
+                               prune_sparsity=args.prune_report, max_magnitude_flops=args.max_magnitude_flops)
         doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
                           progress=not args.quiet)
     except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
