@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ncap-installed
 
-.PHONY: demo test install bench bench-quick clean
+.PHONY: demo test install bench bench-quick bench-sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ bench-quick: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench
+
+# probe-width sweep + seed replication (~75 min on 2 cores when nothing is cached), then the summary
+bench-sweep: bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --probe-width 32
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --probe-width 128 --max-magnitude-flops 1e12
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --seed 1
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.sweep
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
