@@ -1,6 +1,7 @@
 """Probe-width sweep and seed replication of the full benchmark: the last default the benchmark picks.
 
-    python -m bench --probe-width 32 && python -m bench --probe-width 128 && python -m bench --seed 1
+    python -m bench --probe-width 32 && python -m bench --probe-width 128 --max-magnitude-flops 1e12
+    python -m bench --seed 1
     python -m bench.sweep          # reads bench/results/full*/results.json, writes bench/results/sweep.{md,json,png}
 
 Decision rule (development tasks only, seed 0, the same rule as ``python -m bench`` uses for variant,
@@ -78,8 +79,8 @@ def main(argv=None) -> int:
     k_star = str(runs[64]["chosen"]["k"]) if 64 in runs else str(next(iter(runs.values()))["chosen"]["k"])
     out: dict = {"widths": {}, "k": k_star}
     lines = ["# Probe width sweep and seed replication", "",
-             ("Commands: `python -m bench --probe-width W` for each width, `python -m bench --seed "
-             f"{args.replicate_seed}`, then `python -m bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
+             ("Commands: `make bench-sweep`, i.e. `python -m bench --probe-width W` for each width (128 with "
+             f"`--max-magnitude-flops 1e12`), `python -m bench --seed {args.replicate_seed}`, then `python -m bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
              "`bench/results/full` except for the varied setting. ρ = Spearman with the final accuracy; "
              "“dev” = mean over the 3 development tasks; “all k” also averages k ∈ {0.25, 0.5, 0.75} epochs; "
              "configurations are compared at the largest k (0.75)."), "",
