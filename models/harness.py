@@ -39,11 +39,11 @@ class HarnessConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    probe_width: int = 64  # hidden widths (w, w/2, w/4) + head
+    probe_width: int = 128  # hidden widths (w, w/2, w/4) + head; 128 chosen by bench.sweep (see README)
     probe_depth: int = 3
     freeze_backbone: bool = False
     seed: int = 0
-    variant: str = "magnitude"  # the β_eff variant the predictor uses (chosen by bench/: see README)
+    variant: str = "support"  # the β_eff variant the predictor uses (chosen by bench.sweep with the width: README)
     extra_variants: tuple[str, ...] = ()  # also recorded (benchmark)
     extra_variants_until: float | None = None  # record extra variants only up to this epoch (cost)
     beta_batch_size: int = 256

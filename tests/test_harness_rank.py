@@ -36,13 +36,13 @@ def nan_weights(tmp_path_factory):
 
 def test_harness_records_every_observation(digits_small):
     train, val = digits_small
-    cfg = HarnessConfig(**TINY, extra_variants=("support",))
+    cfg = HarnessConfig(**TINY, extra_variants=("magnitude",))
     spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
     snaps = []
     run = fine_tune_candidate(spec, train, val, cfg, progress=False, snapshots=snaps)
     n_obs = 2 * 2
     assert run.status == "ok" and len(run.epoch) == n_obs and run.epoch[-1] == pytest.approx(2.0)
-    assert cfg.variants == ("magnitude", "support")  # the benchmark-chosen default + one extra
+    assert cfg.variants == ("support", "magnitude")  # the benchmark-chosen default + one extra
     for key in cfg.variants:
         assert len(run.beta_eff[key]) == n_obs and np.isfinite(run.beta_eff[key]).all()
         # β_eff is numerator/denominator, as reported
@@ -124,7 +124,7 @@ def test_magnitude_work_limit_is_a_config_field(digits_small):
     train, val = digits_small
     spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
     with pytest.raises(ValueError, match=r"multiply-adds .*limit 1\.0e\+03"):
-        fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, max_magnitude_flops=1e3), progress=False)
-    allowed = fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, max_magnitude_flops=1e12),
+        fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, variant="magnitude", max_magnitude_flops=1e3), progress=False)
+    allowed = fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, variant="magnitude", max_magnitude_flops=1e12),
                                   progress=False)
     assert allowed.status == "ok" and np.isfinite(allowed.beta_eff["magnitude"]).all()
