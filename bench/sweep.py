@@ -75,7 +75,6 @@ def main(argv=None) -> int:
         print("missing results for widths " + ", ".join(map(str, missing)) + ": run "
               + " && ".join(f"python -m bench --probe-width {w}" for w in missing), file=sys.stderr)
         return 2
-    rep = load(results, f"full-s{args.replicate_seed}")
     k_star = str(runs[64]["chosen"]["k"]) if 64 in runs else str(next(iter(runs.values()))["chosen"]["k"])
     out: dict = {"widths": {}, "k": k_star}
     lines = ["# Probe width sweep and seed replication", "",
@@ -115,39 +114,47 @@ def main(argv=None) -> int:
             rhos = [spearman([runs[wa]["truth"][t][c] for c in cands], [runs[wb]["truth"][t][c] for c in cands]) for t in tasks]
             lines.append(f"- width {wa} vs {wb}: " + ", ".join(f"{t} {r:.2f}" for t, r in zip(tasks, rhos)))
     lines.append("")
-    if rep is not None and 64 in runs:
-        base = runs[64]
-        ceiling = {t: spearman([base["truth"][t][c] for c in cands], [rep["truth"][t][c] for c in cands]) for t in tasks}
-        out["noise_ceiling"] = ceiling
-        dev = [t for t in tasks if t != base["held_out"]]
-        lines += [f"## Seed replication (width 64, seed 0 vs seed {args.replicate_seed})", "",
-                  "**Noise ceiling** — Spearman ρ between the final accuracies of two full fine-tunes that differ "
-                  "only in seed: " + ", ".join(f"{t} {ceiling[t]:.2f}" for t in tasks)
-                  + f" (dev mean {np.mean([ceiling[t] for t in dev]):.2f}). No ranker can be expected to agree with one seed's "
-                  "truth much better than another seed's truth does.", "",
-                  (f"| ranker | ρ dev seed 0, k={k_star} | ρ dev seed {args.replicate_seed}, k={k_star} | ρ dev both seeds, largest k "
-                  f"| ρ held-out seed 0 | ρ held-out seed {args.replicate_seed} |"), "|---|---|---|---|---|---|"]
-        rankers_shown = ncap_configs(base) + ["val-acc@k", "tse-ema", "curve-extrapolation", "successive-halving",
-                                              "logme", "source-accuracy", "combined[t0=0]", "combined[t0=1]", "combined[t0=2]"]
-        rows = {}
-        for name in rankers_shown:
-            score = config_score if name.startswith("ncap[") else (lambda res, n: dev_mean(res, n, k_compare(res)))
-            per_seed = [v for v in (score(base, name), score(rep, name)) if np.isfinite(v)]
-            both = float(np.mean(per_seed)) if per_seed else float("nan")
-            rows[name] = {"dev_s0_k": dev_mean(base, name, k_star), "dev_s1_k": dev_mean(rep, name, k_star), "dev_both": both,
-                          "held_s0": held_out(base, name, k_star), "held_s1": held_out(rep, name, k_star)}
-            r = rows[name]
-            lines.append(f"| {name} | {r['dev_s0_k']:.3f} | {r['dev_s1_k']:.3f} | {both:.3f} | {r['held_s0']:.3f} | {r['held_s1']:.3f} |")
-        out["replication"] = rows
-        best_both = max((n for n in rows if n.startswith("ncap[")), key=lambda n: np.nan_to_num(rows[n]["dev_both"], nan=-9))
-        out["best_ncap_both_seeds"] = best_both
-        lines += ["", (f"Best ncap configuration on the development tasks of both seeds together: **{best_both}** "
-                  f"(seed 0 alone chose {base['chosen']['ncap']})."), ""]
+    out["replications"] = {}
+    for w, res in runs.items():
+        rep = load(results, ("full" if w == 64 else f"full-w{w}") + f"-s{args.replicate_seed}")
+        if rep is not None:
+            section, out["replications"][w] = replication(res, rep, w, args.replicate_seed, k_star)
+            lines += section
     (results / "sweep.json").write_text(json.dumps(out, indent=1, default=float))
     (results / "sweep.md").write_text("\n".join(lines))
     plot(runs, results / "sweep.png")
     print("\n".join(lines))
     return 0
+
+
+def replication(base: dict, rep: dict, width: int, seed: int, k_star: str) -> tuple[list[str], dict]:
+    """Markdown lines and numbers comparing the seed-0 benchmark at one width with its seed replicate."""
+    tasks, cands = base["tasks"], base["candidates"]
+    dev = [t for t in tasks if t != base["held_out"]]
+    ceiling = {t: spearman([base["truth"][t][c] for c in cands], [rep["truth"][t][c] for c in cands]) for t in tasks}
+    lines = [f"## Seed replication (width {width}, seed 0 vs seed {seed})", "",
+             ("**Noise ceiling** — Spearman ρ between the final accuracies of two full fine-tunes that differ "
+              "only in seed: " + ", ".join(f"{t} {ceiling[t]:.2f}" for t in tasks)
+              + f" (dev mean {np.mean([ceiling[t] for t in dev]):.2f}). No ranker can be expected to agree with one "
+              "seed's truth much better than another seed's truth does."), "",
+             (f"| ranker | ρ dev seed 0, k={k_star} | ρ dev seed {seed}, k={k_star} | ρ dev both seeds, largest k "
+              f"| ρ held-out seed 0 | ρ held-out seed {seed} |"), "|---|---|---|---|---|---|"]
+    shown = ncap_configs(base) + ["val-acc@k", "tse-ema", "curve-extrapolation", "successive-halving",
+                                  "logme", "source-accuracy", "combined[t0=0]", "combined[t0=1]", "combined[t0=2]"]
+    rows = {}
+    for name in shown:
+        score = config_score if name.startswith("ncap[") else (lambda res, n: dev_mean(res, n, k_compare(res)))
+        per_seed = [v for v in (score(base, name), score(rep, name)) if np.isfinite(v)]
+        both = float(np.mean(per_seed)) if per_seed else float("nan")
+        r = rows[name] = {"dev_s0_k": dev_mean(base, name, k_star), "dev_s1_k": dev_mean(rep, name, k_star), "dev_both": both,
+                          "held_s0": held_out(base, name, k_star), "held_s1": held_out(rep, name, k_star)}
+        mark = "**" if name == base["chosen"]["ncap"] else ""
+        lines.append(f"| {mark}{name}{mark} | {r['dev_s0_k']:.3f} | {r['dev_s1_k']:.3f} | {both:.3f} | {r['held_s0']:.3f} "
+                     f"| {r['held_s1']:.3f} |")
+    best_both = max((n for n in rows if n.startswith("ncap[")), key=lambda n: np.nan_to_num(rows[n]["dev_both"], nan=-9))
+    lines += ["", (f"Best ncap configuration on the development tasks of both seeds together: **{best_both}** "
+                   f"(seed 0 alone chose {base['chosen']['ncap']}, in bold)."), ""]
+    return lines, {"noise_ceiling": ceiling, "rankers": rows, "best_ncap_both_seeds": best_both}
 
 
 def plot(runs: dict, path: Path) -> None:

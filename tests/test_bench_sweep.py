@@ -38,9 +38,10 @@ def test_sweep_chooses_width_on_dev_tasks_and_reports_ceiling(tmp_path, capsys):
     assert out["widths"]["128"]["best_config"] == "ncap[magnitude,t0=1]"
     assert out["widths"]["128"]["dev_rho_all_k"] == pytest.approx(0.6)
     # ceiling = Spearman of [1,2,3,4] vs [2,1,3,4] = 1 - 6·2/(4·15) = 0.8
-    assert out["noise_ceiling"]["t1"] == pytest.approx(0.8)
+    assert out["replications"]["64"]["noise_ceiling"]["t1"] == pytest.approx(0.8)
     # both seeds: magnitude 0 (seed 0) and 0.4 (seed 1) -> 0.2; default 0.3 and 0 -> 0.15
-    assert out["best_ncap_both_seeds"] == "ncap[magnitude,t0=1]"
+    assert out["replications"]["64"]["best_ncap_both_seeds"] == "ncap[magnitude,t0=1]"
+    assert set(out["replications"]) == {"64"}  # no replicate at the other widths
     assert (tmp_path / "sweep.png").is_file() and "probe width 128" in (tmp_path / "sweep.md").read_text()
 
 
