@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import rankers
+from bench.options import add_arguments, command, results_name
 from bench.runs import BenchRecipe, full_run
 from bench.tasks import HELD_OUT, TASKS
 from capacitance.evaluation import spearman, top1_regret, weighted_tau
@@ -70,36 +71,30 @@ def _finite_mean(vals) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _suffix(args) -> str:
-    """Results of a non-default recipe go beside the default ones: full-w128, full-s1, ..."""
-    return (f"-w{args.probe_width}" if args.probe_width != 64 else "") + (f"-s{args.seed}" if args.seed else "")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small version that finishes in ~5 min on 2 cores")
-    ap.add_argument("--rebuild", action="store_true", help="recompute cached runs")
-    ap.add_argument("--probe-width", type=int, default=64,
-                    help="first hidden width of the probe (halving per layer); the width sweep varies it")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the fine-tunes (a second seed measures the noise ceiling)")
-    ap.add_argument("--max-magnitude-flops", type=float, default=None,
-                    help="raise the magnitude variant's work limit (width 128 needs ~3e11 on 1024-feature backbones)")
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed :func:`bench.options.add_arguments` options."""
     t_start = time.perf_counter()
+    recipe_options = {"probe_width": args.probe_width, "seed": args.seed}
+    if args.max_magnitude_flops is not None:
+        recipe_options["max_magnitude_flops"] = args.max_magnitude_flops
     if args.quick:
         recipe = BenchRecipe(full_epochs=6, max_train=600, evals_per_epoch=9, extra_variants_until=0.75,
-                             probe_width=args.probe_width, seed=args.seed, max_magnitude_flops=args.max_magnitude_flops)
+                             **recipe_options)
         names, tasks = list(zoo.DEMO_CANDIDATES), ["digits", HELD_OUT]
         ks = [0.25, 0.5, 0.75]
-        out_dir = args.out or RESULTS / ("quick" + _suffix(args))
+        out_dir = args.out or RESULTS / results_name(True, args.probe_width, args.seed)
     else:
         recipe = BenchRecipe(full_epochs=8, evals_per_epoch=8, extra_variants_until=0.75,
-                             probe_width=args.probe_width, seed=args.seed, max_magnitude_flops=args.max_magnitude_flops)
+                             **recipe_options)
         names, tasks = [n for n in zoo.ZOO if n not in ("mobilenetv3-short", "resnet10t-mnist")], list(TASKS)
         ks = [0.25, 0.5, 0.75]  # <= 10 % of the 8-epoch full budget
-        out_dir = args.out or RESULTS / ("full" + _suffix(args))
+        out_dir = args.out or RESULTS / results_name(False, args.probe_width, args.seed)
     dev_tasks = [t for t in tasks if t != HELD_OUT]
     progress = not args.quiet
     cards = {c["name"]: c for c in zoo.ensure(names, progress=progress)}
@@ -129,9 +124,7 @@ def main(argv=None) -> int:
     rankers_all = list(table[tasks[0]][ks[0]])
 
     def mean_over(task_list, k, name, key):
-        vals = [table[t][k][name][key] for t in task_list if name in table[t][k]]
-        vals = [v for v in vals if np.isfinite(v)]
-        return float(np.mean(vals)) if vals else float("nan")
+        return _finite_mean([table[t][k][name][key] for t in task_list if name in table[t][k]])
 
     # Defaults from the development tasks only. ncap configurations are compared at the largest budget in
     # the grid, where each has most points; a cell where over half the candidates fell back to the last
@@ -160,9 +153,7 @@ def main(argv=None) -> int:
         "compute": {"full_epochs": recipe.full_epochs,
                     "wall_time_full_s": {t: float(sum(r["wall_time_s"] for r in task_runs[t])) for t in tasks},
                     "beta_time_s": {t: float(sum(r["beta_time_s"] for r in task_runs[t])) for t in tasks}},
-        "command": "python -m bench" + (" --quick" if args.quick else "")
-        + (f" --probe-width {args.probe_width}" if args.probe_width != 64 else "") + (f" --seed {args.seed}" if args.seed else "")
-        + (f" --max-magnitude-flops {args.max_magnitude_flops:g}" if args.max_magnitude_flops else ""),
+        "command": command(args),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "bench_wall_time_s": time.perf_counter() - t_start,
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,43 +16,44 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import options
 from bench.tasks import make_task
 from capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from models.data import prepare_batch, split_dataset
 from models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
 
+# Fields added after runs were cached: at these defaults they are left out of the key, so old caches stay valid.
 _LATER_HARNESS_FIELDS = {"track_beta": True, "max_magnitude_flops": MAX_MAGNITUDE_FLOPS}
-_LATER_RECIPE_FIELDS = ("max_magnitude_flops",)
+_LATER_RECIPE_FIELDS = {"max_magnitude_flops": MAX_MAGNITUDE_FLOPS}
 
 
 @dataclass
 class BenchRecipe:
     full_epochs: int = 12
-    probe_width: int = 64
+    probe_width: int = options.PROBE_WIDTH
     evals_per_epoch: int = 4
     lr: float = 1e-3
     batch_size: int = 64
-    seed: int = 0
+    seed: int = options.SEED
     extra_variants_until: float = 1.5  # support/magnitude recorded only in the early window (cost)
     max_train: int | None = None  # subsample the training split (quick mode)
-    max_magnitude_flops: float | None = None  # None = the harness default; the width sweep raises it for w=128
+    max_magnitude_flops: float = MAX_MAGNITUDE_FLOPS  # the width sweep raises it for w = 128
 
     def harness_config(self) -> HarnessConfig:
-        limit = {} if self.max_magnitude_flops is None else {"max_magnitude_flops": self.max_magnitude_flops}
         return HarnessConfig(epochs=self.full_epochs, probe_width=self.probe_width, evals_per_epoch=self.evals_per_epoch,
                              lr=self.lr, batch_size=self.batch_size, seed=self.seed, variant="default",
                              extra_variants=("support", "magnitude"), extra_variants_until=self.extra_variants_until,
-                             **limit)
+                             max_magnitude_flops=self.max_magnitude_flops)
 
     def key(self) -> str:
-        # fields added after runs were cached must not change the key while they sit at their defaults
-        harness = self.harness_config().to_dict()
-        for name, default in _LATER_HARNESS_FIELDS.items():
-            if harness.get(name) == default:
-                harness.pop(name)
-        own = {k: v for k, v in self.__dict__.items() if not (k in _LATER_RECIPE_FIELDS and v is None)}
-        blob = json.dumps({**own, "harness": harness, "v": 1}, sort_keys=True)
+        blob = json.dumps({**_without_defaults(self.__dict__, _LATER_RECIPE_FIELDS),
+                           "harness": _without_defaults(self.harness_config().to_dict(), _LATER_HARNESS_FIELDS),
+                           "v": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _without_defaults(fields: dict, later: dict) -> dict:
+    return {k: v for k, v in fields.items() if not (k in later and v == later[k])}
 
 
 def cache_root() -> Path:

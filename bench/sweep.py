@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.options import PROBE_WIDTH, results_name
 from capacitance.evaluation import spearman
 
 RESULTS = Path(__file__).parent / "results"
@@ -69,20 +70,20 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder holding full*/results.json; outputs go there")
     args = ap.parse_args(argv)
     results = args.results
-    runs = {w: load(results, "full" if w == 64 else f"full-w{w}") for w in args.widths}
+    runs = {w: load(results, results_name(False, w)) for w in args.widths}
     missing = [w for w, r in runs.items() if r is None]
     if missing:
         print("missing results for widths " + ", ".join(map(str, missing)) + ": run "
               + " && ".join(f"python -m bench --probe-width {w}" for w in missing), file=sys.stderr)
         return 2
-    k_star = str(runs[64]["chosen"]["k"]) if 64 in runs else str(next(iter(runs.values()))["chosen"]["k"])
+    k_star = k_compare(next(iter(runs.values())))  # every width shares the grid of k
     out: dict = {"widths": {}, "k": k_star}
     lines = ["# Probe width sweep and seed replication", "",
              ("Commands: `make bench-sweep`, i.e. `python -m bench --probe-width W` for each width (128 with "
              f"`--max-magnitude-flops 1e12`), `python -m bench --seed {args.replicate_seed}`, then `python -m bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
              "`bench/results/full` except for the varied setting. ρ = Spearman with the final accuracy; "
              "“dev” = mean over the 3 development tasks; “all k” also averages k ∈ {0.25, 0.5, 0.75} epochs; "
-             "configurations are compared at the largest k (0.75)."), "",
+             f"configurations are compared at the largest k ({k_star})."), "",
              "## Width (seed 0)", "",
              (f"| probe width | best ncap config (dev) | ρ dev, all k | ρ dev, k={k_star} | regret dev, k={k_star} "
              f"| ρ held-out, k={k_star} | val-acc@k ρ dev, k={k_star} | β_eff tracking s (all tasks) |"),
@@ -91,15 +92,14 @@ def main(argv=None) -> int:
     for w, res in runs.items():
         configs = {c: config_score(res, c) for c in ncap_configs(res)}
         best = max(configs, key=lambda c: np.nan_to_num(configs[c], nan=-9))
-        row = {"best_config": best, "dev_rho_all_k": dev_mean(res, best), "dev_rho_cmp": configs[best],
-               "dev_rho_by_config": configs,
-               "dev_rho_k": dev_mean(res, best, k_star), "dev_regret_k": dev_mean(res, best, k_star, "top1_regret"),
+        row = {"best_config": best, "dev_rho_all_k": dev_mean(res, best), "dev_rho_by_config": configs,
+               "dev_rho_k": configs[best], "dev_regret_k": dev_mean(res, best, k_star, "top1_regret"),
                "held_out_rho_k": held_out(res, best, k_star), "val_acc_dev_rho_k": dev_mean(res, "val-acc@k", k_star),
                "beta_time_s": float(sum(res["compute"]["beta_time_s"].values())),
                "truth": res["truth"]}
         out["widths"][w] = row
         score = np.nan_to_num(configs[best], nan=-9)
-        if score > best_val or (score == best_val and w == 64):  # a tie keeps the incumbent
+        if score > best_val or (score == best_val and w == PROBE_WIDTH):  # a tie keeps the incumbent
             best_w, best_val = w, score
         lines.append(f"| {w} | {best} | {row['dev_rho_all_k']:.3f} | {row['dev_rho_k']:.3f} | {row['dev_regret_k']:.2f} | "
                      f"{row['held_out_rho_k']:.3f} | {row['val_acc_dev_rho_k']:.3f} | {row['beta_time_s']:.0f} |")
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     lines.append("")
     out["replications"] = {}
     for w, res in runs.items():
-        rep = load(results, ("full" if w == 64 else f"full-w{w}") + f"-s{args.replicate_seed}")
+        rep = load(results, results_name(False, w, args.replicate_seed))
         if rep is not None:
             section, out["replications"][w] = replication(res, rep, w, args.replicate_seed, k_star)
             lines += section

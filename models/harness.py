@@ -146,7 +146,7 @@ def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> floa
     return correct / len(y)
 
 
-def _measure_beta(model, xb, yb, variants, max_magnitude_flops: float = MAX_MAGNITUDE_FLOPS) -> dict:
+def _measure_beta(model, xb, yb, variants, max_magnitude_flops: float) -> dict:
     model.eval()
     with torch.no_grad():
         feats = model.backbone(xb)
