@@ -23,17 +23,17 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench-quick: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --quick
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ncap.bench --quick
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ncap.bench
 
 # probe-width sweep + seed replication (~75 min on 2 cores when nothing is cached), then the summary
 bench-sweep: bench
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --probe-width 32
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --probe-width 128 --max-magnitude-flops 1e12
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench --seed 1
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.sweep
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ncap.bench --probe-width 32
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ncap.bench --probe-width 128 --max-magnitude-flops 1e12
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ncap.bench --seed 1
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ncap.bench.sweep
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,7 +1,7 @@
 """Model-selection benchmark: does β_eff pick better than the alternatives users already have?
 
-    python -m bench            # full: 8 zoo candidates × 4 tasks, 8-epoch fine-tunes (cached)
-    python -m bench --quick    # ≤ 5 min on 2 cores: 5 candidates × 2 tasks, 6 epochs, 600 training images
+    python -m ncap.bench            # full: 8 zoo candidates × 4 tasks, 8-epoch fine-tunes (cached)
+    python -m ncap.bench --quick    # ≤ 5 min on 2 cores: 5 candidates × 2 tasks, 6 epochs, 600 training images
     ncap bench [--quick]       # the same
 
 Writes bench/results/{full,quick}/: results.json (every number), results.md (tables), rho_vs_k.png,
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import rankers
-from bench.options import add_arguments, command, results_name
-from bench.runs import BenchRecipe, full_run
-from bench.tasks import HELD_OUT, TASKS
-from capacitance.evaluation import spearman, top1_regret, weighted_tau
-from models import zoo
+from ncap.bench import rankers
+from ncap.bench.options import add_arguments, command, results_name
+from ncap.bench.runs import BenchRecipe, full_run
+from ncap.bench.tasks import HELD_OUT, TASKS
+from ncap.capacitance.evaluation import spearman, top1_regret, weighted_tau
+from ncap.models import zoo
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("default", "support", "magnitude")

@@ -1,6 +1,6 @@
 """Cost of β_eff relative to one forward+backward of the probe, and the memory it needs.
 
-    python -m bench.beta_cost [--widths 512,256,128,64,10] [--batch 256] [--repeats 20]
+    python -m ncap.bench.beta_cost [--widths 512,256,128,64,10] [--batch 256] [--repeats 20]
 
 Writes bench/results/beta_cost.{md,json}. Memory is measured as the peak of tracked torch CPU
 allocations (tracemalloc does not see them, so we use the profiler's memory accounting) and compared
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, _magnitude_flops, capacitance
-from capacitance.line_graph import probe_linear_layers
+from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, _magnitude_flops, capacitance
+from ncap.capacitance.line_graph import probe_linear_layers
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -100,7 +100,7 @@ def main(argv=None):
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "beta_cost.json").write_text(json.dumps(results, indent=2))
     lines = ["# Cost of β_eff (matrix-free) vs one forward+backward of the probe", "",
-             (f"Command: `python -m bench.beta_cost --widths {args.widths} --batch {args.batch} --repeats {args.repeats}` "
+             (f"Command: `python -m ncap.bench.beta_cost --widths {args.widths} --batch {args.batch} --repeats {args.repeats}` "
              f"({results[0]['torch_threads']} torch threads, CPU). Median of repeats; ratios measured in one run."), ""]
     for r in results:
         lines += [f"## Probe {tuple(r['widths'])}, batch {r['batch']}", "",

@@ -1,4 +1,4 @@
-"""Command-line options of the benchmark and where its results go: shared by ``python -m bench`` and
+"""Command-line options of the benchmark and where its results go: shared by ``python -m ncap.bench`` and
 ``ncap bench``. Light on purpose (no torch): every ``ncap`` command registers these at start-up."""
 from __future__ import annotations
 

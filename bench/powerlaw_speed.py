@@ -1,7 +1,7 @@
 """Speed of ``capacitance.powerlaw.fit_power_law`` against ``powerlaw.Fit`` (powerlaw 2.0) on the same data.
 
-    python -m bench.powerlaw_speed                      # sizes 1e5, 3e5, 1e6 (powerlaw takes minutes)
-    python -m bench.powerlaw_speed --sizes 20000        # quick look
+    python -m ncap.bench.powerlaw_speed                      # sizes 1e5, 3e5, 1e6 (powerlaw takes minutes)
+    python -m ncap.bench.powerlaw_speed --sizes 20000        # quick look
 
 Data (fixed seed): a discrete power law with alpha = 2.5 above x_min = 10 for half of the sample, the
 other half uniform integers in [1, 10). Both fitters solve the same problem:
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capacitance.powerlaw import fit_power_law
-from capacitance.powerlaw_sampling import sample_power_law
+from ncap.capacitance.powerlaw import fit_power_law
+from ncap.capacitance.powerlaw_sampling import sample_power_law
 
 RESULTS = Path(__file__).parent / "results"
 ALPHA, XMIN, SEED = 2.5, 10, 0
@@ -93,7 +93,7 @@ def run(sizes: list[int], repeats: int) -> dict:
         t_def = time.perf_counter() - t0
     defaults = {"n": sizes[0], "seconds": t_def, "xmin": float(d.xmin), "alpha": float(d.alpha)}
     return {
-        "command": "python -m bench.powerlaw_speed --sizes " + ",".join(str(s) for s in sizes)
+        "command": "python -m ncap.bench.powerlaw_speed --sizes " + ",".join(str(s) for s in sizes)
         + f" --repeats {repeats}",
         "data": f"seed {SEED}: n/2 uniform integers in [1, {XMIN}), n/2 discrete power law alpha={ALPHA}, "
         f"xmin={XMIN}",

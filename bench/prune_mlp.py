@@ -1,6 +1,6 @@
 """The power-law paper's MLP experiment (sources/000, §3.1 and §4.2) at small scale, in one command.
 
-    python -m bench.prune_mlp [--epochs 12] [--retrain-epochs 6] [--sparsity 0.9] [--bootstrap 500] [--no-pa]
+    python -m ncap.bench.prune_mlp [--epochs 12] [--retrain-epochs 6] [--sparsity 0.9] [--bootstrap 500] [--no-pa]
 
 Part 1 (§3.1): MLP 784-1024-1024-10 on MNIST (the 5 000-image sample of ``load_dataset("mnist5k")``,
 80/20 stratified split; if it cannot be loaded offline, scikit-learn digits upsampled to 28×28, and the
@@ -38,7 +38,7 @@ def load_mnist_like(seed: int = 0):
     """``mnist5k`` if it loads offline, else digits upsampled to 28×28; returns (dataset, description)."""
     import torch.nn.functional as F
 
-    from models.data import ImageDataset, load_dataset
+    from ncap.models.data import ImageDataset, load_dataset
 
     try:
         ds = load_dataset("mnist5k")
@@ -93,7 +93,7 @@ def _train_masked(model, layers, keep, trainable, x, y, *, epochs, lr, batch_siz
 def continual_task_b(model, pruner, train_b, val_b, *, s2: float, epochs: int, retrain_epochs: int, lr: float,
                      batch_size: int, seed: int, log) -> dict:
     """§4.2: freeze task-A connections, reinit + train the rest on task B, prune s2 of them, retrain."""
-    from models.pruning import accuracy
+    from ncap.models.pruning import accuracy
 
     layers = dict(pruner.layers)
     mask_a = {n: m.clone() for n, m in pruner.masks.items()}
@@ -207,10 +207,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
 
-    from capacitance.degrees import network_from_model
-    from capacitance.network_measures import preferential_attachment
-    from models.data import split_dataset
-    from service.commands.prune import markdown_table, run_pruning
+    from ncap.capacitance.degrees import network_from_model
+    from ncap.capacitance.network_measures import preferential_attachment
+    from ncap.models.data import split_dataset
+    from ncap.service.commands.prune import markdown_table, run_pruning
 
     def log(msg):
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from capacitance.baselines import learning_curve_extrapolation, successive_halving, tse_ema
-from capacitance.predictor import CrossRunPredictor, predict_final_accuracy, trajectory_features
+from ncap.capacitance.baselines import learning_curve_extrapolation, successive_halving, tse_ema
+from ncap.capacitance.predictor import CrossRunPredictor, predict_final_accuracy, trajectory_features
 
 
 def prefix(run: dict, k: float) -> np.ndarray:

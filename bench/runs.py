@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import options
-from bench.tasks import make_task
-from capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
-from models.data import prepare_batch, split_dataset
-from models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
+from ncap.bench import options
+from ncap.bench.tasks import make_task
+from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
+from ncap.models.data import prepare_batch, split_dataset
+from ncap.models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
 
 # Fields added after runs were cached: at these defaults they are left out of the key, so old caches stay valid.
 _LATER_HARNESS_FIELDS = {"track_beta": True, "max_magnitude_flops": MAX_MAGNITUDE_FLOPS}
@@ -63,7 +63,7 @@ def cache_root() -> Path:
 def task_split(task: str, recipe: BenchRecipe):
     train, val = split_dataset(make_task(task, seed=recipe.seed), val_fraction=0.2, seed=recipe.seed)
     if recipe.max_train and len(train.y) > recipe.max_train:
-        from models.data import sample_per_class
+        from ncap.models.data import sample_per_class
 
         train = sample_per_class(train, recipe.max_train // len(train.class_names), seed=recipe.seed)
     return train, val
@@ -85,8 +85,8 @@ def full_run(spec, task: str, recipe: BenchRecipe, rebuild: bool = False, progre
 
 def logme_of(spec, train, recipe: BenchRecipe) -> float:
     """LogME of the pretrained backbone's pooled features on the target training split (training-free)."""
-    from capacitance.logme import logme_score
-    from models.candidates import create_backbone
+    from ncap.capacitance.logme import logme_score
+    from ncap.models.candidates import create_backbone
 
     torch.manual_seed(recipe.seed)
     backbone, _, cfg = create_backbone(spec)

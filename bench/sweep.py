@@ -1,10 +1,10 @@
 """Probe-width sweep and seed replication of the full benchmark: the last default the benchmark picks.
 
-    python -m bench --probe-width 32 && python -m bench --probe-width 128 --max-magnitude-flops 1e12
-    python -m bench --seed 1
-    python -m bench.sweep          # reads bench/results/full*/results.json, writes bench/results/sweep.{md,json,png}
+    python -m ncap.bench --probe-width 32 && python -m ncap.bench --probe-width 128 --max-magnitude-flops 1e12
+    python -m ncap.bench --seed 1
+    python -m ncap.bench.sweep          # reads bench/results/full*/results.json, writes bench/results/sweep.{md,json,png}
 
-Decision rule (development tasks only, seed 0, the same rule as ``python -m bench`` uses for variant,
+Decision rule (development tasks only, seed 0, the same rule as ``python -m ncap.bench`` uses for variant,
 t0 and number of observations): the width whose best ncap configuration has the highest mean Spearman ρ
 at the largest early budget k, counting only configurations that really use β_eff there (at most half
 the candidates fell back to their last accuracy). The held-out task is shown, never used. The seed-1 replication (other train/validation split, other
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.options import PROBE_WIDTH, results_name
-from capacitance.evaluation import spearman
+from ncap.bench.options import PROBE_WIDTH, results_name
+from ncap.capacitance.evaluation import spearman
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -64,7 +64,7 @@ def config_score(res: dict, config: str) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m ncap.bench.sweep", description=__doc__.splitlines()[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--replicate-seed", type=int, default=1)
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder holding full*/results.json; outputs go there")
@@ -74,13 +74,13 @@ def main(argv=None) -> int:
     missing = [w for w, r in runs.items() if r is None]
     if missing:
         print("missing results for widths " + ", ".join(map(str, missing)) + ": run "
-              + " && ".join(f"python -m bench --probe-width {w}" for w in missing), file=sys.stderr)
+              + " && ".join(f"python -m ncap.bench --probe-width {w}" for w in missing), file=sys.stderr)
         return 2
     k_star = k_compare(next(iter(runs.values())))  # every width shares the grid of k
     out: dict = {"widths": {}, "k": k_star}
     lines = ["# Probe width sweep and seed replication", "",
-             ("Commands: `make bench-sweep`, i.e. `python -m bench --probe-width W` for each width (128 with "
-             f"`--max-magnitude-flops 1e12`), `python -m bench --seed {args.replicate_seed}`, then `python -m bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
+             ("Commands: `make bench-sweep`, i.e. `python -m ncap.bench --probe-width W` for each width (128 with "
+             f"`--max-magnitude-flops 1e12`), `python -m ncap.bench --seed {args.replicate_seed}`, then `python -m ncap.bench.sweep`. Same 8 candidates × 4 tasks and recipe as "
              "`bench/results/full` except for the varied setting. ρ = Spearman with the final accuracy; "
              "“dev” = mean over the 3 development tasks; “all k” also averages k ∈ {0.25, 0.5, 0.75} epochs; "
              f"configurations are compared at the largest k ({k_star})."), "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.data import ImageDataset, load_dataset
+from ncap.models.data import ImageDataset, load_dataset
 
 HELD_OUT = "digits-inverted"
 

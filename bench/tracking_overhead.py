@@ -1,6 +1,6 @@
 """Wall-time overhead of β_eff tracking vs plain fine-tuning of the same candidate, and trajectory memory.
 
-    python -m bench.tracking_overhead [--candidate resnet18-mnist] [--epochs 4] [--repeats 2]
+    python -m ncap.bench.tracking_overhead [--candidate resnet18-mnist] [--epochs 4] [--repeats 2]
 
 Both runs use the identical recipe and the same observations (validation accuracy and training loss every
 1/evals_per_epoch epoch); the only difference is HarnessConfig.track_beta. The two runs alternate
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models import zoo
-from models.data import load_dataset, split_dataset
-from models.harness import HarnessConfig, fine_tune_candidate
+from ncap.models import zoo
+from ncap.models.data import load_dataset, split_dataset
+from ncap.models.harness import HarnessConfig, fine_tune_candidate
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tracking_overhead.json").write_text(json.dumps(out, indent=2))
     lines = ["# Overhead of β_eff tracking vs plain fine-tuning", "",
-             (f"Command: `python -m bench.tracking_overhead --candidate {args.candidate} --epochs {args.epochs} "
+             (f"Command: `python -m ncap.bench.tracking_overhead --candidate {args.candidate} --epochs {args.epochs} "
              f"--repeats {args.repeats}` ({out['machine']}, 2 cores; medians, both variants measured alternately in one run). "
              f"Digits (1 437 train images), batch 64, β batch {out['beta_batch']}, `{HarnessConfig().variant}` variant "
              "(the `ncap rank` default)."), "",

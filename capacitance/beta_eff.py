@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from capacitance.line_graph import VARIANTS, LossFn, ProbeError, check_probe
+from ncap.capacitance.line_graph import VARIANTS, LossFn, ProbeError, check_probe
 
 # Work limit for the magnitude variant (multiply-adds of eq. 8 over all blocks).
 MAX_MAGNITUDE_FLOPS = 2e11

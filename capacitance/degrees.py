@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.pruning import MASK_ATTR, prunable_layers
+from ncap.models.pruning import MASK_ATTR, prunable_layers
 
 __all__ = [
     "LayerConnections",

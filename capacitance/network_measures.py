@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from capacitance.degrees import LayerDegrees, SparseNetwork, network_from_model
-from models.pruning import prunable_layers
+from ncap.capacitance.degrees import LayerDegrees, SparseNetwork, network_from_model
+from ncap.models.pruning import prunable_layers
 
 __all__ = [
     "core_numbers",
@@ -166,7 +166,7 @@ def esd_report(model: nn.Module, *, layers: Sequence[str] | None = None, min_eig
     Eigenvalues ≤ ``tol``·λ_max are dropped before fitting (rank deficiency from pruning). Layers with
     fewer than ``min_eigs`` usable eigenvalues get ``alpha: None`` and a ``reason``.
     """
-    from capacitance.powerlaw import fit_power_law
+    from ncap.capacitance.powerlaw import fit_power_law
 
     out = []
     for name, m in prunable_layers(model):
@@ -360,7 +360,7 @@ def degree_fit(degree, *, n_bootstrap: int = 0, seed: int = 0, search_fraction: 
     (the power law unless an alternative beats it with p < 0.1); ``verdict`` is stricter: ``power_law``
     only if it beats every alternative with p < 0.1, an alternative if one beats it, else ``inconclusive``.
     """
-    from capacitance import powerlaw as pl
+    from ncap.capacitance import powerlaw as pl
 
     d = np.asarray(degree, dtype=np.int64)
     pos = d[d > 0]
@@ -384,7 +384,7 @@ def degree_fit(degree, *, n_bootstrap: int = 0, seed: int = 0, search_fraction: 
     res.update(fitted=True, power_law=plr, truncated_power_law=tpl.to_dict(), comparisons={})
     res["truncated_power_law"]["alpha_se"] = float(tpl.alpha_se) if math.isfinite(tpl.alpha_se) else None
     try:
-        from capacitance import powerlaw_compare as plc  # written alongside; optional here
+        from ncap.capacitance import powerlaw_compare as plc  # written alongside; optional here
     except ImportError:
         plc = None
     if plc is not None and hasattr(plc, "compare_distributions"):
@@ -413,7 +413,7 @@ def _public(d: dict) -> dict:
 
 def _overlay_tpl(ax, x: np.ndarray, tpl) -> None:
     """Bounded power law on the empirical CCDF: P(X ≥ x) = P(X > x_max) + (n_tail / n) · S_tpl(x)."""
-    from capacitance.powerlaw_norm import log_normaliser
+    from ncap.capacitance.powerlaw_norm import log_normaliser
 
     g = np.unique(np.round(np.geomspace(tpl.xmin, tpl.xmax, 200)))
     lz = log_normaliser(tpl.alpha, tpl.xmin, tpl.xmax, discrete=True)[0]
@@ -435,7 +435,7 @@ def plot_degree_ccdfs(degrees: Sequence[LayerDegrees], fits: Sequence[dict], out
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    from capacitance.powerlaw import plot_ccdf
+    from ncap.capacitance.powerlaw import plot_ccdf
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

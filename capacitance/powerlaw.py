@@ -59,11 +59,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from capacitance.powerlaw_norm import _solve_alpha, log_normaliser
+from ncap.capacitance.powerlaw_norm import _solve_alpha, log_normaliser
 
 if TYPE_CHECKING:  # lazily re-exported below; imported here for type checkers and IDEs
-    from capacitance.powerlaw_sampling import power_law_gof, sample_power_law, sample_truncated_power_law
-    from capacitance.powerlaw_tpl import fit_truncated_power_law
+    from ncap.capacitance.powerlaw_sampling import power_law_gof, sample_power_law, sample_truncated_power_law
+    from ncap.capacitance.powerlaw_tpl import fit_truncated_power_law
 
 MIN_SAMPLES = 10
 ALPHA_MAX = 50.0
@@ -517,9 +517,9 @@ def fit_report(data, n_bootstrap: int = 0, seed=None, *, discrete: bool = True) 
         "comparisons": {name: {"R": normalised log-likelihood ratio, "p": p-value}}, "n": int}``.
         ``R > 0`` favours the power law. ``p_value`` is None when ``n_bootstrap == 0``.
     """
-    from capacitance.powerlaw_compare import compare_distributions
-    from capacitance.powerlaw_sampling import power_law_gof
-    from capacitance.powerlaw_tpl import fit_truncated_power_law
+    from ncap.capacitance.powerlaw_compare import compare_distributions
+    from ncap.capacitance.powerlaw_sampling import power_law_gof
+    from ncap.capacitance.powerlaw_tpl import fit_truncated_power_law
 
     x = check_sample(data, discrete=discrete)
     fit = fit_power_law(x, discrete=discrete)
@@ -588,11 +588,11 @@ def plot_ccdf(data, fit: PowerLawFit, tpl: TruncatedPowerLawFit | None = None, a
 
 # names defined in modules that import this one; resolved on first access (PEP 562)
 _LAZY = {
-    "TPL_ALPHA_BOUNDS": "capacitance.powerlaw_tpl",
-    "fit_truncated_power_law": "capacitance.powerlaw_tpl",
-    "power_law_gof": "capacitance.powerlaw_sampling",
-    "sample_power_law": "capacitance.powerlaw_sampling",
-    "sample_truncated_power_law": "capacitance.powerlaw_sampling",
+    "TPL_ALPHA_BOUNDS": "ncap.capacitance.powerlaw_tpl",
+    "fit_truncated_power_law": "ncap.capacitance.powerlaw_tpl",
+    "power_law_gof": "ncap.capacitance.powerlaw_sampling",
+    "sample_power_law": "ncap.capacitance.powerlaw_sampling",
+    "sample_truncated_power_law": "ncap.capacitance.powerlaw_sampling",
 }
 
 

@@ -30,8 +30,8 @@ import warnings
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
-from capacitance.powerlaw import PowerLawFit, _unique_counts, check_sample
-from capacitance.powerlaw_norm import log_normaliser
+from ncap.capacitance.powerlaw import PowerLawFit, _unique_counts, check_sample
+from ncap.capacitance.powerlaw_norm import log_normaliser
 
 ALTERNATIVES = ("lognormal", "exponential", "cutoff_power_law")
 _DIRECT = 4096

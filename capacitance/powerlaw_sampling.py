@@ -15,8 +15,8 @@ import warnings
 
 import numpy as np
 
-from capacitance.powerlaw import PowerLawFit, check_sample, fit_power_law
-from capacitance.powerlaw_norm import log_normaliser
+from ncap.capacitance.powerlaw import PowerLawFit, check_sample, fit_power_law
+from ncap.capacitance.powerlaw_norm import log_normaliser
 
 # --------------------------------------------------------------------------- sampling
 

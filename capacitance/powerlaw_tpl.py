@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from capacitance.powerlaw import TruncatedPowerLawFit, _ks_argmin, _unique_counts, check_sample
-from capacitance.powerlaw_norm import _solve_alpha, log_normaliser
+from ncap.capacitance.powerlaw import TruncatedPowerLawFit, _ks_argmin, _unique_counts, check_sample
+from ncap.capacitance.powerlaw_norm import _solve_alpha, log_normaliser
 
 TPL_ALPHA_BOUNDS = (-50.0, 50.0)
 

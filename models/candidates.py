@@ -46,7 +46,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from models.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
+from ncap.models.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
 
 __all__ = [
     "SOURCES",

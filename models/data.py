@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.archive import IMAGE_SUFFIXES, ArchiveError, DataError, is_ignored_member
+from ncap.models.archive import IMAGE_SUFFIXES, ArchiveError, DataError, is_ignored_member
 
 __all__ = [
     "NAMED_DATASETS",
@@ -391,7 +391,7 @@ def _load_folder(path: Path, *, source_label: str, image_size: tuple[int, int] |
 
 
 def _load_zip(path: Path, *, image_size: tuple[int, int] | None, **limits) -> ImageDataset:
-    from models.archive import safe_extract_zip
+    from ncap.models.archive import safe_extract_zip
 
     with tempfile.TemporaryDirectory(prefix="ncap-zip-") as tmp:
         dest = Path(tmp) / "x"

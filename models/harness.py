@@ -20,9 +20,9 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, CapacitanceResult, capacitance
-from capacitance.line_graph import VARIANTS
-from models.probe import probe_width_spec
+from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, CapacitanceResult, capacitance
+from ncap.capacitance.line_graph import VARIANTS
+from ncap.models.probe import probe_width_spec
 
 _NAN_RESULT = CapacitanceResult(float("nan"), float("nan"), float("nan"), float("nan"), "not-recorded")
 
@@ -174,8 +174,8 @@ def fine_tune_candidate(
         If given, receives up to ``config.max_snapshots`` probe weight snapshots (dict of float32 numpy
         arrays, thinned evenly in time) — never the backbone's weights.
     """
-    from models.candidates import build_candidate_model
-    from models.data import prepare_batch
+    from ncap.models.candidates import build_candidate_model
+    from ncap.models.data import prepare_batch
 
     t_start = time.perf_counter()
     run = CandidateRun(candidate=spec.name, beta_eff={v: [] for v in config.variants},
@@ -276,8 +276,8 @@ def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:
     distributions with power-law / truncated power-law fits per layer (``capacitance.network_measures``)."""
     import copy
 
-    from capacitance.network_measures import pruning_report
-    from models.pruning import prune_magnitude
+    from ncap.capacitance.network_measures import pruning_report
+    from ncap.models.pruning import prune_magnitude
 
     pruned = copy.deepcopy(probe).cpu()
     prune_magnitude(pruned, sparsity)

@@ -71,7 +71,7 @@ def _paths(entry: ZooEntry) -> tuple[Path, Path]:
 
 
 def _source_data(source: str, seed: int):
-    from models.data import load_dataset, split_dataset, subset_classes
+    from ncap.models.data import load_dataset, split_dataset, subset_classes
 
     ds = load_dataset("mnist5k")
     if source == "mnist5k-5class":
@@ -91,7 +91,7 @@ def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
     """Pretrain one zoo entry on its source task and cache it; returns its card (dict)."""
     import timm
 
-    from models.data import prepare_batch
+    from ncap.models.data import prepare_batch
 
     torch.manual_seed(entry.seed)
     np.random.seed(entry.seed)
@@ -126,10 +126,10 @@ def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
             if step >= n_steps:
                 break
     bar.close()
-    from models.harness import _accuracy
+    from ncap.models.harness import _accuracy
 
     acc = _accuracy(model, xv, yv)
-    from models.candidates import save_backbone
+    from ncap.models.candidates import save_backbone
 
     weights, card_path = _paths(entry)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def ensure(names, progress: bool = True, rebuild: bool = False) -> list[dict]:
 
 def zoo_spec(name: str, progress: bool = True):
     """A ``CandidateSpec`` for a zoo model (pretraining it first if needed)."""
-    from models.candidates import CandidateSpec
+    from ncap.models.candidates import CandidateSpec
 
     card = ensure([name], progress=progress)[0]
     return CandidateSpec(name=name, arch=card["arch"], weights=Path(card["weights"]), source="file",

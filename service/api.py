@@ -1,6 +1,6 @@
 """The ncap ranking service (BentoML 1.4): submit a dataset and candidates, get a ranking back.
 
-Start it with ``ncap serve`` (or ``bentoml serve service.api:NcapService``). Endpoints (all POST with a
+Start it with ``ncap serve`` (or ``bentoml serve ncap.service.api:NcapService``). Endpoints (all POST with a
 JSON body unless noted; every route except /healthz, /livez, /readyz needs ``Authorization: Bearer
 $NCAP_TOKEN`` when a token is configured):
 
@@ -35,9 +35,9 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
-from service.config import ServiceSettings, load_settings
-from service.jobs import JobWorker, progress_summary, watch_parent
-from service.security import (
+from ncap.service.config import ServiceSettings, load_settings
+from ncap.service.jobs import JobWorker, progress_summary, watch_parent
+from ncap.service.security import (
     GuardMiddleware,
     InsecureBindError,
     Rejected,
@@ -47,7 +47,7 @@ from service.security import (
     check_upload_file,
     safe_filename,
 )
-from service.store import DONE, FINAL_STATES, JOB_STATES, QUEUED, JobStore
+from ncap.service.store import DONE, FINAL_STATES, JOB_STATES, QUEUED, JobStore
 
 log = logging.getLogger("ncap.service")
 SETTINGS: ServiceSettings = load_settings()
@@ -229,8 +229,8 @@ def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tup
     Accepted: zoo names, timm architectures whose pretrained weights are cached on the server, and
     ``arch=random`` / ``label:arch=random``. Weight file paths are refused: they would make the server
     read (and unpickle) files of its own choosing on a client's behalf."""
-    from models.candidates import find_cached_weights, parse_candidates
-    from models.zoo import ZOO
+    from ncap.models.candidates import find_cached_weights, parse_candidates
+    from ncap.models.zoo import ZOO
 
     if len(names) > settings.max_candidates:
         raise Rejected(400, f"too many candidates: {len(names)} > max_candidates={settings.max_candidates}")
@@ -270,14 +270,14 @@ def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tup
 
 def default_candidates() -> list[str]:
     """The demo zoo, used when a job names no candidates."""
-    from models.zoo import DEMO_CANDIDATES
+    from ncap.models.zoo import DEMO_CANDIDATES
 
     return list(DEMO_CANDIDATES)
 
 
 def validate_harness(job_config: dict) -> None:
     """Build the HarnessConfig now so that a bad value is a 400 at submit, not a failed job later."""
-    from service.jobs import harness_config
+    from ncap.service.jobs import harness_config
 
     try:
         harness_config(job_config)
@@ -289,9 +289,9 @@ def _warm_up() -> None:
     """Import what submit needs (torch, timm, the model list) in the background, so that the first
     submission does not pay several seconds of imports."""
     try:
-        from models.candidates import check_arch
-        from models.data import NAMED_DATASETS  # noqa: F401
-        from models.zoo import ZOO  # noqa: F401
+        from ncap.models.candidates import check_arch
+        from ncap.models.data import NAMED_DATASETS  # noqa: F401
+        from ncap.models.zoo import ZOO  # noqa: F401
 
         check_arch("resnet18")
     except Exception:  # a failed warm-up only costs time later
@@ -384,7 +384,7 @@ class NcapService:
 
     @staticmethod
     def _check_named(name: str) -> None:
-        from models.data import NAMED_DATASETS
+        from ncap.models.data import NAMED_DATASETS
 
         if name not in NAMED_DATASETS:
             raise Rejected(400, f"unknown named dataset {name!r}; known: {', '.join(sorted(NAMED_DATASETS))} "
@@ -392,8 +392,8 @@ class NcapService:
 
     def _take_upload(self, upload: Path, job_dir: Path) -> tuple[Path, str, str, int]:
         """Copy the upload into the data dir, check it, extract zips; returns (path, name, kind, bytes)."""
-        from models.archive import IMAGE_SUFFIXES, check_zip, safe_extract_zip
-        from models.data import DataError, load_dataset
+        from ncap.models.archive import IMAGE_SUFFIXES, check_zip, safe_extract_zip
+        from ncap.models.data import DataError, load_dataset
 
         s = self.settings
         name = _original_name(upload)
@@ -511,7 +511,7 @@ class NcapService:
         """Predicted final accuracy ± std from observed (β_eff, accuracy) per epoch; no training."""
         import math
 
-        from capacitance.predictor import p_best, predict_final_accuracy, rank_order
+        from ncap.capacitance.predictor import p_best, predict_final_accuracy, rank_order
 
         preds = []
         for i, tr in enumerate(trajectories):

@@ -11,12 +11,12 @@ import sys
 
 # Subcommand modules, in the order `ncap --help` lists them.
 COMMAND_MODULES = (
-    "service.commands.rank",
-    "service.commands.zoo",
-    "service.commands.bench",
-    "service.commands.serve",
-    "service.commands.prune",
-    "service.commands.powerlaw",
+    "ncap.service.commands.rank",
+    "ncap.service.commands.zoo",
+    "ncap.service.commands.bench",
+    "ncap.service.commands.serve",
+    "ncap.service.commands.prune",
+    "ncap.service.commands.powerlaw",
 )
 
 

@@ -1,4 +1,4 @@
-"""Settings of the ranking service (`ncap serve`, `bentoml serve service.api:NcapService`).
+"""Settings of the ranking service (`ncap serve`, `bentoml serve ncap.service.api:NcapService`).
 
 Every setting has a default, can be set in a TOML or JSON file named by ``NCAP_SERVICE_CONFIG`` (a flat
 table, or a ``[service]`` table), and can be overridden by an environment variable ``NCAP_<FIELD>`` (upper
@@ -49,7 +49,7 @@ class ServiceSettings(BaseModel):
     max_queued_jobs: int = Field(100, ge=1, description="Submissions are refused while this many wait.")
 
     # worker
-    runner: str = Field("service.ranking:run_ranking", description="'module:function' that ranks.")
+    runner: str = Field("ncap.service.ranking:run_ranking", description="'module:function' that ranks.")
     train_threads: int = Field(1, ge=1, description="torch threads of the training process.")
     train_nice: int = Field(10, ge=0, le=19, description="Niceness of the training process, so that on a "
                             "busy machine the API is scheduled first.")

@@ -1,7 +1,7 @@
 """Job worker of the ranking service.
 
 One ``JobWorker`` thread lives in the BentoML worker process. It claims queued jobs from the
-``JobStore`` one at a time and trains each in a separate Python process (``python -m service.jobs``),
+``JobStore`` one at a time and trains each in a separate Python process (``python -m ncap.service.jobs``),
 so the API process keeps its GIL and a CPU core for requests, a crash in training cannot take the API
 down, and a cancelled job can be stopped for sure.
 
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.store import CANCELLED, CAND_DONE, CAND_FAILED, CAND_RUNNING, DONE, FAILED, RUNNING, JobStore
+from ncap.service.store import CANCELLED, CAND_DONE, CAND_FAILED, CAND_RUNNING, DONE, FAILED, RUNNING, JobStore
 
 log = logging.getLogger("ncap.service.jobs")
 
@@ -54,7 +54,7 @@ def import_string(spec: str) -> Callable[..., Any]:
 def harness_config(job_config: dict) -> Any:
     """The ``HarnessConfig`` for a job's config (only the fields HarnessConfig has)."""
     try:
-        from models.harness import HarnessConfig
+        from ncap.models.harness import HarnessConfig
     except ImportError:  # pragma: no cover - harness not importable: hand the runner the plain dict
         return dict(job_config)
     names = {f.name for f in dataclasses.fields(HarnessConfig)}
@@ -199,7 +199,7 @@ class JobWorker:
             log.exception("job worker stopped")
 
     def _command(self, job_id: str) -> list[str]:
-        return [self.python, "-m", "service.jobs", "--db", self.store.url, "--job", job_id,
+        return [self.python, "-m", "ncap.service.jobs", "--db", self.store.url, "--job", job_id,
                 "--runner", self.runner, "--threads", str(self.train_threads), "--nice", str(self.train_nice),
                 "--parent", str(os.getpid())]
 
@@ -372,13 +372,13 @@ def _plain(value: Any) -> Any:
     """JSON-safe copy (numpy scalars/arrays to Python)."""
     import json
 
-    from service.store import _json_default
+    from ncap.service.store import _json_default
 
     return json.loads(json.dumps(value, default=_json_default))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.jobs", description="Train one ranking job.")
+    parser = argparse.ArgumentParser(prog="python -m ncap.service.jobs", description="Train one ranking job.")
     parser.add_argument("--db", required=True)
     parser.add_argument("--job", required=True)
     parser.add_argument("--runner", required=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capacitance.predictor import p_best, predict_final_accuracy, rank_order
-from models.harness import Cancelled, CandidateRun, HarnessConfig, fine_tune_candidate
+from ncap.capacitance.predictor import p_best, predict_final_accuracy, rank_order
+from ncap.models.harness import Cancelled, CandidateRun, HarnessConfig, fine_tune_candidate
 
 __all__ = ["Cancelled", "rank_runs", "resolve_candidates", "run_ranking"]
 SCHEMA_KEYS = ("candidate", "rank", "predicted_accuracy", "predicted_std", "p_best", "observed_accuracy",
@@ -29,8 +29,8 @@ SCHEMA_KEYS = ("candidate", "rank", "predicted_accuracy", "predicted_std", "p_be
 def resolve_candidates(candidates, progress: bool = True):
     """Candidate strings (zoo names, ``arch``, ``arch=weights``, ``arch=random``) → CandidateSpecs.
     ``None`` → the demo zoo. Zoo entries are pretrained and cached on first use."""
-    from models import zoo
-    from models.candidates import parse_candidates
+    from ncap.models import zoo
+    from ncap.models.candidates import parse_candidates
 
     if candidates is None:
         candidates = list(zoo.DEMO_CANDIDATES)
@@ -105,7 +105,7 @@ def run_ranking(dataset, candidates, config: HarnessConfig, out_dir: Path | None
     """
     import torch
 
-    from models.data import load_dataset, split_dataset
+    from ncap.models.data import load_dataset, split_dataset
 
     t0 = time.perf_counter()
     ds = load_dataset(dataset)
@@ -142,7 +142,7 @@ def run_ranking(dataset, candidates, config: HarnessConfig, out_dir: Path | None
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if make_plots:
-            from service.plots import plot_ranking
+            from ncap.service.plots import plot_ranking
 
             doc["plots"] = plot_ranking(doc, out_dir)
         tmp = out_dir / "ranking.json.tmp"

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from service.config import ServiceSettings
+from ncap.service.config import ServiceSettings
 
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 DOCS_PATHS = frozenset({"/", "/docs.json", "/schema.json"})
@@ -112,7 +112,7 @@ class GuardMiddleware:
     """ASGI middleware: bearer-token auth, loopback-only without a token, request body limits."""
 
     def __init__(self, app: Any, settings: ServiceSettings | None = None):
-        from service.config import load_settings
+        from ncap.service.config import load_settings
 
         self.app = app
         self.settings = settings or load_settings()

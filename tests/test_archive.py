@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.archive import (
+from ncap.models.archive import (
     IMAGE_SUFFIXES,
     ArchiveError,
     DataError,

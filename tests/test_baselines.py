@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from capacitance import baselines
-from capacitance.baselines import (
+from ncap.capacitance import baselines
+from ncap.capacitance.baselines import (
     learning_curve_extrapolation,
     static_prior,
     successive_halving,

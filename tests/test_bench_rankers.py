@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bench import rankers
+from ncap.bench import rankers
 
 
 def fake_run(n_obs=8, per_epoch=8, intercept=0.9, slope=-2.0):

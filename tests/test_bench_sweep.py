@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from bench import sweep
+from ncap.bench import sweep
 
 CANDS = ["a", "b", "c", "d"]
 TASKS = ["t1", "t2", "held"]
@@ -48,4 +48,4 @@ def test_sweep_chooses_width_on_dev_tasks_and_reports_ceiling(tmp_path, capsys):
 def test_sweep_names_the_missing_runs(tmp_path, capsys):
     write(tmp_path, "full", fake_result({}, 0.0, [1, 2, 3, 4]))
     assert sweep.main(["--results", str(tmp_path)]) == 2
-    assert "python -m bench --probe-width 32" in capsys.readouterr().err
+    assert "python -m ncap.bench --probe-width 32" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.candidates import (
+from ncap.models.candidates import (
     CandidateError,
     CandidateSpec,
     MissingWeightsError,
@@ -21,8 +21,8 @@ from models.candidates import (
     parse_candidates,
     save_backbone,
 )
-from models.data import prepare_batch
-from models.probe import CandidateModel, NeuralCapacitanceProbe
+from ncap.models.data import prepare_batch
+from ncap.models.probe import CandidateModel, NeuralCapacitanceProbe
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from capacitance import line_graph
-from capacitance.beta_eff import beta_eff, capacitance
-from capacitance.line_graph import ProbeError, interaction_matrix, reduce_dense, support_mask
+from ncap.capacitance import line_graph
+from ncap.capacitance.beta_eff import beta_eff, capacitance
+from ncap.capacitance.line_graph import ProbeError, interaction_matrix, reduce_dense, support_mask
 
 SHAPES = [(5, 4, 4, 3, 3), (6, 5, 3, 4, 2), (3, 4, 5, 3, 4, 4)]  # in, hidden..., classes
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import (
+from ncap.models.data import (
     NAMED_DATASETS,
     ArchiveError,
     DataError,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from capacitance.evaluation import (
+from ncap.capacitance.evaluation import (
     kendall,
     ranking_report,
     spearman,

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.candidates import CandidateSpec, create_backbone, save_backbone
-from models.data import load_dataset, split_dataset
-from models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
-from service.cli import main
-from service.ranking import SCHEMA_KEYS, run_ranking
+from ncap.models.candidates import CandidateSpec, create_backbone, save_backbone
+from ncap.models.data import load_dataset, split_dataset
+from ncap.models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
+from ncap.service.cli import main
+from ncap.service.ranking import SCHEMA_KEYS, run_ranking
 
 TINY = {"epochs": 2, "batch_size": 64, "image_size": 16, "evals_per_epoch": 2, "beta_batch_size": 64, "probe_width": 16}
 

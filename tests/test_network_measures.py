@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from capacitance.degrees import network_from_model, network_from_weights
-from capacitance.network_measures import (
+from ncap.capacitance.degrees import network_from_model, network_from_weights
+from ncap.capacitance.network_measures import (
     core_numbers,
     dormant_neurons,
     esd,
@@ -20,7 +20,7 @@ from capacitance.network_measures import (
     preferential_attachment,
     pruning_report,
 )
-from models.pruning import Pruner, paper_cnn, paper_mlp
+from ncap.models.pruning import Pruner, paper_cnn, paper_mlp
 
 
 def _nx_core(adj) -> np.ndarray:

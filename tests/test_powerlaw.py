@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import optimize, special
 
-import capacitance.powerlaw as plmod
-from capacitance.powerlaw import (
+import ncap.capacitance.powerlaw as plmod
+from ncap.capacitance.powerlaw import (
     check_sample,
     fit_power_law,
     fit_report,
@@ -24,13 +24,13 @@ from capacitance.powerlaw import (
     sample_power_law,
     sample_truncated_power_law,
 )
-from capacitance.powerlaw_compare import (
+from ncap.capacitance.powerlaw_compare import (
     best_alternative,
     compare_distributions,
     fit_alternatives,
     loglikelihood_ratio,
 )
-from service.cli import main
+from ncap.service.cli import main
 
 powerlaw = pytest.importorskip("powerlaw")
 REF = Path(powerlaw.__file__).parent / "reference_data"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import BayesianRidge
 
-from capacitance.predictor import (
+from ncap.capacitance.predictor import (
     CrossRunPredictor,
     p_best,
     predict_final_accuracy,

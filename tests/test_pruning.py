@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.pruning import (
+from ncap.models.pruning import (
     MASK_ATTR,
     Pruner,
     accuracy,
@@ -127,7 +127,7 @@ def test_prunable_layers_execution_order():
 
 
 def _digits():
-    from models.data import load_dataset, split_dataset
+    from ncap.models.data import load_dataset, split_dataset
 
     tr, va = split_dataset(load_dataset("digits"), 0.25, 0)
     return (tr.x, tr.y), (va.x, va.y)
@@ -163,7 +163,7 @@ def test_three_step_iterative():
 
 
 def _cli(argv, capsys):
-    from service.cli import main
+    from ncap.service.cli import main
 
     rc = main(argv)
     cap = capsys.readouterr()
@@ -171,7 +171,7 @@ def _cli(argv, capsys):
 
 
 def test_cli_prune_mlp_end_to_end(tmp_path, capsys):
-    from models.data import load_dataset, sample_per_class
+    from ncap.models.data import load_dataset, sample_per_class
 
     small = sample_per_class(load_dataset("digits"), 40)  # 400 images keep the 1024-wide MLP quick
     data = tmp_path / "digits400.npz"

@@ -23,7 +23,7 @@ def test_bentoml_build(tmp_path):
     assert len(bentos) == 1, r.stdout
     bento = bentos[0].parent
     info = yaml.safe_load(bentos[0].read_text())
-    assert info["service"] == "service.api:NcapService"
+    assert info["service"] == "ncap.service.api:NcapService"
     routes = {x["route"] for x in info["schema"]["routes"]}
     assert {"/jobs/submit", "/jobs/status", "/jobs/result", "/jobs/cancel", "/jobs/list", "/predict"} <= routes
     for f in ("service/api.py", "service/jobs.py", "service/store.py", "service/ranking.py", "models/harness.py",

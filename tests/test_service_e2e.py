@@ -213,7 +213,7 @@ def test_job_runs_to_a_ranking(server, job):
     assert r.status_code == 200, r.text
     body = r.json()
     doc = body["ranking"]
-    from service.ranking import SCHEMA_KEYS
+    from ncap.service.ranking import SCHEMA_KEYS
 
     recs = doc["candidates"]
     assert sorted(c["candidate"] for c in recs) == sorted(FAST_CANDIDATES)

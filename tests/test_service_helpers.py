@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-NCAP = [sys.executable, "-m", "service.cli"]
+NCAP = [sys.executable, "-m", "ncap.service.cli"]
 FAST_CANDIDATES = ["mobilenetv3_small_050=random", "resnet10t=random"]  # ~5 s and ~9 s for 2 epochs
 
 

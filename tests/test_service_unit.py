@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from service import jobs
-from service.config import SettingsError, load_settings, settings_env
-from service.security import (
+from ncap.service import jobs
+from ncap.service.config import SettingsError, load_settings, settings_env
+from ncap.service.security import (
     GuardMiddleware,
     InsecureBindError,
     Rejected,
@@ -23,7 +23,7 @@ from service.security import (
     is_loopback,
     safe_filename,
 )
-from service.store import JobStore, StoreError, sqlite_path_from_url
+from ncap.service.store import JobStore, StoreError, sqlite_path_from_url
 
 
 # ----------------------------------------------------------------------------- fake ranking function
@@ -309,7 +309,7 @@ def test_middleware_without_token_serves_loopback_only():
 
 # -------------------------------------------------------------------------------------- ncap serve
 def test_ncap_serve_refuses_public_bind_without_token(tmp_path, monkeypatch, capsys):
-    from service.cli import main
+    from ncap.service.cli import main
 
     for key in ("NCAP_TOKEN", "NCAP_ALLOW_REMOTE_WITHOUT_TOKEN", "NCAP_SERVICE_CONFIG"):
         monkeypatch.delenv(key, raising=False)

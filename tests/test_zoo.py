@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from models import zoo
+from ncap.models import zoo
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_recipe_change_changes_cache_key(tiny_entry):
 
 
 def test_zoo_spec_builds_a_candidate(tiny_entry):
-    from models.candidates import build_candidate_model
+    from ncap.models.candidates import build_candidate_model
 
     spec = zoo.zoo_spec(tiny_entry.name, progress=False)
     model, cfg = build_candidate_model(spec, num_classes=10)

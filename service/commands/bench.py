@@ -4,21 +4,21 @@ from __future__ import annotations
 
 def _run(args) -> int:
     if args.sweep:
-        from bench.sweep import main as sweep_main
+        from ncap.bench.sweep import main as sweep_main
 
         return sweep_main([])
-    from bench.__main__ import run
+    from ncap.bench.__main__ import run
 
     return run(args)
 
 
 def register(subparsers) -> None:
-    from bench.options import add_arguments
+    from ncap.bench.options import add_arguments
 
     p = subparsers.add_parser("bench", help="run the model-selection benchmark (ncap vs baselines)",
                               description="Rank the zoo on benchmark tasks with every ranker and report Spearman rho, "
-                              "weighted tau and top-1 regret against full fine-tunes. Same as `python -m bench`.")
+                              "weighted tau and top-1 regret against full fine-tunes. Same as `python -m ncap.bench`.")
     add_arguments(p)
     p.add_argument("--sweep", action="store_true",
-                   help="summarise the width sweep and seed replication from existing results (python -m bench.sweep)")
+                   help="summarise the width sweep and seed replication from existing results (python -m ncap.bench.sweep)")
     p.set_defaults(func=_run)

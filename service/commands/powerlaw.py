@@ -15,7 +15,7 @@ import sys
 import warnings
 from dataclasses import replace
 
-from capacitance.powerlaw import MIN_SAMPLES
+from ncap.capacitance.powerlaw import MIN_SAMPLES
 
 
 class InputError(ValueError):
@@ -110,10 +110,10 @@ def _report_text(rep: dict, best: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from capacitance.powerlaw import fit_power_law, plot_ccdf, report_dict
-    from capacitance.powerlaw_compare import best_alternative, compare_distributions
-    from capacitance.powerlaw_sampling import power_law_gof
-    from capacitance.powerlaw_tpl import fit_truncated_power_law
+    from ncap.capacitance.powerlaw import fit_power_law, plot_ccdf, report_dict
+    from ncap.capacitance.powerlaw_compare import best_alternative, compare_distributions
+    from ncap.capacitance.powerlaw_sampling import power_law_gof
+    from ncap.capacitance.powerlaw_tpl import fit_truncated_power_law
 
     discrete = not args.continuous
     try:

@@ -88,7 +88,7 @@ def build_model(spec: str, shape: tuple[int, int, int], num_classes: int, *, see
     """
     import torch.nn.functional as F
 
-    from models.pruning import paper_cnn, paper_mlp
+    from ncap.models.pruning import paper_cnn, paper_mlp
 
     c, h, w = shape
     hidden = _parse_mlp(spec)
@@ -105,8 +105,8 @@ def build_model(spec: str, shape: tuple[int, int, int], num_classes: int, *, see
 
     import torch
 
-    from models.candidates import build_candidate_model, parse_candidates
-    from models.data import prepare_batch
+    from ncap.models.candidates import build_candidate_model, parse_candidates
+    from ncap.models.data import prepare_batch
 
     specs = parse_candidates(spec)
     if len(specs) != 1:
@@ -148,9 +148,9 @@ def run_pruning(candidate: str, sparsity: float, *, data=None, epochs: int = 10,
     The report holds the run settings, accuracies (validation split), the per-layer
     :func:`capacitance.network_measures.pruning_report` and, with ``out_dir``, the written files.
     """
-    from capacitance.network_measures import pruning_report
-    from models.data import ImageDataset, load_dataset, split_dataset
-    from models.pruning import three_step_prune
+    from ncap.capacitance.network_measures import pruning_report
+    from ncap.models.data import ImageDataset, load_dataset, split_dataset
+    from ncap.models.pruning import three_step_prune
 
     log = log or (lambda _m: None)
     if not 0.0 <= sparsity < 1.0:

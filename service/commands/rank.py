@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.harness import HarnessConfig
+from ncap.models.harness import HarnessConfig
 
 
 def register(subparsers) -> None:
@@ -43,8 +43,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from models.data import DataError
-    from service.ranking import format_table, run_ranking
+    from ncap.models.data import DataError
+    from ncap.service.ranking import format_table, run_ranking
 
     try:
         config = HarnessConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size,

@@ -1,6 +1,6 @@
-"""`ncap serve`: start the BentoML ranking service (``service.api:NcapService``).
+"""`ncap serve`: start the BentoML ranking service (``ncap.service.api:NcapService``).
 
-Equivalent to ``bentoml serve service.api:NcapService --host H --port P`` with the service settings
+Equivalent to ``bentoml serve ncap.service.api:NcapService --host H --port P`` with the service settings
 checked first; options become ``NCAP_*`` environment variables of the server (see service/config.py).
 The token is never taken on the command line (it would show in ``ps``): set ``NCAP_TOKEN`` or put
 ``token`` in the ``--config`` file.
@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-SERVICE = "service.api:NcapService"
+SERVICE = "ncap.service.api:NcapService"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,9 +61,9 @@ def command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.config import SettingsError, load_settings
-    from service.security import InsecureBindError, check_bind
-    from service.store import JobStore, StoreError
+    from ncap.service.config import SettingsError, load_settings
+    from ncap.service.security import InsecureBindError, check_bind
+    from ncap.service.store import JobStore, StoreError
 
     env = server_env(args)
     try:

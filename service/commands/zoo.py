@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 
 def _list(args) -> int:
-    from models import zoo
+    from ncap.models import zoo
 
     for name, e in zoo.ZOO.items():
         w, _card = zoo._paths(e)
@@ -29,7 +29,7 @@ def _list(args) -> int:
 
 
 def _build(args) -> int:
-    from models import zoo
+    from ncap.models import zoo
 
     names = args.names or list(zoo.ZOO)
     for card in zoo.ensure(names, rebuild=args.rebuild):
