@@ -22,7 +22,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.linear_model import BayesianRidge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 @dataclass
@@ -143,35 +148,37 @@ def trajectory_features(beta: Sequence[float], accuracy: Sequence[float], t0: in
     return np.array([acc[-1], acc_slope, p.accuracy, slog(b[-1]), slog(b_slope), float(acc.shape[0])])
 
 
-class CrossRunPredictor:
+class CrossRunPredictor(RegressorMixin, BaseEstimator):
     """Regressor from early-trajectory features to final accuracy, fitted on finished runs.
 
+    ``make_pipeline(StandardScaler(), regressor)``: each feature is standardised, then a Bayesian
+    linear regression (default ``BayesianRidge()``) gives a predictive mean and std.
+
+    Parameters
+    ----------
+    regressor : estimator, optional
+        Final step; its ``predict`` must accept ``return_std``. Default ``BayesianRidge()``.
+
     ``fit(X, y)``: X (n_runs, n_features) from ``trajectory_features`` (optionally with extra columns
-    such as LogME), y (n_runs,) final accuracies. ``predict(X, return_std=True)``.
+    such as LogME), n_runs >= 3, y (n_runs,) final accuracies. ``predict(X, return_std=False)`` gives
+    the mean, shape (n,), or ``(mean, std)``.
     """
 
-    def __init__(self, **bayesian_ridge_kwargs):
-        self.kwargs = bayesian_ridge_kwargs
+    def __init__(self, regressor=None):
+        self.regressor = regressor
 
     def fit(self, X, y) -> CrossRunPredictor:
-        X = np.asarray(X, dtype=float)
-        y = _as_1d("y", y, X.shape[0])
-        if X.ndim != 2 or X.shape[0] < 3:
-            raise ValueError(f"need a 2-D X with at least 3 finished runs, got shape {X.shape}")
-        if not (np.isfinite(X).all() and np.isfinite(y).all()):
-            raise ValueError("X and y must be finite (drop failed runs before fitting)")
-        self.mean_ = X.mean(0)
-        self.scale_ = np.where(X.std(0) > 0, X.std(0), 1.0)
-        self.model_ = BayesianRidge(**self.kwargs).fit((X - self.mean_) / self.scale_, y)
+        X, y = validate_data(self, X, y, ensure_min_samples=3, y_numeric=True, ensure_all_finite=False)
+        if not np.isfinite(X).all():  # own check: sklearn's message does not say what to do
+            raise ValueError("X contains NaN or inf; X must be finite (drop failed runs before fitting)")
+        regressor = BayesianRidge() if self.regressor is None else clone(self.regressor)
+        self.pipeline_ = make_pipeline(StandardScaler(), regressor).fit(X, y)
         return self
 
     def predict(self, X, return_std: bool = False):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("CrossRunPredictor is not fitted; call fit(X, y) first")
-        X = np.asarray(X, dtype=float)
-        if X.ndim != 2 or X.shape[1] != self.mean_.shape[0]:
-            raise ValueError(f"X must have shape (n, {self.mean_.shape[0]}), got {X.shape}")
-        return self.model_.predict((X - self.mean_) / self.scale_, return_std=return_std)
+        check_is_fitted(self, "pipeline_")
+        X = validate_data(self, X, reset=False)
+        return self.pipeline_.predict(X, return_std=return_std)
 
 
 # ---------------------------------------------------------------- ranking
@@ -192,10 +199,7 @@ def p_best(means: Sequence[float], stds: Sequence[float], n_samples: int = 20000
 
 
 def rank_order(scores: Sequence[float]) -> np.ndarray:
-    """1-based ranks, best (highest score) = 1; NaN scores rank last, ties broken by input order."""
+    """1-based ranks, shape (n,), best (highest score) = 1; non-finite scores (NaN: failed) rank last,
+    ties broken by input order: ``scipy.stats.rankdata(method="ordinal")`` of the negated scores."""
     s = _as_1d("scores", scores)
-    key = np.where(np.isfinite(s), -s, np.inf)
-    order = np.argsort(key, kind="stable")
-    ranks = np.empty(s.shape[0], dtype=int)
-    ranks[order] = np.arange(1, s.shape[0] + 1)
-    return ranks
+    return rankdata(np.where(np.isfinite(s), -s, np.inf), method="ordinal").astype(int)

@@ -1,6 +1,10 @@
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import BayesianRidge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ncap.capacitance.predictor import (
     CrossRunPredictor,
@@ -66,9 +70,20 @@ def test_p_best_and_rank_order():
     probs = p_best([0.7, 0.7], [0.05, 0.05])
     assert probs.sum() == pytest.approx(1.0) and abs(probs[0] - 0.5) < 0.02
     assert rank_order([0.2, np.nan, 0.9, 0.5]).tolist() == [3, 4, 1, 2]
+    assert rank_order([0.5, np.nan, 0.5, np.nan, 0.7]).tolist() == [2, 4, 3, 5, 1]  # ties: input order
 
 
-def test_cross_run_predictor_learns_a_mapping():
+def test_rank_order_agrees_with_argsort_reference():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        s = rng.choice([0.1, 0.4, 0.4, 0.9, np.nan], size=rng.integers(1, 10))
+        key = np.where(np.isfinite(s), -s, np.inf)
+        expected = np.empty(len(s), dtype=int)
+        expected[np.argsort(key, kind="stable")] = np.arange(1, len(s) + 1)
+        assert rank_order(s).tolist() == expected.tolist()
+
+
+def _cross_run_data():
     rng = np.random.default_rng(1)
     runs, finals = [], []
     for _ in range(30):
@@ -77,11 +92,46 @@ def test_cross_run_predictor_learns_a_mapping():
         acc = final - 0.2 * np.exp(-np.arange(5) / 2) + rng.normal(0, 0.005, 5)
         runs.append(trajectory_features(beta, acc))
         finals.append(final)
-    X, y = np.array(runs), np.array(finals)
+    return np.array(runs), np.array(finals)
+
+
+def test_cross_run_predictor_learns_a_mapping():
+    X, y = _cross_run_data()
     model = CrossRunPredictor().fit(X[:20], y[:20])
     mean, std = model.predict(X[20:], return_std=True)
     assert np.corrcoef(mean, y[20:])[0, 1] > 0.95 and (std > 0).all()
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         CrossRunPredictor().predict(X)
     with pytest.raises(ValueError, match="finite"):
         CrossRunPredictor().fit(np.full((4, 6), np.nan), np.ones(4))
+    with pytest.raises(ValueError, match="minimum of 3"):
+        CrossRunPredictor().fit(X[:2], y[:2])
+    with pytest.raises(ValueError, match="6 features"):
+        model.predict(X[:, :5])
+
+
+def test_cross_run_predictor_is_a_scaler_bayesian_ridge_pipeline_and_clones():
+    X, y = _cross_run_data()
+    X[:, 5] = 5.0  # a constant column: StandardScaler keeps its scale at 1
+    ref_mean, ref_std = make_pipeline(StandardScaler(), BayesianRidge()).fit(X[:20], y[:20]).predict(
+        X[20:], return_std=True)
+    model = CrossRunPredictor().fit(X[:20], y[:20])
+    mean, std = model.predict(X[20:], return_std=True)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-12)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-12)
+    np.testing.assert_allclose(model.predict(X[20:]), ref_mean, rtol=1e-12)
+    tuned = CrossRunPredictor(regressor=BayesianRidge(alpha_1=1e-3))
+    twin = clone(tuned)
+    assert twin is not tuned and twin.get_params()["regressor__alpha_1"] == 1e-3
+    assert not hasattr(twin, "pipeline_")  # clone copies parameters, not the fit
+    np.testing.assert_allclose(twin.fit(X[:20], y[:20]).predict(X[20:]),
+                               make_pipeline(StandardScaler(), BayesianRidge(alpha_1=1e-3)).fit(X[:20], y[:20]).predict(X[20:]))
+    assert model.score(X[20:], y[20:]) > 0.8  # RegressorMixin's R²
+
+
+def test_cross_run_predictor_passes_sklearn_estimator_checks():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(CrossRunPredictor(), on_fail=None)
+    assert len(results) > 30
+    assert [r["check_name"] for r in results if r["status"] == "failed"] == []
