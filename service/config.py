@@ -1,8 +1,9 @@
 """Settings of the ranking service (`ncap serve`, `bentoml serve ncap.service.api:NcapService`).
 
-Every setting has a default, can be set in a TOML or JSON file named by ``NCAP_SERVICE_CONFIG`` (a flat
-table, or a ``[service]`` table), and can be overridden by an environment variable ``NCAP_<FIELD>`` (upper
-case), which wins over the file. The bearer token is ``NCAP_TOKEN`` (or ``token`` in the file).
+``ServiceSettings`` is a pydantic-settings ``BaseSettings``. Every setting has a default, can be set in a
+TOML or JSON file named by ``NCAP_SERVICE_CONFIG`` (a flat table, or a ``[service]`` table), and can be
+overridden by an environment variable ``NCAP_<FIELD>`` (``env_prefix="NCAP_"``; empty values are ignored),
+which wins over the file. The bearer token is ``NCAP_TOKEN`` (or ``token`` in the file).
 
 The BentoML worker process reads these settings when it imports ``service.api``; ``ncap serve`` passes
 its options on as environment variables, so both ways of starting the server behave the same.
@@ -11,20 +12,41 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "NCAP_"
 CONFIG_ENV = "NCAP_SERVICE_CONFIG"
 DEFAULT_DATA_DIR = Path("~/.ncap/service")
+# The environment that settings are read from: os.environ, or the mapping given to load_settings(env).
+# pydantic-settings reads only os.environ; a context variable lets one call read another mapping
+# without touching os.environ (safe across threads).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("ncap_settings_environ", default=None)
 
 
-class ServiceSettings(BaseModel):
-    """Service settings; see the module docstring for where they come from."""
+def _environ() -> Mapping[str, str]:
+    environ = _ENVIRON.get()
+    return os.environ if environ is None else environ
 
-    model_config = ConfigDict(extra="forbid")
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' ``NCAP_*`` environment source, reading :func:`_environ`."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(_environ(), self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class ServiceSettings(BaseSettings):
+    """Service settings; see the module docstring for where they come from. Precedence, highest first:
+    keyword arguments, ``NCAP_<FIELD>`` environment variables, the ``NCAP_SERVICE_CONFIG`` file, defaults."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid")
 
     token: str | None = Field(None, description="Bearer token required on every route except health.")
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Uploads, job outputs, the default database.")
@@ -64,6 +86,13 @@ class ServiceSettings(BaseModel):
             return None
         value = value.strip()
         return value or None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        config_file = _environ().get(CONFIG_ENV)
+        file_values = _read_file(Path(config_file).expanduser()) if config_file else {}
+        return init_settings, _EnvironSource(settings_cls), InitSettingsSource(settings_cls, file_values)
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -117,24 +146,19 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> ServiceSettings:
-    """Settings from the config file, then environment variables, then ``overrides``."""
-    env = dict(os.environ if env is None else env)
-    values: dict[str, Any] = {}
-    if env.get(CONFIG_ENV):
-        values.update(_read_file(Path(env[CONFIG_ENV]).expanduser()))
-    for name in ServiceSettings.model_fields:
-        key = ENV_PREFIX + name.upper()
-        if key in env and env[key] != "":
-            values[name] = env[key]
-    values.update({k: v for k, v in overrides.items() if v is not None})
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
+    """``ServiceSettings`` from the config file, then ``env`` (default ``os.environ``), then ``overrides``
+    (``None`` values ignored). Invalid values raise :class:`SettingsError` naming the fields."""
+    token = _ENVIRON.set(None if env is None else dict(env))
     try:
-        return ServiceSettings(**values)
+        return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise SettingsError(f"invalid service settings: {problems}") from exc
+    finally:
+        _ENVIRON.reset(token)
 
 
 def settings_env(settings: ServiceSettings) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ncap.service import jobs
-from ncap.service.config import SettingsError, load_settings, settings_env
+from ncap.service.config import ServiceSettings, SettingsError, load_settings, settings_env
 from ncap.service.security import (
     GuardMiddleware,
     InsecureBindError,
@@ -215,6 +215,18 @@ def test_settings_file_env_and_errors(tmp_path):
         load_settings({"NCAP_MAX_EPOCHS": "many"})
     round_trip = load_settings(settings_env(s))
     assert round_trip == s
+
+
+def test_settings_read_os_environ_unless_given_a_mapping(tmp_path, monkeypatch):
+    cfg = tmp_path / "svc.json"
+    cfg.write_text('{"max_epochs": 7, "max_candidates": 3}')
+    monkeypatch.setenv("NCAP_SERVICE_CONFIG", str(cfg))
+    monkeypatch.setenv("NCAP_MAX_EPOCHS", "9")
+    monkeypatch.setenv("NCAP_API_THREADS", "")  # empty: ignored, the default stays
+    s = ServiceSettings()  # pydantic-settings: os.environ over the file over the defaults
+    assert (s.max_epochs, s.max_candidates, s.api_threads) == (9, 3, 16)
+    assert load_settings(max_epochs=5, token=None).max_epochs == 5  # keyword arguments win
+    assert load_settings({}).max_epochs == 50  # an explicit mapping replaces os.environ
 
 
 # --------------------------------------------------------------------------------- security helpers
