@@ -84,14 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_magnitude_flops is not None:
         recipe_options["max_magnitude_flops"] = args.max_magnitude_flops
     if args.quick:
-        recipe = BenchRecipe(full_epochs=6, max_train=600, evals_per_epoch=9, extra_variants_until=0.75,
-                             **recipe_options)
+        recipe = BenchRecipe.make(full_epochs=6, max_train=600, evals_per_epoch=9, extra_variants_until=0.75,
+                                  **recipe_options)
         names, tasks = list(zoo.DEMO_CANDIDATES), ["digits", HELD_OUT]
         ks = [0.25, 0.5, 0.75]
         out_dir = args.out or RESULTS / results_name(True, args.probe_width, args.seed)
     else:
-        recipe = BenchRecipe(full_epochs=8, evals_per_epoch=8, extra_variants_until=0.75,
-                             **recipe_options)
+        recipe = BenchRecipe.make(full_epochs=8, evals_per_epoch=8, extra_variants_until=0.75, **recipe_options)
         names, tasks = [n for n in zoo.ZOO if n not in ("mobilenetv3-short", "resnet10t-mnist")], list(TASKS)
         ks = [0.25, 0.5, 0.75]  # <= 10 % of the 8-epoch full budget
         out_dir = args.out or RESULTS / results_name(False, args.probe_width, args.seed)
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     shown = [best_ncap] + ([best_comb] if best_comb else []) + [
         "val-acc@k", "tse-ema", "curve-extrapolation", "successive-halving", "logme", "source-accuracy"]
     summary = {
-        "recipe": recipe.__dict__, "recipe_key": recipe.key(), "candidates": names, "tasks": tasks, "held_out": HELD_OUT,
+        "recipe": recipe.as_dict(), "recipe_key": recipe.key(), "candidates": names, "tasks": tasks, "held_out": HELD_OUT,
         "ks": ks, "chosen": {"ncap": best_ncap, "combined": best_comb, "k": chosen_k, "compared_at_k": k_cmp,
                              "dev_mean_spearman_by_ncap_config": dev_rho},
         "truth": {t: dict(zip(names, truth[t].tolist())) for t in tasks},

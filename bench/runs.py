@@ -18,42 +18,47 @@ import torch
 
 from ncap.bench import options
 from ncap.bench.tasks import make_task
-from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from ncap.models.data import prepare_batch, split_dataset
-from ncap.models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
-
-# Fields added after runs were cached: at these defaults they are left out of the key, so old caches stay valid.
-_LATER_HARNESS_FIELDS = {"track_beta": True, "max_magnitude_flops": MAX_MAGNITUDE_FLOPS}
-_LATER_RECIPE_FIELDS = {"max_magnitude_flops": MAX_MAGNITUDE_FLOPS}
+from ncap.models.harness import CandidateRun, fine_tune_candidate
+from ncap.models.recipe import Recipe
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchRecipe:
-    full_epochs: int = 12
-    probe_width: int = options.PROBE_WIDTH
-    evals_per_epoch: int = 4
-    lr: float = 1e-3
-    batch_size: int = 64
-    seed: int = options.SEED
-    extra_variants_until: float = 1.5  # support/magnitude recorded only in the early window (cost)
-    max_train: int | None = None  # subsample the training split (quick mode)
-    max_magnitude_flops: float = MAX_MAGNITUDE_FLOPS  # the width sweep raises it for w = 128
+    """The benchmark's full fine-tune: a :class:`Recipe` (``epochs`` = the full budget) plus the training-set
+    cap of quick mode. Its cache key is a hash of both."""
 
-    def harness_config(self) -> HarnessConfig:
-        return HarnessConfig(epochs=self.full_epochs, probe_width=self.probe_width, evals_per_epoch=self.evals_per_epoch,
-                             lr=self.lr, batch_size=self.batch_size, seed=self.seed, variant="default",
-                             extra_variants=("support", "magnitude"), extra_variants_until=self.extra_variants_until,
-                             max_magnitude_flops=self.max_magnitude_flops)
+    recipe: Recipe
+    max_train: int | None = None  # subsample the training split (quick mode)
+
+    @classmethod
+    def make(cls, full_epochs: int, evals_per_epoch: int, extra_variants_until: float, max_train: int | None = None,
+             **recipe_fields) -> BenchRecipe:
+        """Every candidate records all three variants (the extra ones only in the early window: cost)."""
+        recipe = Recipe(epochs=full_epochs, evals_per_epoch=evals_per_epoch, variant="default",
+                        extra_variants=("support", "magnitude"), extra_variants_until=extra_variants_until,
+                        **{"probe_width": options.PROBE_WIDTH, "seed": options.SEED, **recipe_fields})
+        return cls(recipe, max_train)
+
+    @property
+    def full_epochs(self) -> int:
+        return self.recipe.epochs
+
+    @property
+    def evals_per_epoch(self) -> int:
+        return self.recipe.evals_per_epoch
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    def as_dict(self) -> dict:
+        """The recipe's fields plus ``full_epochs`` and ``max_train`` (for result files)."""
+        return {**self.recipe.to_dict(), "full_epochs": self.full_epochs, "max_train": self.max_train}
 
     def key(self) -> str:
-        blob = json.dumps({**_without_defaults(self.__dict__, _LATER_RECIPE_FIELDS),
-                           "harness": _without_defaults(self.harness_config().to_dict(), _LATER_HARNESS_FIELDS),
-                           "v": 1}, sort_keys=True)
+        blob = json.dumps({"recipe": self.recipe.to_dict(), "max_train": self.max_train, "v": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _without_defaults(fields: dict, later: dict) -> dict:
-    return {k: v for k, v in fields.items() if not (k in later and v == later[k])}
 
 
 def cache_root() -> Path:
@@ -75,8 +80,8 @@ def full_run(spec, task: str, recipe: BenchRecipe, rebuild: bool = False, progre
     if path.is_file() and not rebuild:
         return json.loads(path.read_text())
     train, val = task_split(task, recipe)
-    run: CandidateRun = fine_tune_candidate(spec, train, val, recipe.harness_config(), progress=progress)
-    out = {"task": task, "recipe": recipe.__dict__, "recipe_key": recipe.key(), **run.to_dict(),
+    run: CandidateRun = fine_tune_candidate(spec, train, val, recipe.recipe, progress=progress)
+    out = {"task": task, "recipe": recipe.as_dict(), "recipe_key": recipe.key(), **run.to_dict(),
            "logme": logme_of(spec, train, recipe)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
@@ -91,7 +96,7 @@ def logme_of(spec, train, recipe: BenchRecipe) -> float:
     torch.manual_seed(recipe.seed)
     backbone, _, cfg = create_backbone(spec)
     backbone.eval()
-    c, side = cfg["input_size"][0], recipe.harness_config().image_size  # the size the fine-tunes see
+    c, side = cfg["input_size"][0], recipe.recipe.image_size  # the size the fine-tunes see
     x = prepare_batch(train.x, input_size=(c, side, side), mean=cfg["mean"], std=cfg["std"])
     with torch.no_grad():
         feats = torch.cat([backbone(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy().astype(np.float64)

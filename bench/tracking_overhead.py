@@ -3,7 +3,7 @@
     python -m ncap.bench.tracking_overhead [--candidate resnet18-mnist] [--epochs 4] [--repeats 2]
 
 Both runs use the identical recipe and the same observations (validation accuracy and training loss every
-1/evals_per_epoch epoch); the only difference is HarnessConfig.track_beta. The two runs alternate
+1/evals_per_epoch epoch); the only difference is Recipe.track_beta. The two runs alternate
 (plain, tracked, plain, tracked, ...) so machine noise hits both alike. Writes bench/results/tracking_overhead.{md,json}.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 
 from ncap.models import zoo
 from ncap.models.data import load_dataset, split_dataset
-from ncap.models.harness import HarnessConfig, fine_tune_candidate
+from ncap.models.harness import fine_tune_candidate
+from ncap.models.recipe import Recipe
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
         beta_s, snaps_bytes, traj_bytes = [], 0, 0
         for _ in range(args.repeats):
             for track in (False, True):
-                cfg = HarnessConfig(epochs=args.epochs, evals_per_epoch=evals, track_beta=track)
+                cfg = Recipe(epochs=args.epochs, evals_per_epoch=evals, track_beta=track)
                 snaps: list = []
                 t0 = time.perf_counter()
                 run = fine_tune_candidate(spec, train, val, cfg, progress=False, snapshots=snaps)
@@ -54,13 +55,13 @@ def main(argv=None) -> int:
                      "snapshot_bytes": snaps_bytes, "trajectory_bytes": traj_bytes,
                      "observations": evals * args.epochs})
     out = {"candidate": args.candidate, "epochs": args.epochs, "repeats": args.repeats, "rows": rows,
-           "machine": f"{platform.machine()} CPU", "beta_batch": HarnessConfig().beta_batch_size}
+           "machine": f"{platform.machine()} CPU", "beta_batch": Recipe().beta_batch_size}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tracking_overhead.json").write_text(json.dumps(out, indent=2))
     lines = ["# Overhead of β_eff tracking vs plain fine-tuning", "",
              (f"Command: `python -m ncap.bench.tracking_overhead --candidate {args.candidate} --epochs {args.epochs} "
              f"--repeats {args.repeats}` ({out['machine']}, 2 cores; medians, both variants measured alternately in one run). "
-             f"Digits (1 437 train images), batch 64, β batch {out['beta_batch']}, `{HarnessConfig().variant}` variant "
+             f"Digits (1 437 train images), batch 64, β batch {out['beta_batch']}, `{Recipe().variant}` variant "
              "(the `ncap rank` default)."), "",
              "| observations / epoch | plain fine-tune (s) | with β_eff (s) | overhead | β_eff time (s) | probe snapshots kept | trajectory record |",
              "|---|---|---|---|---|---|---|"]
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     lines += ["", ("β_eff time includes the backbone forward pass of the fixed probe batch (eval mode) at each observation, "
               "which dominates: the matrix-free β_eff on the probe itself is ~3× one probe forward+backward "
               "(bench/results/beta_cost.md). Snapshots are the probe's Linear weights only (never the backbone), "
-              "thinned to at most HarnessConfig.max_snapshots.")]
+              "thinned to at most Recipe.max_snapshots.")]
     (RESULTS / "tracking_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -10,7 +10,6 @@ what makes β_eff comparable across candidates. A candidate whose loss turns NaN
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -20,84 +19,14 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, CapacitanceResult, capacitance
-from ncap.capacitance.line_graph import VARIANTS
-from ncap.models.probe import probe_width_spec
+from ncap.capacitance.beta_eff import CapacitanceResult, capacitance
+from ncap.models.recipe import Recipe
 
 _NAN_RESULT = CapacitanceResult(float("nan"), float("nan"), float("nan"), float("nan"), "not-recorded")
 
 
 class Cancelled(RuntimeError):
     """Raised when ``should_stop()`` asks the harness to stop."""
-
-
-@dataclass
-class HarnessConfig:
-    """One fine-tuning recipe shared by all candidates of a ranking."""
-
-    epochs: int = 4
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    probe_width: int = 128  # hidden widths (w, w/2, w/4) + head; 128 chosen by bench.sweep (see README)
-    probe_depth: int = 3
-    freeze_backbone: bool = False
-    seed: int = 0
-    variant: str = "support"  # the β_eff variant the predictor uses (chosen by bench.sweep with the width: README)
-    extra_variants: tuple[str, ...] = ()  # also recorded (benchmark)
-    extra_variants_until: float | None = None  # record extra variants only up to this epoch (cost)
-    beta_batch_size: int = 256
-    max_magnitude_flops: float = MAX_MAGNITUDE_FLOPS  # work limit of the magnitude variant per observation
-    evals_per_epoch: int = 2
-    image_size: int | None = 32  # square input side; None = the candidate's own default
-    val_fraction: float = 0.2
-    t0: int = 1  # predictor: observations skipped
-    device: str = "auto"
-    max_snapshots: int = 16
-    track_beta: bool = True  # False = plain fine-tuning (same observations, no β_eff): overhead baseline
-    prune_sparsity: float | None = None  # attach a degree/power-law report of the magnitude-pruned probe
-
-    def __post_init__(self):
-        if not 1 <= self.epochs <= 1000:
-            raise ValueError(f"epochs must be in 1..1000, got {self.epochs}")
-        if self.batch_size < 1 or self.beta_batch_size < 2:
-            raise ValueError("batch_size must be >= 1 and beta_batch_size >= 2")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        for v in (self.variant, *self.extra_variants):
-            if v not in VARIANTS:
-                raise ValueError(f"unknown beta_eff variant {v!r}; choose from {VARIANTS}")
-        if self.probe_depth < 3:
-            raise ValueError("probe_depth must be >= 3 (beta_eff is structurally 0 with fewer hidden layers)")
-        if self.prune_sparsity is not None and not 0 < self.prune_sparsity < 1:
-            raise ValueError(f"prune_sparsity must be in (0, 1), got {self.prune_sparsity}")
-        if self.evals_per_epoch < 1:
-            raise ValueError("evals_per_epoch must be >= 1")
-        self.extra_variants = tuple(v for v in self.extra_variants if v != self.variant)
-
-    @property
-    def variants(self) -> tuple[str, ...]:
-        return (self.variant, *self.extra_variants)
-
-    @property
-    def probe_hidden(self) -> tuple[int, ...]:
-        return probe_width_spec(self.probe_width, self.probe_depth)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["extra_variants"] = list(self.extra_variants)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> HarnessConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "extra_variants" in d:
-            d["extra_variants"] = tuple(d["extra_variants"])
-        return cls(**d)
 
 
 @dataclass
@@ -118,7 +47,7 @@ class CandidateRun:
     train_time_s: float = 0.0  # optimiser steps only
     feature_dim: int | None = None
     n_params: int | None = None
-    pruning: dict | None = None  # pruning report of the probe (HarnessConfig.prune_sparsity)
+    pruning: dict | None = None  # pruning report of the probe (Recipe.prune_sparsity)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,6 +58,7 @@ class CandidateRun:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as torch names it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -140,7 +70,8 @@ def _seed_all(seed: int) -> None:
 
 
 @torch.no_grad()
-def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+def evaluate_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on images ``x`` (N, C, H, W) with labels ``y`` (N,)."""
     model.eval()
     correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch))
     return correct / len(y)
@@ -157,7 +88,7 @@ def fine_tune_candidate(
     spec,
     train,
     val,
-    config: HarnessConfig,
+    config: Recipe,
     *,
     progress: bool = True,
     on_epoch: Callable[[str, float, dict], None] | None = None,
@@ -222,7 +153,7 @@ def fine_tune_candidate(
             run.beta_numerator[v].append(r.numerator)
             run.beta_denominator[v].append(r.denominator)
         run.epoch.append(epoch_now)
-        run.val_accuracy.append(_accuracy(model, xv, yv))
+        run.val_accuracy.append(evaluate_accuracy(model, xv, yv))
         run.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
         if snapshots is not None:
             all_snaps.append({f"{i}": m.weight.detach().cpu().numpy().astype(np.float32)
@@ -276,7 +207,7 @@ def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:
     distributions with power-law / truncated power-law fits per layer (``capacitance.network_measures``)."""
     import copy
 
-    from ncap.capacitance.network_measures import pruning_report
+    from ncap.capacitance.network import pruning_report
     from ncap.models.pruning import prune_magnitude
 
     pruned = copy.deepcopy(probe).cpu()

@@ -9,4 +9,6 @@ The repository's top-level folders are this package's layers, installed under th
 """
 from __future__ import annotations
 
-__version__ = "0.2.0"
+import importlib.metadata
+
+__version__ = importlib.metadata.version("ncap")

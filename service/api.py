@@ -32,10 +32,12 @@ from typing import Annotated, Any
 
 import bentoml
 from bentoml.validators import ContentType
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import JSONResponse
 
+from ncap.models.recipe import Exposure, exposed_fields
 from ncap.service.config import ServiceSettings, load_settings
+from ncap.service.documents import CandidateRecord, RankingDocument
 from ncap.service.jobs import JobWorker, progress_summary, watch_parent
 from ncap.service.security import (
     GuardMiddleware,
@@ -54,8 +56,9 @@ SETTINGS: ServiceSettings = load_settings()
 
 
 # ------------------------------------------------------------------------------------------ schemas
-class JobConfig(BaseModel):
-    """What to rank and how. Limits (candidate count, epochs) are the server's settings."""
+class _JobRequest(BaseModel):
+    """What to rank. The recipe fields (epochs, lr, probe_width, ...) are added from
+    ``ncap.models.recipe.Recipe``; limits such as the candidate count and epochs are the server's settings."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,31 +67,17 @@ class JobConfig(BaseModel):
         description="Zoo names (`ncap zoo list`), timm architectures with locally cached weights, or "
                     "'arch=random' (optionally 'label:arch=random'); empty = the demo zoo. Weight file paths "
                     "are not accepted over HTTP.")
-    epochs: int = Field(3, ge=1, le=1000, description="Fine-tuning epochs per candidate (server limit "
-                                                      "max_epochs).")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    batch_size: int | None = Field(None, ge=1, le=4096)
-    lr: float | None = Field(None, gt=0, le=10)
-    weight_decay: float | None = Field(None, ge=0, le=10)
-    probe_width: int | None = Field(None, ge=4, le=8192)
-    probe_depth: int | None = Field(None, ge=3, le=16)
-    freeze_backbone: bool | None = None
-    variant: str | None = Field(None, max_length=64, description="β_eff variant the predictor uses.")
-    image_size: int | None = Field(None, ge=8, le=512)
-    evals_per_epoch: int | None = Field(None, ge=1, le=20)
-    t0: int | None = Field(None, ge=0, le=100, description="Predictor: leading observations skipped.")
     dataset: str | None = Field(
         None, max_length=64,
         description="A named built-in dataset ('digits', 'mnist5k') when no file is uploaded; "
                     "neither = the embedded 'digits' data.")
-    prune_sparsity: float | None = Field(
-        None, gt=0, lt=1, description="Attach a pruning report per candidate: magnitude-prune the fine-tuned "
-                                      "probe to this sparsity and fit power laws to its degree distributions "
-                                      "(`pruning_report` in each candidate record).")
     pruning_report: dict[str, Any] | None = Field(
         None, description="Optional `ncap prune` report; kept with the job and in its result.")
 
 
+JobConfig = create_model(
+    "JobConfig", __base__=_JobRequest, __doc__=_JobRequest.__doc__,
+    **{name: (info.annotation, info) for name, info in exposed_fields(Exposure.JOB).items()})
 DEFAULT_CONFIG = JobConfig()
 
 
@@ -154,7 +143,7 @@ class JobList(BaseModel):
 class JobResult(BaseModel):
     job_id: str
     state: str
-    ranking: dict[str, Any] = Field(description="The ranking document (`ncap rank`'s ranking.json).")
+    ranking: RankingDocument = Field(description="The ranking document (`ncap rank`'s ranking.json).")
     plots: list[str] = Field(description="Plot file names; fetch each with /jobs/plot.")
 
 
@@ -177,7 +166,9 @@ class PredictRequest(BaseModel):
     min_points: int = Field(3, ge=2, le=1000)
 
 
-class Prediction(BaseModel):
+class TrajectoryPrediction(BaseModel):
+    """The predictor's answer for one submitted trajectory."""
+
     name: str
     predicted_accuracy: float
     predicted_std: float
@@ -189,7 +180,7 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    predictions: list[Prediction]
+    predictions: list[TrajectoryPrediction]
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -210,16 +201,6 @@ def _original_name(path: Path) -> str:
     """BentoML saves an upload as ``tmp<8 random chars><original basename>``."""
     name = path.name
     return name[11:] if name.startswith("tmp") and len(name) > 11 else name
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, list) and value and isinstance(value[-1], (int, float)):
-        return float(value[-1])
-    return None
 
 
 def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tuple[str, str]]:
@@ -273,16 +254,6 @@ def default_candidates() -> list[str]:
     from ncap.models.zoo import DEMO_CANDIDATES
 
     return list(DEMO_CANDIDATES)
-
-
-def validate_harness(job_config: dict) -> None:
-    """Build the HarnessConfig now so that a bad value is a 400 at submit, not a failed job later."""
-    from ncap.service.jobs import harness_config
-
-    try:
-        harness_config(job_config)
-    except (TypeError, ValueError) as exc:
-        raise Rejected(400, f"invalid config: {exc}") from exc
 
 
 def _warm_up() -> None:
@@ -357,7 +328,6 @@ class NcapService:
         candidates = [name for _entry, name in pairs]
         job_config = config.model_dump(exclude={"candidates", "dataset"})
         job_config["candidates"] = [entry for entry, _name in pairs]  # what the ranking function is given
-        validate_harness(job_config)
         if len(dataset) > 1:
             raise Rejected(400, f"upload one dataset file, got {len(dataset)}")
         if dataset and config.dataset:
@@ -440,7 +410,8 @@ class NcapService:
                                 f"{prog['candidates_total']} candidates done); no result"
                                 + (f": {job['error']}" if job.get("error") else ""), **extra)
         doc = self.store.get_result(job_id) or {}
-        return JobResult(job_id=job_id, state=job["state"], ranking=doc, plots=self._plots(job, doc))
+        return JobResult(job_id=job_id, state=job["state"], ranking=RankingDocument.model_validate(doc),
+                         plots=self._plots(job, doc))
 
     def _plots(self, job: dict, doc: dict) -> list[str]:
         out_dir = Path(job["out_dir"])
@@ -535,7 +506,7 @@ class NcapService:
         pb = p_best(means, [p.std for p in preds])
         ranks = rank_order(means)
         return PredictResponse(predictions=[
-            Prediction(name=tr.name or str(i), predicted_accuracy=p.accuracy, predicted_std=p.std,
+            TrajectoryPrediction(name=tr.name or str(i), predicted_accuracy=p.accuracy, predicted_std=p.std,
                        p_best=float(pb[i]), rank=int(ranks[i]), n_points=p.n_points, method=p.method,
                        flags=list(p.flags))
             for i, (tr, p) in enumerate(zip(trajectories, preds))])
@@ -554,13 +525,12 @@ class NcapService:
             cands = [{"name": n, "state": "pending"} for n in job["candidates"]]
         items = []
         for c in cands:
-            rec = c.get("record") or {}
+            rec = CandidateRecord.model_validate(c.get("record") or {"candidate": c["name"]})
             items.append(CandidateStatus(
                 name=c["name"], state=c["state"], epoch=c.get("epoch"), started_at=c.get("started_at"),
                 finished_at=c.get("finished_at"), wall_time_s=c.get("wall_time"),
-                predicted_accuracy=_num(rec.get("predicted_accuracy")),
-                predicted_std=_num(rec.get("predicted_std")),
-                observed_accuracy=_num(rec.get("observed_accuracy")), error=c.get("error")))
+                predicted_accuracy=rec.predicted_accuracy, predicted_std=rec.predicted_std,
+                observed_accuracy=rec.observed_accuracy, error=c.get("error")))
         return JobStatus(
             job_id=job["id"], state=job["state"], created_at=job["created_at"], started_at=job["started_at"],
             finished_at=job["finished_at"], attempts=job["attempts"], cancel_requested=job["cancel_requested"],

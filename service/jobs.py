@@ -6,7 +6,7 @@ so the API process keeps its GIL and a CPU core for requests, a crash in trainin
 down, and a cancelled job can be stopped for sure.
 
 The training process calls the ranking function (``settings.runner``, default
-``service.ranking:run_ranking``) with callbacks that write every finished epoch and every finished
+``ncap.service.ranking:run_ranking``) with callbacks that write every finished epoch and every finished
 candidate to the store the moment they happen, and with ``completed=`` the candidates a previous,
 interrupted attempt already finished, so those are reused rather than retrained.
 
@@ -19,10 +19,9 @@ killed server never leaves an orphan trainer writing to a job that is being resu
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import logging
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
@@ -33,33 +32,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ncap.service.store import CANCELLED, CAND_DONE, CAND_FAILED, CAND_RUNNING, DONE, FAILED, RUNNING, JobStore
+from ncap.service.store import (
+    CANCELLED,
+    CAND_DONE,
+    CAND_FAILED,
+    CAND_RUNNING,
+    DONE,
+    FAILED,
+    RUNNING,
+    JobStore,
+)
 
 log = logging.getLogger("ncap.service.jobs")
 
 FAILED_STATUSES = ("failed", "error")
 
 
-def import_string(spec: str) -> Callable[..., Any]:
-    """``'package.module:function'`` -> the function."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"runner must be 'module:function', got {spec!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+def job_recipe(job_config: dict):
+    """The :class:`~ncap.models.recipe.Recipe` of a job's stored config (its recipe fields; ``None`` = default)."""
+    from ncap.models.recipe import Recipe
 
-
-def harness_config(job_config: dict) -> Any:
-    """The ``HarnessConfig`` for a job's config (only the fields HarnessConfig has)."""
-    try:
-        from ncap.models.harness import HarnessConfig
-    except ImportError:  # pragma: no cover - harness not importable: hand the runner the plain dict
-        return dict(job_config)
-    names = {f.name for f in dataclasses.fields(HarnessConfig)}
-    return HarnessConfig(**{k: v for k, v in job_config.items() if k in names and v is not None})
-
+    return Recipe(**{k: v for k, v in job_config.items() if k in Recipe.model_fields and v is not None})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,8 +326,8 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
     def on_epoch(candidate: str, epoch: float, metrics: dict | None = None) -> None:
         store.record_epoch(job_id, str(candidate), float(epoch), _plain(metrics or {}))
 
-    def on_candidate_done(record: dict) -> None:
-        record = _plain(dict(record))
+    def on_candidate_done(record) -> None:
+        record = _plain(record)
         failed = str(record.get("status", "")).lower() in FAILED_STATUSES
         store.save_candidate(job_id, record, failed=failed)
 
@@ -343,7 +336,7 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
                               "progress": False}
     dataset = job.get("dataset_path") or None
     try:
-        doc = runner(dataset, candidates, harness_config(config), out_dir, **kwargs)
+        doc = runner(dataset, candidates, job_recipe(config), out_dir, **kwargs)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -354,7 +347,9 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
         print(detail, file=sys.stderr)
         store.finish_job(job_id, FAILED, error=f"{type(exc).__name__}: {exc}", error_detail=detail)
         return FAILED
-    doc = _plain(doc if isinstance(doc, dict) else {"result": doc})
+    doc = _plain(doc)
+    if not isinstance(doc, dict):
+        doc = {"result": doc}
     if config.get("pruning_report") is not None and "pruning_report" not in doc:
         doc["pruning_report"] = config["pruning_report"]
     # candidates the runner reported in its document but not through the callback
@@ -369,10 +364,13 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe copy (numpy scalars/arrays to Python)."""
+    """JSON-safe copy of a document, record or dict (numpy scalars/arrays to Python)."""
     import json
 
-    from ncap.service.store import _json_default
+    if hasattr(value, "model_dump"):  # a typed document or record
+        value = value.model_dump(mode="json")
+
+    from ncap.capacitance.jsonsafe import to_jsonable as _json_default
 
     return json.loads(json.dumps(value, default=_json_default))
 
@@ -401,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     store = JobStore(args.db)
-    runner = import_string(args.runner)
+    runner = pkgutil.resolve_name(args.runner)  # 'package.module:function'
     state = train_job(store, args.job, runner, parent=args.parent)
     log.info("job %s: %s", args.job, state)
     return 0 if state in (DONE, CANCELLED) else 1

@@ -9,15 +9,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def plot_ranking(doc: dict, out_dir: Path) -> list[str]:
-    """Write beta_eff.png, accuracy.png, predicted_vs_observed.png into ``out_dir``; return the names."""
+def plot_ranking(doc, out_dir: Path) -> list[str]:
+    """Write trajectories.png and predicted_vs_observed.png of a ``RankingDocument`` into ``out_dir``;
+    return the names written (none when no candidate has a trajectory)."""
     out_dir = Path(out_dir)
-    ok = [r for r in doc["candidates"] if r["status"] == "ok" and r["epoch"]]
+    ok = [r for r in doc.candidates if r.status == "ok" and r.epoch]
+    if not ok:
+        return []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in ok:
-        axes[0].plot(r["epoch"], r["beta_eff"], marker="o", ms=3, label=r["candidate"])
-        axes[1].plot(r["epoch"], [100 * a for a in r["val_accuracy"]], marker="o", ms=3, label=r["candidate"])
-    axes[0].set(xlabel="epoch", ylabel=f"β_eff ({doc['config']['variant']})", title="β_eff trajectories")
+        axes[0].plot(r.epoch, r.beta_eff, marker="o", ms=3, label=r.candidate)
+        axes[1].plot(r.epoch, [None if a is None else 100 * a for a in r.val_accuracy], marker="o", ms=3, label=r.candidate)
+    axes[0].set(xlabel="epoch", ylabel=f"β_eff ({doc.config.variant})", title="β_eff trajectories")
     axes[0].axhline(0, color="k", lw=0.5)
     axes[1].set(xlabel="epoch", ylabel="validation accuracy (%)", title="accuracy curves")
     axes[1].legend(fontsize=7)
@@ -25,16 +28,16 @@ def plot_ranking(doc: dict, out_dir: Path) -> list[str]:
     fig.savefig(out_dir / "trajectories.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    for r in ok:
-        if r["predicted_accuracy"] is None:
-            continue
-        ax.errorbar(100 * r["observed_accuracy"], 100 * r["predicted_accuracy"], yerr=100 * (r["predicted_std"] or 0),
-                    fmt="o", capsize=3, label=f"#{r['rank']} {r['candidate']}")
+    predicted = [r for r in ok if r.predicted_accuracy is not None and r.observed_accuracy is not None]
+    for r in predicted:
+        ax.errorbar(100 * r.observed_accuracy, 100 * r.predicted_accuracy, yerr=100 * (r.predicted_std or 0),
+                    fmt="o", capsize=3, label=f"#{r.rank} {r.candidate}")
     lims = ax.get_xlim()
     ax.plot(lims, lims, "k--", lw=0.7)
     ax.set(xlabel="accuracy at last observed epoch (%)", ylabel="predicted final accuracy (%)",
            title="prediction vs last observation")
-    ax.legend(fontsize=7)
+    if predicted:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "predicted_vs_observed.png", dpi=110)
     plt.close(fig)

@@ -7,9 +7,11 @@ import torch
 
 from ncap.models.candidates import CandidateSpec, create_backbone, save_backbone
 from ncap.models.data import load_dataset, split_dataset
-from ncap.models.harness import CandidateRun, HarnessConfig, fine_tune_candidate
+from ncap.models.harness import CandidateRun, fine_tune_candidate
+from ncap.models.recipe import Recipe
 from ncap.service.cli import main
-from ncap.service.ranking import SCHEMA_KEYS, run_ranking
+from ncap.service.documents import CandidateRecord, RankingDocument
+from ncap.service.ranking import run_ranking
 
 TINY = {"epochs": 2, "batch_size": 64, "image_size": 16, "evals_per_epoch": 2, "beta_batch_size": 64, "probe_width": 16}
 
@@ -36,7 +38,7 @@ def nan_weights(tmp_path_factory):
 
 def test_harness_records_every_observation(digits_small):
     train, val = digits_small
-    cfg = HarnessConfig(**TINY, extra_variants=("magnitude",))
+    cfg = Recipe(**TINY, extra_variants=("magnitude",))
     spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
     snaps = []
     run = fine_tune_candidate(spec, train, val, cfg, progress=False, snapshots=snaps)
@@ -60,29 +62,31 @@ def test_harness_records_every_observation(digits_small):
 
 
 def test_nan_candidate_fails_and_others_continue(digits_small, nan_weights, tmp_path):
-    cfg = HarnessConfig(**TINY)
+    cfg = Recipe(**TINY)
     doc = run_ranking("digits", ["mobilenetv3_small_050=random", f"bad:mobilenetv3_small_050={nan_weights}"],
                       cfg, tmp_path, progress=False, make_plots=True)
-    by = {r["candidate"]: r for r in doc["candidates"]}
-    assert by["bad"]["status"] == "failed" and "nan" in by["bad"]["error"].lower()
-    assert by["bad"]["rank"] == 2 and by["bad"]["p_best"] == 0
+    by = {r.candidate: r for r in doc.candidates}
+    assert by["bad"].status == "failed" and "nan" in by["bad"].error.lower()
+    assert by["bad"].rank == 2 and by["bad"].p_best == 0
     good = by["mobilenetv3_small_050=random"]
-    assert good["status"] == "ok" and good["rank"] == 1 and good["p_best"] == 1.0
+    assert good.status == "ok" and good.rank == 1 and good.p_best == 1.0
     on_disk = json.loads((tmp_path / "ranking.json").read_text())
+    assert on_disk["schema_version"] == 2
     for rec in on_disk["candidates"]:
-        assert set(SCHEMA_KEYS) <= set(rec)
-    assert isinstance(good["beta_eff"], list) and len(good["beta_eff"]) == len(good["val_accuracy"]) == 4
+        assert set(CandidateRecord.model_fields) == set(rec)
+    assert RankingDocument.model_validate(on_disk) == doc  # the file reads back as the same document
+    assert isinstance(good.beta_eff, list) and len(good.beta_eff) == len(good.val_accuracy) == 4
     assert all((tmp_path / p).is_file() for p in on_disk["plots"]) and on_disk["plots"]
 
 
 def test_completed_candidates_are_reused(tmp_path):
-    cfg = HarnessConfig(**TINY)
+    cfg = Recipe(**TINY)
     first = run_ranking("digits", ["mobilenetv3_small_050=random"], cfg, None, progress=False)
-    rec = first["candidates"][0]
+    rec = first.candidates[0].model_dump(mode="json")
     rec["wall_time_s"] = -1.0  # marker: a retrain would overwrite it
     second = run_ranking("digits", ["mobilenetv3_small_050=random"], cfg, None, progress=False,
                          completed={rec["candidate"]: rec})
-    assert second["candidates"][0]["wall_time_s"] == -1.0 and second["candidates"][0]["reused"]
+    assert second.candidates[0].wall_time_s == -1.0 and second.candidates[0].reused
 
 
 def test_cli_rank_end_to_end(tmp_path, capsys):
@@ -108,14 +112,14 @@ def test_cli_rank_bad_input(tmp_path, capsys, args, message):
 
 def test_prune_report_attached_per_candidate(digits_small):
     train, val = digits_small
-    cfg = HarnessConfig(**{**TINY, "epochs": 1, "probe_width": 64}, prune_sparsity=0.8)
+    cfg = Recipe(**{**TINY, "epochs": 1, "probe_width": 64}, prune_sparsity=0.8)
     spec = CandidateSpec(name="m", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
     run = fine_tune_candidate(spec, train, val, cfg, progress=False)
     rep = run.pruning
     assert rep["sparsity_requested"] == 0.8 and rep["layers"]
     json.dumps(rep)  # JSON-ready
     with pytest.raises(ValueError, match="prune_sparsity"):
-        HarnessConfig(prune_sparsity=1.5)
+        Recipe(prune_sparsity=1.5)
 
 
 def test_magnitude_work_limit_is_a_config_field(digits_small):
@@ -124,7 +128,7 @@ def test_magnitude_work_limit_is_a_config_field(digits_small):
     train, val = digits_small
     spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
     with pytest.raises(ValueError, match=r"multiply-adds .*limit 1\.0e\+03"):
-        fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, variant="magnitude", max_magnitude_flops=1e3), progress=False)
-    allowed = fine_tune_candidate(spec, train, val, HarnessConfig(**{**TINY, "epochs": 1}, variant="magnitude", max_magnitude_flops=1e12),
+        fine_tune_candidate(spec, train, val, Recipe(**{**TINY, "epochs": 1}, variant="magnitude", max_magnitude_flops=1e3), progress=False)
+    allowed = fine_tune_candidate(spec, train, val, Recipe(**{**TINY, "epochs": 1}, variant="magnitude", max_magnitude_flops=1e12),
                                   progress=False)
     assert allowed.status == "ok" and np.isfinite(allowed.beta_eff["magnitude"]).all()

@@ -1,0 +1,125 @@
+"""The recipe: every fine-tuning and ranking setting, declared once.
+
+``Recipe`` is the single source of truth for a setting's name, type, default, bounds and help text. From it
+come the ``ncap rank`` flags (``ncap.service.commands.recipe_flags``), the service's job config and its
+OpenAPI schema (``ncap.service.api.JobConfig``), and the benchmark's recipe and cache key
+(``ncap.bench.runs.BenchRecipe``). Adding a setting is one field here plus its use.
+
+Each field carries an :class:`Exposure` marker saying who may set it:
+
+    Exposure.JOB       the CLI, the service's job config and Python
+    Exposure.CLI       the CLI and Python only (settings of the operator's own machine)
+    Exposure.INTERNAL  Python only (the benchmark's recording options)
+"""
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
+from ncap.capacitance.line_graph import VARIANTS
+from ncap.models.probe import probe_width_spec
+
+__all__ = ["Exposure", "Recipe", "VariantName", "exposed_fields"]
+
+
+class Exposure(enum.Enum):
+    """Who may set a recipe field (see module docstring)."""
+
+    JOB = "job"
+    CLI = "cli"
+    INTERNAL = "internal"
+
+
+JOB, CLI, INTERNAL = Exposure.JOB, Exposure.CLI, Exposure.INTERNAL
+VariantName = Literal[VARIANTS]  # type: ignore[valid-type]
+
+
+class Recipe(BaseModel):
+    """One fine-tuning recipe, identical for every candidate of a ranking (which is what makes β_eff
+    comparable across candidates), plus the predictor's settings."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    epochs: Annotated[int, JOB, Field(ge=1, le=1000, description="Fine-tuning epochs per candidate.")] = 4
+    batch_size: Annotated[int, JOB, Field(ge=1, le=4096, description="Training batch size.")] = 64
+    lr: Annotated[float, JOB, Field(gt=0, le=10, allow_inf_nan=False, description="AdamW learning rate.")] = 1e-3
+    weight_decay: Annotated[float, JOB, Field(ge=0, le=10, allow_inf_nan=False,
+                                              description="AdamW weight decay.")] = 1e-4
+    probe_width: Annotated[int, JOB, Field(
+        ge=4, le=8192, description="First hidden width of the capacitance probe (then w/2, w/4, ...); 128 was "
+                                   "chosen by the benchmark's width sweep.")] = 128
+    probe_depth: Annotated[int, JOB, Field(
+        ge=3, le=16, description="Hidden Linear layers of the probe (β_eff is structurally 0 below 3).")] = 3
+    freeze_backbone: Annotated[bool, JOB, Field(description="Train the probe only (backbone and its "
+                                                            "BatchNorm statistics frozen).")] = False
+    seed: Annotated[int, JOB, Field(ge=0, le=2**31 - 1, description="Seed of the split, the probe batch and "
+                                                                  "the training order.")] = 0
+    variant: Annotated[VariantName, JOB, Field(
+        description="β_eff variant the predictor uses: default (signed P), support (P on the line graph's "
+                    "edges), magnitude (|P|).")] = "support"
+    beta_batch_size: Annotated[int, JOB, Field(ge=2, le=4096, description="Images in the fixed probe batch "
+                                                                      "that β_eff is measured on.")] = 256
+    evals_per_epoch: Annotated[int, JOB, Field(ge=1, le=20, description="Observations (validation accuracy "
+                                                                    "and β_eff) per epoch.")] = 2
+    image_size: Annotated[int | None, JOB, Field(
+        ge=8, le=512, description="Square input side in pixels; null (CLI: none or 0) = the candidate's own input size.")] = 32
+    val_fraction: Annotated[float, JOB, Field(gt=0, lt=1, description="Share of the dataset held out for "
+                                                                    "validation (stratified).")] = 0.2
+    t0: Annotated[int, JOB, Field(ge=0, le=100, description="Predictor: leading observations skipped.")] = 1
+    prune_sparsity: Annotated[float | None, JOB, Field(
+        gt=0, lt=1, description="Attach a pruning report per candidate: magnitude-prune the fine-tuned probe "
+                                "to this sparsity and fit power laws to its degree distributions.")] = None
+    device: Annotated[str, CLI, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                                      description="auto, cpu, cuda, cuda:N or mps.")] = "auto"
+    max_magnitude_flops: Annotated[float, CLI, Field(
+        gt=0, allow_inf_nan=False, description="Work limit of the magnitude variant per observation "
+                                               "(multiply-adds); a wide probe on a wide backbone needs more.")
+    ] = MAX_MAGNITUDE_FLOPS
+    extra_variants: Annotated[tuple[VariantName, ...], INTERNAL, Field(
+        description="Variants recorded besides `variant` (benchmark).")] = ()
+    extra_variants_until: Annotated[float | None, INTERNAL, Field(
+        ge=0, description="Record the extra variants only up to this epoch (cost).")] = None
+    max_snapshots: Annotated[int, INTERNAL, Field(ge=0, description="Probe weight snapshots kept.")] = 16
+    track_beta: Annotated[bool, INTERNAL, Field(
+        description="False = the same fine-tune and observations without β_eff (overhead baseline).")] = True
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value, info: ValidationInfo):
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError("a boolean is not a number")
+        return value
+
+    @model_validator(mode="after")
+    def _drop_duplicate_variants(self) -> Recipe:
+        extra = tuple(v for v in dict.fromkeys(self.extra_variants) if v != self.variant)
+        if extra != self.extra_variants:
+            object.__setattr__(self, "extra_variants", extra)  # no re-validation loop
+        return self
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The predictor's variant first, then the extra ones."""
+        return (self.variant, *self.extra_variants)
+
+    @property
+    def probe_hidden(self) -> tuple[int, ...]:
+        return probe_width_spec(self.probe_width, self.probe_depth)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (tuples as lists)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        """Validate a dict; unknown keys are refused."""
+        return cls.model_validate(d)
+
+
+def exposed_fields(*exposures: Exposure) -> dict:
+    """``{name: FieldInfo}`` of the recipe fields whose marker is one of ``exposures``, in declaration order."""
+    return {name: info for name, info in Recipe.model_fields.items()
+            if any(m in exposures for m in info.metadata if isinstance(m, Exposure))}

@@ -1,0 +1,113 @@
+"""The ranking document, typed: what ``ncap rank`` writes to ``ranking.json``, what ``/jobs/result`` returns
+and what the OpenAPI spec shows.
+
+    RankingDocument
+      schema_version        2 (documents without it are version 1 and read the same way)
+      candidates            [CandidateRecord, ...] sorted by rank
+      config                the Recipe every candidate got
+      dataset               DatasetInfo
+      device, wall_time_s, plots, ncap_version
+
+Non-finite numbers (NaN placeholders of unrecorded β_eff, a diverged loss) become ``null``.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ncap.models.recipe import Recipe
+
+__all__ = ["SCHEMA_VERSION", "CandidateRecord", "DatasetInfo", "RankingDocument"]
+SCHEMA_VERSION = 2
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """NaN/inf -> None, recursively through dicts and lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _non_finite_to_none(cls, data: Any) -> Any:
+        return _finite_or_none(data) if isinstance(data, dict) else data
+
+
+Series = list[float | None]
+
+
+class CandidateRecord(_Document):
+    """One candidate of a ranking: its prediction, its recorded trajectory and what it cost."""
+
+    candidate: str = Field(description="Display name (zoo name, label, arch, arch=random, arch=file name).")
+    rank: int = Field(0, description="1 = predicted best; failed candidates rank last.")
+    status: str = Field("ok", description="ok | failed")
+    error: str | None = Field(None, description="Why a failed candidate failed.")
+    predicted_accuracy: float | None = Field(None, description="Predicted final validation accuracy (0..1).")
+    predicted_std: float | None = Field(None, description="Predictive standard deviation.")
+    p_best: float = Field(0.0, description="P(this candidate is the best), Monte Carlo over the predictions.")
+    observed_accuracy: float | None = Field(None, description="Validation accuracy at the last observation.")
+    prediction_method: str | None = Field(None, description="beta_extrapolation | fallback_last | none")
+    prediction_flags: list[str] = Field(default_factory=list, description="What the predictor dropped or "
+                                                                          "clipped, and why.")
+    epoch: Series = Field(default_factory=list, description="Fractional epoch of each observation.")
+    beta_eff: Series = Field(default_factory=list, description="β_eff of the recipe's variant per observation.")
+    beta_numerator: Series = Field(default_factory=list, description="s_out·s_in per observation.")
+    beta_denominator: Series = Field(default_factory=list, description="1ᵀs_in per observation.")
+    beta_eff_variants: dict[str, Series] = Field(default_factory=dict, description="β_eff of every recorded "
+                                                                                   "variant.")
+    val_accuracy: Series = Field(default_factory=list, description="Validation accuracy per observation.")
+    train_loss: Series = Field(default_factory=list, description="Mean training loss since the previous "
+                                                                 "observation.")
+    wall_time_s: float = 0.0
+    beta_time_s: float = Field(0.0, description="Part of wall_time_s spent measuring β_eff.")
+    train_time_s: float = Field(0.0, description="Part of wall_time_s spent in optimiser steps.")
+    feature_dim: int | None = Field(None, description="Width of the backbone's pooled features.")
+    n_params: int | None = Field(None, description="Parameters of backbone + probe.")
+    pruning_report: dict[str, Any] | None = Field(None, description="Degree distributions and power-law fits "
+                                                                   "of the magnitude-pruned probe.")
+    reused: bool = Field(False, description="Taken from an interrupted earlier attempt, not retrained.")
+
+
+class DatasetInfo(_Document):
+    source: str
+    n_images: int
+    n_train: int
+    n_val: int
+    classes: list[str]
+    image_shape: list[int] = Field(default_factory=list, description="(C, H, W) as stored.")
+
+
+class RankingDocument(_Document):
+    """A whole ranking (``ranking.json``)."""
+
+    schema_version: int = SCHEMA_VERSION
+    candidates: list[CandidateRecord]
+    config: Recipe
+    dataset: DatasetInfo
+    device: str = "cpu"
+    wall_time_s: float = 0.0
+    plots: list[str] = Field(default_factory=list, description="Plot file names next to ranking.json.")
+    ncap_version: str = ""
+    pruning_report: dict[str, Any] | None = Field(None, description="The `ncap prune` report a service job "
+                                                                   "was submitted with, if any.")
+
+    @model_validator(mode="after")
+    def _stamp_version(self) -> RankingDocument:
+        if not self.ncap_version:
+            self.ncap_version = importlib.metadata.version("ncap")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
