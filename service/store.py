@@ -6,9 +6,10 @@ runs in WAL mode, so readers never wait for the writer, and every write is its o
 transaction: a ``kill -9`` of any of these processes loses at most the epoch in flight, never a finished
 candidate.
 
-URLs follow SQLAlchemy's form so that another backend can be added behind the same class interface:
-``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, or a plain file path. Only SQLite is
-implemented; ``postgresql://`` is recognised and refused with a clear message. The SQL is plain (no
+URLs are parsed by SQLAlchemy (``make_url``) so that another backend can be added behind the same class
+interface: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, or a plain file path. Only
+SQLite is implemented; every other backend (``postgresql://``, ...) is refused with a message saying so.
+Stored JSON is strict: NaN and ±inf are written as null (``capacitance.jsonsafe.to_jsonable``). The SQL is plain (no
 SQLite-only types), apart from the PRAGMAs and ``BEGIN IMMEDIATE`` used to claim a job.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ncap.capacitance.jsonsafe import to_jsonable
 
 # job states
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -87,39 +90,37 @@ class StoreError(RuntimeError):
 
 
 def sqlite_path_from_url(url: str) -> Path:
-    """File path of a ``sqlite:///...`` URL (or a plain path). Other schemes raise StoreError."""
+    """File path of a ``sqlite:///...`` URL (parsed by SQLAlchemy's ``make_url``) or of a plain path.
+
+    Only SQLite is implemented: any other backend raises :class:`StoreError` saying so, as do an
+    in-memory database (not durable) and a URL that does not parse.
+    """
     if "://" not in url:
         return Path(url).expanduser()
-    scheme, rest = url.split("://", 1)
-    scheme = scheme.lower()
-    if scheme in ("sqlite", "sqlite3"):
-        if not rest.startswith("/"):
-            raise StoreError(f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
-        path = rest[1:].split("?", 1)[0]
-        if not path or path == ":memory:":
-            raise StoreError("the job store must be a file (an in-memory database is not durable)")
-        return Path(path).expanduser()
-    if scheme.startswith("postgres"):
+    from sqlalchemy.engine import make_url  # imported here: only URL parsing is used, not the engine
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"cannot parse job store URL {url!r}: {exc}") from exc
+    backend = parsed.get_backend_name().lower()
+    if backend.startswith("postgres"):
         raise StoreError(
-            "PostgreSQL job stores are not implemented yet; use sqlite:///path.db "
+            "PostgreSQL job stores are not implemented yet; only SQLite is: use sqlite:///path.db "
             "(service/store.py keeps to plain SQL so a PostgreSQL backend can implement JobStore)")
-    raise StoreError(f"unsupported job store URL scheme {scheme!r} in {url!r}")
+    if backend not in ("sqlite", "sqlite3"):
+        raise StoreError(f"unsupported job store URL scheme {parsed.drivername!r} in {url!r}: only SQLite is "
+                         "implemented (sqlite:///relative.db or sqlite:////abs.db)")
+    if parsed.host:
+        raise StoreError(f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
+    if not parsed.database or parsed.database == ":memory:":
+        raise StoreError("the job store must be a file (an in-memory database is not durable)")
+    return Path(parsed.database).expanduser()
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, allow_nan=True)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "__dict__"):
-        return {k: v for k, v in vars(value).items() if not k.startswith("_")}
-    return str(value)
+    return json.dumps(to_jsonable(value), allow_nan=False)
 
 
 def _loads(text: str | None) -> Any:
