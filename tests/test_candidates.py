@@ -234,3 +234,102 @@ def test_unknown_arch_suggests_close_matches():
         parse_candidates("resnet18, convnext_ato=random")
     with pytest.raises(UnknownCandidateError, match="no close match"):
         check_arch("qqqqzzzz")
+
+
+# ------------------------------------------------------------------------------- order-and-shape remap
+
+
+def _renamed(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Another code base's key names for the same tensors in the same order (kind = last component kept)."""
+    return {f"net{i}.{k.rsplit('.', 1)[-1]}": v.clone() for i, (k, v) in enumerate(sd.items())}
+
+
+def test_remap_by_order_full_match_loads_every_tensor():
+    import timm
+
+    from ncap.models.checkpoint import remap_by_order
+
+    src = timm.create_model("resnet10t", num_classes=0)
+    foreign = _renamed(src.state_dict())
+    dst = timm.create_model("resnet10t", num_classes=0)
+    renamed, remap = remap_by_order(foreign, dst)
+    dst.load_state_dict(renamed, strict=True)
+    for key, value in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[key], value), key
+    first_src, last_src = next(iter(src.state_dict())), list(src.state_dict())[-1]
+    assert remap.n_tensors == len(foreign) and remap.first == ("net0.weight", first_src)
+    assert remap.last[1] == last_src and remap.head_dropped == ()
+    # the hash identifies the (file key, model key, shape) mapping: same layout, same hash; another, another
+    assert remap_by_order(_renamed(dst.state_dict()), dst)[1].mapping_sha256 == remap.mapping_sha256
+    other = {k.replace("net", "w"): v for k, v in foreign.items()}
+    assert remap_by_order(other, dst)[1].mapping_sha256 != remap.mapping_sha256
+
+
+def test_remap_by_order_partial_mismatches_are_errors():
+    import timm
+
+    from ncap.models.checkpoint import CheckpointError, remap_by_order
+
+    model = timm.create_model("resnet10t", num_classes=0)
+    foreign = _renamed(model.state_dict())
+    keys = list(foreign)
+    reshaped = dict(foreign)
+    reshaped[keys[7]] = torch.zeros(3, *foreign[keys[7]].shape[1:])  # one shape changed
+    with pytest.raises(CheckpointError, match=rf"position 7: file '{keys[7]}' \(3,"):
+        remap_by_order(reshaped, model)
+    missing = {k: v for k, v in foreign.items() if k != keys[-1]}  # one tensor missing (the last)
+    with pytest.raises(CheckpointError, match=rf"has {len(keys) - 1} tensors, model {len(keys)}; first unmatched "
+                                              rf"position {len(keys) - 1}"):
+        remap_by_order(missing, model)
+    # a BatchNorm stored as bias before weight: same shapes, refused by the parameter kind
+    bn = next(i for i, k in enumerate(keys) if k.endswith(".weight") and keys[i + 1].endswith(".bias")
+              and foreign[k].ndim == 1)
+    swapped = dict(zip(keys[:bn] + [keys[bn + 1], keys[bn]] + keys[bn + 2:],
+                       [foreign[k] for k in keys[:bn] + [keys[bn + 1], keys[bn]] + keys[bn + 2:]]))
+    with pytest.raises(CheckpointError, match=rf"position {bn}: .*different parameter kind"):
+        remap_by_order(swapped, model)
+
+
+def test_foreign_key_file_loads_by_order_with_its_head(tmp_path):
+    import timm
+
+    full = timm.create_model("resnet10t", num_classes=7)
+    torch.save({"state_dict": _renamed(full.state_dict())}, tmp_path / "foreign.pth")
+    (spec,) = parse_candidates(f"resnet10t={tmp_path / 'foreign.pth'}")
+    back, dim, cfg = create_backbone(spec, img_size=32)  # direct and timm loads fail on the names
+    ref = timm.create_model("resnet10t", num_classes=0)
+    ref.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("fc.")})
+    assert _same_outputs(ref, back, _batch(cfg))
+    record = back.ncap_weight_remap
+    n = len(full.state_dict())
+    assert record["n_tensors"] == n and record["head_dropped"] == (f"net{n - 2}.weight", f"net{n - 1}.bias")
+    assert record["last"] == (f"net{n - 1}.bias", "fc.bias") and record["file"].endswith("foreign.pth")
+    assert isinstance(back.get_classifier(), nn.Identity) and dim == ref.num_features
+
+    # one shape changed in the file: a clear error naming the file and the first mismatching position
+    broken = _renamed(full.state_dict())
+    key = list(broken)[3]
+    broken[key] = broken[key][:1]
+    torch.save(broken, tmp_path / "broken.pth")
+    (spec,) = parse_candidates(f"resnet10t={tmp_path / 'broken.pth'}")
+    with pytest.raises(CandidateError, match=rf"broken\.pth.*does not fit resnet10t.*order remap.*position 3: "
+                                             rf"file '{key}'"):
+        create_backbone(spec)
+
+
+def test_read_state_dict_unwraps_and_keeps_metadata(tmp_path):
+    from ncap.models.checkpoint import CheckpointError, check_order_kept, read_state_dict
+
+    sd = {"a.weight": torch.ones(2), "b.bias": torch.zeros(1)}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "ddp.pth")
+    got, meta = read_state_dict(tmp_path / "ddp.pth")
+    assert list(got) == list(sd) and meta == {}
+    src, _, _ = create_backbone(_random("resnet10t"))
+    path = save_backbone(src, tmp_path / "b.safetensors", arch="resnet10t", in_chans=1)
+    got, meta = read_state_dict(path)
+    assert meta["ncap_arch"] == "resnet10t" and sorted(got) == sorted(src.state_dict())
+    with pytest.raises(CheckpointError, match="safetensors files do not keep the tensor order"):
+        check_order_kept(path)
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match=r"list\.pth"):
+        read_state_dict(tmp_path / "list.pth")
