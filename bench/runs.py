@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ncap.bench import options
 from ncap.bench.tasks import make_task
 from ncap.models.data import prepare_batch, split_dataset
 from ncap.models.harness import CandidateRun, fine_tune_candidate
+from ncap.models.paths import cache_root as ncap_cache_root
 from ncap.models.recipe import Recipe
 
 
@@ -62,7 +62,8 @@ class BenchRecipe:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("NCAP_CACHE", Path.home() / ".cache" / "ncap")) / "bench"
+    """The benchmark's runs: ``$NCAP_CACHE/bench``."""
+    return ncap_cache_root() / "bench"
 
 
 def task_split(task: str, recipe: BenchRecipe):

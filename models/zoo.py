@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ncap.models.paths import cache_root
+
 ZOO_IMAGE_SIZE = 32  # every zoo model sees 1-channel 32x32 images
 
 
@@ -44,6 +46,11 @@ class ZooEntry:
                           sort_keys=True)
         return hashlib.sha256(f"{blob}|size={ZOO_IMAGE_SIZE}|v1".encode()).hexdigest()[:12]
 
+    def cache_paths(self) -> tuple[Path, Path]:
+        """(weights ``.safetensors``, card ``.json``) of this entry's recipe under :func:`cache_dir`."""
+        stem = cache_dir() / f"{self.name}-{self.recipe_hash()}"
+        return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
 
 _ENTRIES = [
     ZooEntry("resnet18-mnist", "resnet18", "mnist5k", 3, "ResNet-18, 3 epochs on MNIST-5k"),
@@ -62,12 +69,8 @@ DEMO_CANDIDATES = ("resnet18-mnist", "resnet18-noisy", "mobilenetv3-mnist", "con
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("NCAP_CACHE", Path.home() / ".cache" / "ncap")) / "zoo"
-
-
-def _paths(entry: ZooEntry) -> tuple[Path, Path]:
-    stem = cache_dir() / f"{entry.name}-{entry.recipe_hash()}"
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    """Folder of the zoo's weights and cards: ``$NCAP_CACHE/zoo``."""
+    return cache_root() / "zoo"
 
 
 def _source_data(source: str, seed: int):
@@ -126,12 +129,12 @@ def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
             if step >= n_steps:
                 break
     bar.close()
-    from ncap.models.harness import _accuracy
+    from ncap.models.harness import evaluate_accuracy
 
-    acc = _accuracy(model, xv, yv)
+    acc = evaluate_accuracy(model, xv, yv)
     from ncap.models.candidates import save_backbone
 
-    weights, card_path = _paths(entry)
+    weights, card_path = entry.cache_paths()
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.stem + ".tmp.safetensors")
     save_backbone(backbone, tmp, arch=entry.arch, in_chans=1, **entry.timm_kwargs)  # `arch=path` works too
@@ -149,7 +152,7 @@ def ensure(names, progress: bool = True, rebuild: bool = False) -> list[dict]:
         if name not in ZOO:
             raise KeyError(f"unknown zoo model {name!r}; known: {', '.join(ZOO)}")
         entry = ZOO[name]
-        weights, card_path = _paths(entry)
+        weights, card_path = entry.cache_paths()
         if rebuild or not (weights.is_file() and card_path.is_file()):
             cards.append(pretrain(entry, progress=progress))
         else:

@@ -16,7 +16,7 @@ def tiny_entry(monkeypatch, tmp_path):
 
 def test_pretrain_caches_and_reuses(tiny_entry):
     card = zoo.ensure([tiny_entry.name], progress=False)[0]
-    weights, card_path = zoo._paths(tiny_entry)
+    weights, card_path = tiny_entry.cache_paths()
     assert weights.is_file() and json.loads(card_path.read_text())["recipe_hash"] == tiny_entry.recipe_hash()
     assert 0.0 <= card["source_accuracy"] <= 1.0 and card["source"] == "mnist5k-5class"
     mtime = weights.stat().st_mtime_ns
@@ -30,10 +30,11 @@ def test_pretraining_is_deterministic(tiny_entry):
     assert a == b
 
 
-def test_recipe_change_changes_cache_key(tiny_entry):
+def test_recipe_change_changes_cache_key(tiny_entry, tmp_path):
     other = zoo.ZooEntry(**{**tiny_entry.__dict__, "epochs": 0.1})
     assert other.recipe_hash() != tiny_entry.recipe_hash()
-    assert zoo._paths(other)[0] != zoo._paths(tiny_entry)[0]
+    assert other.cache_paths()[0] != tiny_entry.cache_paths()[0]
+    assert tiny_entry.cache_paths()[0].parent == zoo.cache_dir() == tmp_path / "zoo"  # under $NCAP_CACHE
 
 
 def test_zoo_spec_builds_a_candidate(tiny_entry):
