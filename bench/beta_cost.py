@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, _magnitude_flops, capacitance
+from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS, capacitance, magnitude_flops
 from ncap.capacitance.line_graph import probe_linear_layers
 
 RESULTS = Path(__file__).parent / "results"
@@ -74,7 +74,7 @@ def run(widths, batch, repeats, seed=0):
     m_fb = peak_memory_bytes(fwd_bwd)
     n_w = sum(m.weight.numel() for m in probe_linear_layers(probe))
     for variant in ("default", "support", "magnitude"):
-        if variant == "magnitude" and _magnitude_flops(probe_linear_layers(probe), batch) > MAX_MAGNITUDE_FLOPS:
+        if variant == "magnitude" and magnitude_flops(probe_linear_layers(probe), batch) > MAX_MAGNITUDE_FLOPS:
             rows.append({"variant": variant, "skipped": "refused by max_magnitude_flops on this probe"})
             continue
         t = timed(lambda v=variant: capacitance(probe, x, y, variant=v), max(3, repeats // (1 if variant == "default" else 4)))

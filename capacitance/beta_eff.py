@@ -180,7 +180,7 @@ def _magnitude_sums(layers, deltas, inputs, outputs, chunk_elements: int = 1 << 
     return s_in, s_out
 
 
-def _magnitude_flops(layers: list[nn.Linear], n_samples: int) -> float:
+def magnitude_flops(layers: list[nn.Linear], n_samples: int) -> float:
     return float(sum(n_samples * a.in_features * a.out_features**2 * b.out_features for a, b in itertools.pairwise(layers)))
 
 
@@ -217,7 +217,7 @@ def capacitance(
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or inf")
     if variant == "magnitude":
-        flops = _magnitude_flops(layers, x.shape[0])
+        flops = magnitude_flops(layers, x.shape[0])
         if flops > max_magnitude_flops:
             raise ValueError(
                 f"the magnitude variant needs ~{flops:.1e} multiply-adds on this probe and batch "
