@@ -207,10 +207,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
 
-    from ncap.capacitance.degrees import network_from_model
-    from ncap.capacitance.network_measures import preferential_attachment
+    from ncap.capacitance.network import network_from_model, preferential_attachment
     from ncap.models.data import split_dataset
-    from ncap.service.commands.prune import markdown_table, run_pruning
+    from ncap.models.prune_pipeline import markdown_table, run_pruning
 
     def log(msg):
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)

@@ -8,7 +8,8 @@ connection is a weight.
 
 Masks
 -----
-Masks are our own boolean buffers, not ``torch.nn.utils.prune``. Reasons:
+Masks are our own boolean buffers (kept by :mod:`ncap.capacitance.network.masks`, where degree counting
+reads them), not ``torch.nn.utils.prune``. Reasons:
 
 * ``torch.nn.utils.prune`` re-parametrises ``weight`` into ``weight_orig`` × ``weight_mask`` with a
   forward pre-hook: ``module.weight`` stops being a ``Parameter``, ``state_dict`` keys change, and an
@@ -36,61 +37,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ncap.capacitance.network.masks import get_mask, prunable_layers, remove_mask, set_mask
+
 __all__ = [
-    "MASK_ATTR",
-    "PRUNABLE_TYPES",
     "Pruner",
     "ThreeStepResult",
     "accuracy",
     "paper_cnn",
     "paper_mlp",
-    "prunable_layers",
     "prune_magnitude",
     "sparsity_schedule",
     "three_step_prune",
     "train_classifier",
 ]
-
-MASK_ATTR = "ncap_weight_mask"
-PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
-
-
-# ----------------------------------------------------------------------------------------------- layers
-
-
-def prunable_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> list[tuple[str, nn.Module]]:
-    """All Linear/Conv2d modules of ``model`` as ``(qualified name, module)``.
-
-    Order: execution order of one forward pass on ``example_input`` when it is given (a module called
-    twice is listed once, at its first call; modules never called are dropped), otherwise registration
-    order (``named_modules``), which is the forward order of ``nn.Sequential`` models and of most
-    hand-written networks.
-    """
-    named = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
-    if example_input is None:
-        return named
-    order: list[int] = []
-    ids = {id(m): i for i, (_, m) in enumerate(named)}
-    handles = []
-
-    def hook(mod, _inp, _out):
-        i = ids[id(mod)]
-        if i not in order:
-            order.append(i)
-
-    for _, m in named:
-        handles.append(m.register_forward_hook(hook))
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(example_input)
-        model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
-    return [named[i] for i in order]
-
 
 # ----------------------------------------------------------------------------------------------- pruner
 
@@ -154,7 +113,7 @@ class Pruner:
     @property
     def masks(self) -> dict[str, torch.Tensor]:
         """Current keep-masks (True = connection kept) of the pruned layers; layers not pruned yet are absent."""
-        return {n: getattr(m, MASK_ATTR) for n, m in self.layers.items() if getattr(m, MASK_ATTR, None) is not None}
+        return {n: get_mask(m) for n, m in self.layers.items() if get_mask(m) is not None}
 
     def prune(self, sparsity: float | dict[str, float]) -> dict[str, float]:
         """Prune every layer to a total fraction ``sparsity`` of zero weights (per layer), smallest |w| first.
@@ -167,12 +126,7 @@ class Pruner:
             s = float(s)
             if not 0.0 <= s < 1.0:
                 raise ValueError(f"sparsity must lie in [0, 1), got {s} for layer {name}")
-            old = getattr(module, MASK_ATTR, None)
-            mask = _magnitude_mask(module.weight, old, s)
-            if old is None:
-                module.register_buffer(MASK_ATTR, mask, persistent=False)
-            else:
-                setattr(module, MASK_ATTR, mask)
+            set_mask(module, _magnitude_mask(module.weight, get_mask(module), s))
             if name not in self._grad_handles and module.weight.requires_grad:
                 self._grad_handles[name] = module.weight.register_hook(self._grad_hook(module))
         self.apply()
@@ -181,7 +135,7 @@ class Pruner:
     @staticmethod
     def _grad_hook(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         def hook(grad: torch.Tensor) -> torch.Tensor:
-            mask = getattr(module, MASK_ATTR, None)
+            mask = get_mask(module)
             return grad if mask is None else grad * mask
         return hook
 
@@ -189,7 +143,7 @@ class Pruner:
     def apply(self) -> None:
         """Zero the pruned weights in place (call after anything that may have changed them)."""
         for module in self.layers.values():
-            mask = getattr(module, MASK_ATTR, None)
+            mask = get_mask(module)
             if mask is not None:
                 module.weight.mul_(mask)
 
@@ -204,8 +158,7 @@ class Pruner:
         self._grad_handles.clear()
         self._opt_handles.clear()
         for module in self.layers.values():
-            if hasattr(module, MASK_ATTR):
-                delattr(module, MASK_ATTR)
+            remove_mask(module)
 
     def sparsity(self) -> dict[str, float]:
         """Fraction of masked-out connections per pruned layer (0.0 for a layer not pruned yet)."""

@@ -10,13 +10,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from ncap.capacitance.degrees import network_from_model, network_from_weights
-from ncap.capacitance.network_measures import (
+from ncap.capacitance.network import (
     core_numbers,
     dormant_neurons,
     esd,
     esd_report,
     kshell,
+    network_from_model,
+    network_from_weights,
     preferential_attachment,
     pruning_report,
 )

@@ -1,4 +1,4 @@
-"""Power-law fitting (capacitance.powerlaw / powerlaw_compare) and the `ncap powerlaw` command."""
+"""Power-law fitting (capacitance/network/powerlaw*.py) and the `ncap powerlaw` command."""
 from __future__ import annotations
 
 import io
@@ -12,23 +12,21 @@ import numpy as np
 import pytest
 from scipy import optimize, special
 
-import ncap.capacitance.powerlaw as plmod
-from ncap.capacitance.powerlaw import (
+import ncap.capacitance.network.powerlaw_ks as plmod
+from ncap.capacitance.network import (
+    best_alternative,
     check_sample,
+    compare_distributions,
+    fit_alternatives,
     fit_power_law,
     fit_report,
     fit_truncated_power_law,
     log_normaliser,
+    loglikelihood_ratio,
     plot_ccdf,
     power_law_gof,
     sample_power_law,
     sample_truncated_power_law,
-)
-from ncap.capacitance.powerlaw_compare import (
-    best_alternative,
-    compare_distributions,
-    fit_alternatives,
-    loglikelihood_ratio,
 )
 from ncap.service.cli import main
 

@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from ncap.capacitance.network import MASK_ATTR, prunable_layers
 from ncap.models.pruning import (
-    MASK_ATTR,
     Pruner,
     accuracy,
     paper_cnn,
     paper_mlp,
-    prunable_layers,
     prune_magnitude,
     sparsity_schedule,
     three_step_prune,

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncap.models.pruning import MASK_ATTR, prunable_layers
+from ncap.capacitance.network.masks import get_mask, layer_support, prunable_layers
 
 __all__ = [
     "LayerConnections",
@@ -218,18 +218,6 @@ def conv_counts(nonzero: np.ndarray, out_hw: tuple[int, int] | int, groups: int 
     return counts
 
 
-def _support(module: nn.Module, name: str, masks: dict | None) -> np.ndarray:
-    if masks is not None and name in masks:
-        m = masks[name]
-    else:
-        m = getattr(module, MASK_ATTR, None)
-        if m is not None:
-            m = m & (module.weight.detach() != 0)
-        else:
-            m = module.weight.detach() != 0
-    return (m.cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)).astype(bool)
-
-
 def _output_sizes(model: nn.Module, layers: list[tuple[str, nn.Module]], example: torch.Tensor) -> dict[int, tuple]:
     sizes: dict[int, tuple] = {}
     handles = []
@@ -261,7 +249,7 @@ def network_from_model(model: nn.Module, *, input_shape: Sequence[int] | None = 
         Shape of one input (without batch); needed when the model has Conv2d layers (output map sizes)
         and used to order layers by execution. ``example_input`` (with batch dim) may be given instead.
     pruned : names of the pruned layers
-        Default: layers carrying a pruning mask (:class:`models.pruning.Pruner`), or, when none has one,
+        Default: layers carrying a pruning mask (:mod:`ncap.capacitance.network.masks`), or, when none has one,
         every layer except the last (the dense output layer).
     masks : dict name → bool tensor, optional
         Supports to use instead of the model's masks / nonzero weights.
@@ -283,7 +271,7 @@ def network_from_model(model: nn.Module, *, input_shape: Sequence[int] | None = 
         raise ValueError("the model has Conv2d layers: pass input_shape=(C, H, W) so feature-map sizes are known")
     sizes = _output_sizes(model, layers, example_input) if has_conv else {}
     if pruned is None:
-        pruned = [n for n, m in layers if getattr(m, MASK_ATTR, None) is not None]
+        pruned = [n for n, m in layers if get_mask(m) is not None]
         if not pruned:
             pruned = [n for n, _ in layers[:-1]] if len(layers) > 1 else [layers[0][0]]
     pruned_set = set(pruned)
@@ -308,7 +296,7 @@ def network_from_model(model: nn.Module, *, input_shape: Sequence[int] | None = 
                 notes.append(msg + "; new segment started")
             nodes.append(NodeLayer("input" if not nodes else f"{name}.in", n_in, "input"))
         lower = len(nodes) - 1
-        nz = _support(m, name, masks)
+        nz = layer_support(m, masks.get(name) if masks is not None else None)
         if isinstance(m, nn.Linear):
             counts = linear_counts(nz, nodes[lower].size)
             kind, uses, n_out = "linear", 1, m.out_features

@@ -1,10 +1,10 @@
-"""Network-science measures of sparse networks: k-shells, dormant neurons, weight ESDs, preferential
-attachment, and :func:`pruning_report`, the per-layer summary the ``ncap prune`` command prints.
+"""Network-science measures of sparse networks: k-shells, dormant neurons, weight ESDs and preferential
+attachment (:mod:`ncap.capacitance.network.degree_report` gathers them into the ``ncap prune`` report).
 
 * k-shell decomposition (sources/002, §4.5.1): repeatedly peel nodes of degree < k; a node's shell is the
   largest k whose k-core contains it. Run on the whole layered graph (input, hidden and the dense output
   layer, every layer's connections). Conv connections carry multiplicities (see
-  :mod:`capacitance.degrees`), so the peeling uses weighted degree (sum of multiplicities); on 0/1 graphs
+  :mod:`ncap.capacitance.network.degrees`), so the peeling uses weighted degree (sum of multiplicities); on 0/1 graphs
   it equals ``networkx.core_number``.
 * Dormant / isolated neurons (sources/002, §5.4): nodes whose degree (paper rule) is below a threshold;
   ``isolated`` = degree 0; for hidden layers also nodes cut off from below (no input connection) or above.
@@ -18,28 +18,24 @@ attachment, and :func:`pruning_report`, the per-layer summary the ``ncap prune``
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ncap.capacitance.degrees import LayerDegrees, SparseNetwork, network_from_model
-from ncap.models.pruning import prunable_layers
+from ncap.capacitance.network.degrees import LayerConnections, LayerDegrees, SparseNetwork
+from ncap.capacitance.network.masks import prunable_layers
+from ncap.capacitance.network.powerlaw import fit_power_law
 
 __all__ = [
     "core_numbers",
-    "degree_fit",
     "dormant_neurons",
     "esd",
     "esd_report",
     "kshell",
-    "plot_degree_ccdfs",
     "preferential_attachment",
-    "pruning_report",
 ]
 
 
@@ -166,8 +162,6 @@ def esd_report(model: nn.Module, *, layers: Sequence[str] | None = None, min_eig
     Eigenvalues ≤ ``tol``·λ_max are dropped before fitting (rank deficiency from pruning). Layers with
     fewer than ``min_eigs`` usable eigenvalues get ``alpha: None`` and a ``reason``.
     """
-    from ncap.capacitance.powerlaw import fit_power_law
-
     out = []
     for name, m in prunable_layers(model):
         if layers is not None and name not in layers:
@@ -221,6 +215,81 @@ def _corr(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float | 
     return float(np.average((x - mx) * (y - my), weights=w) / np.sqrt(vx * vy))
 
 
+def _is_binary(lc: LayerConnections) -> bool:
+    """A Linear layer with 0/1 connections, where "free slots" (unconnected partners) are defined."""
+    return lc.kind == "linear" and lc.counts.max(initial=0) <= 1
+
+
+def _one_hot(idx: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) indicator matrix of the groups ``idx`` (n,)."""
+    g = np.zeros((idx.size, k))
+    g[np.arange(idx.size), idx] = 1.0
+    return g
+
+
+def _counted_sides(ld: LayerDegrees, lower_side, upper_side) -> np.ndarray:
+    """Per node of ``ld``: the sum of the per-side counts on the sides that count for its degree."""
+    total = (lower_side if ld.counts_lower else 0) + (upper_side if ld.counts_upper else 0)
+    return np.asarray(total, np.int64) * np.ones(ld.size, np.int64)
+
+
+def _delta_row(lc: LayerConnections, nw: np.ndarray, lower: LayerDegrees, upper: LayerDegrees,
+               bins: int | None) -> dict:
+    """Δ̂(d1, d2) of one pruned layer ``lc`` from its new connections ``nw`` (upper, lower)."""
+    i1, lab1 = _bin_index(lower.degree, bins)
+    i2, lab2 = _bin_index(upper.degree, bins)
+    n1 = np.bincount(i1, minlength=lab1.size)
+    n2 = np.bincount(i2, minlength=lab2.size)
+    # sum of new connections per (d1 group, d2 group)
+    g1, g2 = _one_hot(i1, lab1.size), _one_hot(i2, lab2.size)
+    m = g1.T @ (nw.T.astype(float) @ g2)
+    npairs = np.outer(n1, n2).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = m / npairs
+    ok = npairs > 0
+    prod = np.outer(lab1, lab2)
+    row = {
+        "lower": lower.name, "upper": upper.name, "d1": lab1.tolist(), "d2": lab2.tolist(),
+        "delta": [[float(v) if k else None for v, k in zip(r, okr)] for r, okr in zip(delta, ok)],
+        "pairs": npairs.astype(np.int64).tolist(),
+        "new_connections": int(nw.sum()),
+        "corr_d1d2": _corr(prod[ok], delta[ok], npairs[ok]),
+        "corr_d1d2_free": None,
+    }
+    if _is_binary(lc):
+        # the same, per pair still unconnected at t (high-degree nodes have fewer free partners)
+        nfree = npairs - g1.T @ ((lc.counts > 0).T.astype(float) @ g2)
+        okf = nfree > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dfree = m / nfree
+        row["corr_d1d2_free"] = _corr(prod[okf], dfree[okf], nfree[okf])
+    return row
+
+
+def _omega_row(ld: LayerDegrees, gained: np.ndarray, slots: np.ndarray | None, bins: int | None) -> dict:
+    """Ω̂(d) of one node layer from the new connections ``gained`` per node (and free ``slots``, or None)."""
+    idx, lab = _bin_index(ld.degree, bins)
+    cnt = np.bincount(idx, minlength=lab.size)
+    om = np.bincount(idx, weights=gained, minlength=lab.size) / np.maximum(cnt, 1)
+    denom = float((cnt * lab * lab).sum())
+    slope = float((cnt * lab * om).sum() / denom) if denom > 0 else None
+    affine = None
+    if lab.size >= 2 and np.ptp(lab) > 0:
+        b, a0 = np.polyfit(lab, om, 1, w=np.sqrt(cnt))
+        affine = {"slope": float(b), "intercept": float(a0)}
+    row = {"layer": ld.name, "d": lab.tolist(), "omega": om.tolist(), "nodes": cnt.tolist(),
+           "new_connections": int(gained.sum()), "slope": slope, "affine": affine,
+           "corr": _corr(lab, om, cnt), "omega_free": None, "corr_free": None}
+    if slots is not None:
+        fs = np.bincount(idx, weights=slots, minlength=lab.size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            omf = np.where(fs > 0, np.bincount(idx, weights=gained, minlength=lab.size) / fs, np.nan)
+        okf = np.isfinite(omf)
+        row["omega_free"] = [float(v) if f else None for v, f in zip(omf, okf)]
+        row["corr_free"] = _corr(lab[okf], omf[okf], cnt[okf])
+    return row
+
+
 def preferential_attachment(before: SparseNetwork, after: SparseNetwork, *, bins: int | None = None) -> dict:
     """Empirical internal preferential attachment between snapshots t (``before``) and t+1 (``after``).
 
@@ -260,288 +329,15 @@ def preferential_attachment(before: SparseNetwork, after: SparseNetwork, *, bins
         lo, up = names[lc.lower], names[lc.upper]
         new_in[up] += nw.sum(1)
         new_out[lo] += nw.sum(0)
-        if lc.kind == "linear" and lc.counts.max(initial=0) <= 1:
+        if _is_binary(lc):
             conn = lc.counts > 0
             free_in[up] += conn.shape[1] - conn.sum(1)
             free_out[lo] += conn.shape[0] - conn.sum(0)
         else:
             slots_ok[lo] = slots_ok[up] = False
-        if not lc.pruned:
-            continue
-        d1, d2 = deg0[lo].degree, deg0[up].degree
-        i1, lab1 = _bin_index(d1, bins)
-        i2, lab2 = _bin_index(d2, bins)
-        n1 = np.bincount(i1, minlength=lab1.size)
-        n2 = np.bincount(i2, minlength=lab2.size)
-        # sum of new connections per (d1 group, d2 group): nw is (upper, lower)
-        g1 = np.zeros((i1.size, lab1.size))
-        g1[np.arange(i1.size), i1] = 1.0
-        g2 = np.zeros((i2.size, lab2.size))
-        g2[np.arange(i2.size), i2] = 1.0
-        m = g1.T @ (nw.T.astype(float) @ g2)
-        npairs = np.outer(n1, n2).astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            delta = m / npairs
-        ok = npairs > 0
-        prod = np.outer(lab1, lab2)
-        row = {
-            "lower": lo, "upper": up, "d1": lab1.tolist(), "d2": lab2.tolist(),
-            "delta": [[float(v) if k else None for v, k in zip(r, okr)] for r, okr in zip(delta, ok)],
-            "pairs": npairs.astype(np.int64).tolist(),
-            "new_connections": int(nw.sum()),
-            "corr_d1d2": _corr(prod[ok], delta[ok], npairs[ok]),
-            "corr_d1d2_free": None,
-        }
-        if lc.kind == "linear" and lc.counts.max(initial=0) <= 1:
-            # the same, per pair still unconnected at t (high-degree nodes have fewer free partners)
-            nfree = npairs - g1.T @ ((lc.counts > 0).T.astype(float) @ g2)
-            okf = nfree > 0
-            with np.errstate(invalid="ignore", divide="ignore"):
-                dfree = m / nfree
-            row["corr_d1d2_free"] = _corr(prod[okf], dfree[okf], nfree[okf])
-        pairs_out.append(row)
-    omega_out = []
-    for name, ld in deg0.items():
-        gained = (new_in[name] if ld.counts_lower else 0) + (new_out[name] if ld.counts_upper else 0)
-        gained = np.asarray(gained, np.int64) * np.ones(ld.size, np.int64)
-        idx, lab = _bin_index(ld.degree, bins)
-        cnt = np.bincount(idx, minlength=lab.size)
-        om = np.bincount(idx, weights=gained, minlength=lab.size) / np.maximum(cnt, 1)
-        denom = float((cnt * lab * lab).sum())
-        slope = float((cnt * lab * om).sum() / denom) if denom > 0 else None
-        affine = None
-        if lab.size >= 2 and np.ptp(lab) > 0:
-            b, a0 = np.polyfit(lab, om, 1, w=np.sqrt(cnt))
-            affine = {"slope": float(b), "intercept": float(a0)}
-        row = {"layer": name, "d": lab.tolist(), "omega": om.tolist(), "nodes": cnt.tolist(),
-               "new_connections": int(gained.sum()), "slope": slope, "affine": affine,
-               "corr": _corr(lab, om, cnt), "omega_free": None, "corr_free": None}
-        if slots_ok[name]:
-            slots = (free_in[name] if ld.counts_lower else 0) + (free_out[name] if ld.counts_upper else 0)
-            slots = np.asarray(slots, np.int64) * np.ones(ld.size, np.int64)
-            fs = np.bincount(idx, weights=slots, minlength=lab.size)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                omf = np.where(fs > 0, np.bincount(idx, weights=gained, minlength=lab.size) / fs, np.nan)
-            okf = np.isfinite(omf)
-            row["omega_free"] = [float(v) if f else None for v, f in zip(omf, okf)]
-            row["corr_free"] = _corr(lab[okf], omf[okf], cnt[okf])
-        omega_out.append(row)
+        if lc.pruned:
+            pairs_out.append(_delta_row(lc, nw, deg0[lo], deg0[up], bins))
+    omega_out = [_omega_row(ld, _counted_sides(ld, new_in[name], new_out[name]),
+                            _counted_sides(ld, free_in[name], free_out[name]) if slots_ok[name] else None, bins)
+                 for name, ld in deg0.items()]
     return {"delta": pairs_out, "omega": omega_out}
-
-
-# ------------------------------------------------------------------------------------- degree fits
-
-
-def _best_alternative(comparisons: dict, alpha_level: float = 0.1) -> str:
-    """Winner of the likelihood-ratio tests (R > 0 favours the power law).
-
-    An alternative wins if it beats the power law significantly (R < 0, p < level): the most negative R
-    among those. The power law wins if it beats every alternative significantly. Otherwise
-    ``"inconclusive"``.
-    """
-    if not comparisons:
-        return "inconclusive"
-    beat = {k: v["R"] for k, v in comparisons.items() if v["R"] < 0 and v["p"] < alpha_level}
-    if beat:
-        return min(beat, key=beat.get)
-    if all(v["R"] > 0 and v["p"] < alpha_level for v in comparisons.values()):
-        return "power_law"
-    return "inconclusive"
-
-
-def degree_fit(degree, *, n_bootstrap: int = 0, seed: int = 0, search_fraction: float = 0.3,
-               min_nodes: int = 10) -> dict:
-    """Power-law, truncated (bounded) power-law fit and comparisons of one layer's positive degrees.
-
-    Zero degrees (isolated nodes) are excluded from the fit and counted in ``n_zero``. Returns
-    ``{"fitted": bool, "n", "n_zero", "power_law": {...}, "truncated_power_law": {...},
-    "comparisons": {name: {R, p}}, "best_alternative": str, "verdict": str}`` or
-    ``{"fitted": False, "reason": ...}``. ``best_alternative`` follows ``capacitance.powerlaw_compare``
-    (the power law unless an alternative beats it with p < 0.1); ``verdict`` is stricter: ``power_law``
-    only if it beats every alternative with p < 0.1, an alternative if one beats it, else ``inconclusive``.
-    """
-    from ncap.capacitance import powerlaw as pl
-
-    d = np.asarray(degree, dtype=np.int64)
-    pos = d[d > 0]
-    res: dict = {"n": int(d.size), "n_zero": int((d == 0).sum())}
-    if pos.size < min_nodes or np.unique(pos).size < 3:
-        res.update(fitted=False, reason=f"{pos.size} nonzero degrees, {np.unique(pos).size} distinct "
-                                        f"(need >= {min_nodes} and >= 3)")
-        return res
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fit = pl.fit_power_law(pos, discrete=True)
-            p_value = pl.power_law_gof(pos, fit, n_bootstrap=n_bootstrap, seed=seed) if n_bootstrap else None
-            tpl = pl.fit_truncated_power_law(pos, search_fraction=search_fraction, discrete=True)
-    except ValueError as exc:
-        res.update(fitted=False, reason=str(exc))
-        return res
-    plr = fit.to_dict()
-    plr["p_value"] = p_value
-    plr["at_bound"] = bool(fit.at_bound)
-    res.update(fitted=True, power_law=plr, truncated_power_law=tpl.to_dict(), comparisons={})
-    res["truncated_power_law"]["alpha_se"] = float(tpl.alpha_se) if math.isfinite(tpl.alpha_se) else None
-    try:
-        from ncap.capacitance import powerlaw_compare as plc  # written alongside; optional here
-    except ImportError:
-        plc = None
-    if plc is not None and hasattr(plc, "compare_distributions"):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                comps = plc.compare_distributions(pos, fit)
-            res["comparisons"] = {k: {"R": float(r), "p": float(p)} for k, (r, p) in comps.items()}
-        except (ValueError, RuntimeError, ArithmeticError) as exc:  # a failed comparison must not lose the fits
-            res["comparisons_error"] = f"{type(exc).__name__}: {exc}"
-    # best_alternative: the rule of `ncap powerlaw` (power_law unless an alternative beats it significantly);
-    # verdict: stricter, "power_law" only if it beats every alternative significantly, else "inconclusive".
-    res["verdict"] = _best_alternative(res["comparisons"])
-    if plc is not None and hasattr(plc, "best_alternative"):
-        res["best_alternative"] = plc.best_alternative(res["comparisons"])
-    else:
-        res["best_alternative"] = res["verdict"] if res["verdict"] != "inconclusive" else "power_law"
-    res["_fit"] = fit
-    res["_tpl"] = tpl
-    return res
-
-
-def _public(d: dict) -> dict:
-    return {k: v for k, v in d.items() if not k.startswith("_")}
-
-
-def _overlay_tpl(ax, x: np.ndarray, tpl) -> None:
-    """Bounded power law on the empirical CCDF: P(X ≥ x) = P(X > x_max) + (n_tail / n) · S_tpl(x)."""
-    from ncap.capacitance.powerlaw_norm import log_normaliser
-
-    g = np.unique(np.round(np.geomspace(tpl.xmin, tpl.xmax, 200)))
-    lz = log_normaliser(tpl.alpha, tpl.xmin, tpl.xmax, discrete=True)[0]
-    s = np.exp(log_normaliser(tpl.alpha, g, tpl.xmax, discrete=True) - lz)
-    above = float((x > tpl.xmax).sum()) / x.size
-    ax.loglog(g, above + s * tpl.n_tail / x.size, "--", color="C0",
-              label=f"truncated PL α={tpl.alpha:.2f}, [{tpl.xmin:g}, {tpl.xmax:g}]")
-    ax.legend(fontsize=7)
-
-
-def plot_degree_ccdfs(degrees: Sequence[LayerDegrees], fits: Sequence[dict], out_dir: str | Path,
-                      prefix: str = "ccdf") -> list[str]:
-    """Log-log CCDF with the fitted power law and truncated (bounded) power law; one PNG per layer + combined.
-
-    The truncated fit is drawn as P(X > x_max) + (n_tail/n)·S(x) so that it sits on the data even when
-    degrees above x_max exist.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
-
-    from ncap.capacitance.powerlaw import plot_ccdf
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    fitted = [(ld, f) for ld, f in zip(degrees, fits) if f.get("fitted")]
-    if not fitted:
-        return paths
-    big = Figure(figsize=(4.2 * len(fitted), 3.6))
-    FigureCanvasAgg(big)
-    for k, (ld, f) in enumerate(fitted):
-        pos = ld.degree[ld.degree > 0]
-        fig = Figure(figsize=(5.0, 4.0))
-        FigureCanvasAgg(fig)
-        for ax in (fig.add_subplot(), big.add_subplot(1, len(fitted), k + 1)):
-            plot_ccdf(pos, f["_fit"], None, ax=ax)
-            _overlay_tpl(ax, pos, f["_tpl"])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_title(f"{ld.name} ({ld.size} nodes)", fontsize=9)
-            ax.set_xlabel("degree")
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ld.name)
-        p = out_dir / f"{prefix}_{safe}.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=110)
-        paths.append(str(p))
-    big.tight_layout()
-    p = out_dir / f"{prefix}_all.png"
-    big.savefig(p, dpi=100)
-    paths.append(str(p))
-    return paths
-
-
-# ------------------------------------------------------------------------------------------- report
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
-def pruning_report(model: nn.Module, *, input_shape: Sequence[int] | None = None, pruned: Sequence[str] | None = None,
-                   masks: dict | None = None, n_bootstrap: int = 0, seed: int = 0,
-                   dormant_thresholds: Sequence[int] = (1, 10), with_esd: bool = True, with_kshell: bool = True,
-                   search_fraction: float = 0.3, strict: bool = False, plot_dir: str | Path | None = None,
-                   min_nodes: int = 10) -> dict:
-    """Per-layer degree statistics of a (pruned) model as a JSON-serialisable dict.
-
-    Layers and degrees: see :func:`capacitance.degrees.network_from_model` (``input_shape`` is needed
-    for conv models). For every reported node layer: node count, which sides count, degree summary,
-    power-law fit (α, x_min, KS, bootstrap p-value if ``n_bootstrap``), truncated power-law fit (α, x_min,
-    x_max, KS), likelihood-ratio comparisons and the best alternative, k-shell summary and dormant counts.
-    Also the sparsity of every Linear/Conv2d layer, the network k-shell summary, and the ESD α per layer.
-    ``plot_dir`` writes CCDF PNGs (``ccdf_<layer>.png`` and ``ccdf_all.png``).
-    """
-    net = network_from_model(model, input_shape=input_shape, pruned=pruned, masks=masks, strict=strict)
-    degs = net.degrees()
-    fits = [degree_fit(ld.degree, n_bootstrap=n_bootstrap, seed=seed, search_fraction=search_fraction,
-                       min_nodes=min_nodes) for ld in degs]
-    ks = kshell(net) if with_kshell else None
-    ks_by_layer = {row["layer"]: row for row in ks["layers"]} if ks else {}
-    dormant = {row["layer"]: row for row in dormant_neurons(degs, dormant_thresholds)}
-    layers = []
-    for ld, f in zip(degs, fits):
-        row = ld.summary()
-        row["fit"] = _public(f)
-        if ks:
-            kr = ks_by_layer[ld.name]
-            row["kshell"] = {k: kr[k] for k in ("k_min", "k_max", "k_mean", "in_core")}
-        row["dormant"] = {k: v for k, v in dormant[ld.name].items() if k not in ("layer", "nodes")}
-        layers.append(row)
-    conn = []
-    for lc in net.layers:
-        total = lc.counts.size  # node pairs
-        conn.append({"layer": lc.name, "kind": lc.kind, "pruned": lc.pruned, "connections": lc.n_connections,
-                     "node_pairs_connected": int((lc.counts > 0).sum()), "node_pairs": int(total),
-                     "weight_uses": lc.uses})
-    by_name = dict(prunable_layers(model))
-    sparsity = {}
-    for lc in net.layers:
-        m = by_name.get(lc.name)
-        if m is not None:
-            w = m.weight.detach()
-            mask = masks.get(lc.name) if masks else getattr(m, "ncap_weight_mask", None)
-            zero = (~mask.bool()).sum() if mask is not None else (w == 0).sum()
-            sparsity[lc.name] = float(zero) / w.numel()
-    report = {
-        "layers": layers,
-        "connections": conn,
-        "sparsity": sparsity,
-        "notes": list(net.notes),
-    }
-    if ks:
-        report["kshell"] = {k: ks[k] for k in ("k_min", "k_max", "core_size", "weighted")}
-        report["kshell"]["layers"] = ks["layers"]
-    if with_esd:
-        report["esd"] = esd_report(model, layers=[lc.name for lc in net.layers])
-    if plot_dir is not None:
-        report["plots"] = plot_degree_ccdfs(degs, fits, plot_dir)
-    return _jsonable(report)

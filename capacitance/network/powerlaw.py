@@ -8,21 +8,20 @@ What is here
   (Hurwitz zeta), maximised numerically; continuous data (ESD eigenvalues) the closed form
   ``alpha = 1 + n / sum(log(x / x_min))``.
 * The result classes ``PowerLawFit`` and ``TruncatedPowerLawFit``, input validation (``check_sample``)
-  and the vectorised exact KS distances shared by both fits.
-* ``fit_report`` / ``plot_ccdf``: a JSON-ready summary (fits, likelihood-ratio comparisons from
-  ``capacitance.powerlaw_compare``) and the log-log CCDF figure.
+  and ``plot_ccdf``, the log-log CCDF figure of both fits.
 
-Related modules, whose public names are also importable from here:
+The rest of the power-law stack, each module importing only the ones above it:
 
-* ``capacitance.powerlaw_norm``: the normaliser ``Z(alpha, lo, hi)`` (Hurwitz zeta, finite sums,
-  integrals), its alpha-derivatives and the vectorised likelihood-equation solver (``log_normaliser``).
-* ``capacitance.powerlaw_tpl``: ``fit_truncated_power_law``, the discrete power law with hard bounds,
-  ``p(x) = x^-alpha / sum_{k=x_min}^{x_max} k^-alpha``, with ``x_min`` and ``x_max`` searched (KS).
-* ``capacitance.powerlaw_sampling``: ``sample_power_law``, ``sample_truncated_power_law`` and
-  ``power_law_gof``, the semi-parametric bootstrap p-value of Clauset 2009 §4.1.
+* ``powerlaw_norm``: the normaliser ``Z(alpha, lo, hi)`` (Hurwitz zeta, finite sums, integrals), its
+  alpha-derivatives and the vectorised likelihood-equation solver (``log_normaliser``, ``solve_alpha``).
+* ``powerlaw_ks``: the vectorised exact KS distances of many fits at once (``ks_argmin``).
+* this module, then ``powerlaw_tpl`` (``fit_truncated_power_law``, the power law with hard bounds
+  ``p(x) = x^-alpha / sum_{k=x_min}^{x_max} k^-alpha``), ``powerlaw_sampling`` (samplers and
+  ``power_law_gof``, the bootstrap p-value of Clauset 2009 §4.1) and ``powerlaw_compare``
+  (likelihood-ratio tests against alternative laws).
+* ``powerlaw_report``: all of it on one sample (``fit_sample``, ``fit_report``).
 
-The last two build on this module, so their names are re-exported lazily (``__getattr__``, PEP 562): the
-import graph stays acyclic and ``from capacitance.powerlaw import power_law_gof`` still works.
+Every public name is also importable from ``ncap.capacitance.network``.
 
 Why not simply wrap the ``powerlaw`` package (v2.0)
 ---------------------------------------------------
@@ -41,35 +40,30 @@ Why not simply wrap the ``powerlaw`` package (v2.0)
   ``x^-alpha e^(-lambda x)``; the degree-distribution study needs the hard-bounded law above, whose
   ``alpha`` may be below 1 or negative.
 
-The KS distance
----------------
-``ks_variant="sup"`` (default) is the exact supremum of |empirical CDF - model CDF|:
-for discrete data it equals the maximum over all integers ``x_min <= x <= max(x)`` used by Clauset's
-reference code ``plfit`` and by the degree study, and for continuous data the usual two-sided KS
-statistic. ``ks_variant="left"`` is ``powerlaw`` 2.0's convention (both CDFs taken as ``P(X < x)`` and
-compared only at the observed values); it can only be smaller, and it is what to use to reproduce
-``powerlaw``'s ``x_min``.
+The KS distance (``ks_variant``) is explained in :mod:`ncap.capacitance.network.powerlaw_ks`.
 """
 from __future__ import annotations
 
-import importlib
 import warnings
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
-from ncap.capacitance.powerlaw_norm import _solve_alpha, log_normaliser
+from ncap.capacitance.network.powerlaw_ks import check_variant, ks_argmin, unique_counts
+from ncap.capacitance.network.powerlaw_norm import log_normaliser, solve_alpha
 
-if TYPE_CHECKING:  # lazily re-exported below; imported here for type checkers and IDEs
-    from ncap.capacitance.powerlaw_sampling import power_law_gof, sample_power_law, sample_truncated_power_law
-    from ncap.capacitance.powerlaw_tpl import fit_truncated_power_law
+__all__ = [
+    "ALPHA_MAX",
+    "MIN_SAMPLES",
+    "PowerLawFit",
+    "TruncatedPowerLawFit",
+    "check_sample",
+    "fit_power_law",
+    "plot_ccdf",
+]
 
 MIN_SAMPLES = 10
 ALPHA_MAX = 50.0
-KS_VARIANTS = ("sup", "left")
-
-_CHUNK = 1 << 20  # elements per flat KS block
 
 
 # --------------------------------------------------------------------------- results
@@ -122,14 +116,7 @@ class PowerLawFit:
 
     def to_dict(self) -> dict:
         """The report fields (``alpha, alpha_se, xmin, n_tail, ks, p_value``) as JSON-ready Python types."""
-        return {
-            "alpha": float(self.alpha),
-            "alpha_se": float(self.alpha_se),
-            "xmin": _num(self.xmin),
-            "n_tail": int(self.n_tail),
-            "ks": float(self.ks),
-            "p_value": None if self.p_value is None else float(self.p_value),
-        }
+        return _report_fields(self, ("alpha", "alpha_se", "xmin", "n_tail", "ks", "p_value"))
 
 
 @dataclass(frozen=True)
@@ -168,19 +155,23 @@ class TruncatedPowerLawFit:
 
     def to_dict(self) -> dict:
         """``alpha, xmin, xmax, ks, n_tail`` as JSON-ready Python types."""
-        return {
-            "alpha": float(self.alpha),
-            "xmin": _num(self.xmin),
-            "xmax": _num(self.xmax),
-            "ks": float(self.ks),
-            "n_tail": int(self.n_tail),
-        }
+        return _report_fields(self, ("alpha", "xmin", "xmax", "ks", "n_tail"))
 
 
 def _num(x: float) -> int | float:
     """Integral floats as int (degrees read better as 7 than 7.0), others as float."""
     x = float(x)
     return int(x) if x.is_integer() and abs(x) < 2**53 else x
+
+
+# JSON type of every report field: support bounds as _num, counts as int, the rest float (p_value may be None)
+_FIELD_TYPES = {"alpha": float, "alpha_se": float, "xmin": _num, "xmax": _num, "n_tail": int, "ks": float,
+                "p_value": lambda v: None if v is None else float(v)}
+
+
+def _report_fields(fit, names: tuple[str, ...]) -> dict:
+    """``{name: JSON-ready value}`` of the fields ``names`` of a fit, in that order."""
+    return {k: _FIELD_TYPES[k](getattr(fit, k)) for k in names}
 
 
 # --------------------------------------------------------------------------- validation
@@ -219,162 +210,6 @@ def check_sample(data, *, discrete: bool, min_size: int = MIN_SAMPLES) -> np.nda
     return x
 
 
-def _check_variant(ks_variant: str) -> None:
-    if ks_variant not in KS_VARIANTS:
-        raise ValueError(f"ks_variant must be one of {KS_VARIANTS}, got {ks_variant!r}")
-
-
-def _unique_counts(x: np.ndarray, discrete: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique values (float64) and their counts (int64); bincount for compact integer data."""
-    if discrete:
-        top = x.max()
-        if top <= 4 * x.size + 1_000_000:
-            cnt = np.bincount(x.astype(np.int64))
-            u = np.flatnonzero(cnt)
-            return u.astype(np.float64), cnt[u].astype(np.int64)
-    u, c = np.unique(x, return_counts=True)
-    return u, c.astype(np.int64)
-
-
-
-# --------------------------------------------------------------------------- KS distances
-
-
-def _ks_points(u, c, c_below, fid, j, *, a, hi, log_z, n_fit, start, discrete, variant):
-    """CDF values at the points ``u[j]`` of fits ``fid`` (flat arrays of equal length).
-
-    Returns ``(diff, emp_lt, mod_lt)``: the KS contribution ``|F_n - F|`` of each point (both one-sided
-    limits for ``variant="sup"``) and the empirical / model ``P(X < u_j)``.
-    """
-    af, nf, lz = a[fid], n_fit[fid], log_z[fid]
-    uj = u[j]
-    emp_lt = (c_below[j] - c_below[start[fid]]) / nf
-    log_sf = log_normaliser(af, uj, hi[fid], discrete=discrete) - lz  # log P(X >= u_j)
-    mod_lt = -np.expm1(log_sf)
-    diff = np.abs(emp_lt - mod_lt)
-    if variant == "sup":
-        emp_le = emp_lt + c[j] / nf
-        mod_le = mod_lt + (np.exp(-af * np.log(uj) - lz) if discrete else 0.0)
-        diff = np.maximum(diff, np.abs(emp_le - mod_le))
-    return diff, emp_lt, mod_lt
-
-
-def _segments(lens, first_index):
-    """Flat (segment id, running index) arrays for segments of lengths ``lens`` starting at ``first_index``."""
-    fid = np.repeat(np.arange(lens.size), lens)
-    seg0 = np.cumsum(lens) - lens
-    j = np.arange(int(lens.sum())) - np.repeat(seg0, lens) + np.repeat(first_index, lens)
-    return fid, j, seg0
-
-
-def _ks_distances(u, c, c_below, *, a, v, hi, log_z, n_fit, start, stop, discrete, variant):
-    """Exact KS distance of many fits at once, each against the unique values ``u[start:stop]``.
-
-    Fit ``i`` has exponent ``a[i]``, support ``[v[i], hi[i]]``, ``log Z = log_z[i]`` and ``n_fit[i]`` points;
-    ``c_below[j]`` is the number of observations ``< u[j]``. Evaluated on a flat array of all
-    (fit, point) pairs, about ``_CHUNK`` pairs at a time.
-    """
-    lens = (stop - start).astype(np.int64)
-    out = np.zeros(a.size)
-    ends = np.cumsum(lens)
-    first = 0
-    kw = {"a": a, "hi": hi, "log_z": log_z, "n_fit": n_fit, "start": start, "discrete": discrete, "variant": variant}
-    while first < a.size:
-        base = ends[first - 1] if first else 0
-        last = max(int(np.searchsorted(ends, base + _CHUNK, side="right")), first + 1)
-        fid, j, seg0 = _segments(lens[first:last], start[first:last])
-        diff, _, _ = _ks_points(u, c, c_below, fid + first, j, **kw)
-        out[first:last] = np.maximum.reduceat(diff, seg0)
-        first = last
-    return out
-
-
-def _ks_screen(u, c, c_below, cum_ck, *, k_per_fit, start, stop, **pk):
-    """KS contributions of each fit on a subset of its points, with bounds for the points in between.
-
-    The subset: ``k_per_fit`` points evenly spaced by rank in ``[start, stop)`` (both ends included) and
-    the global cumulative-count checkpoints ``cum_ck`` inside it (they split heavy atoms). Both CDFs are
-    non-decreasing, so between consecutive subset points ``j1 < j2`` every one-sided CDF value lies in
-    ``[F(u_j1), F(u_j2))`` and no point strictly inside can contribute more than
-    ``max(E_j2 - M_j1, M_j2 - E_j1)``.
-
-    Returns
-    -------
-    fid, j, diff, e_lt, m_lt : ndarray, shape (m,)
-        Fit id (sorted), point index, KS contribution, empirical and model ``P(X < u_j)``.
-    """
-    lens = (stop - start).astype(np.int64)
-    k = np.minimum(lens, k_per_fit)
-    fid_a, pos, _ = _segments(k, np.zeros(lens.size, dtype=np.int64))
-    j_a = start[fid_a] + np.round(pos * (lens[fid_a] - 1) / np.maximum(k[fid_a] - 1, 1)).astype(np.int64)
-    i0 = np.searchsorted(cum_ck, start, side="left")
-    i1 = np.searchsorted(cum_ck, stop, side="left")
-    fid_b, pos_b, _ = _segments(i1 - i0, i0)
-    j_b = cum_ck[pos_b] if pos_b.size else pos_b
-    key = np.sort(np.concatenate([fid_a, fid_b]) * (u.size + 1) + np.concatenate([j_a, j_b]))
-    key = key[np.r_[True, key[1:] != key[:-1]]]
-    fid, j = key // (u.size + 1), key % (u.size + 1)
-    diff, e_lt, m_lt = _ks_points(u, c, c_below, fid, j, start=start, **pk)
-    return fid, j, diff, e_lt, m_lt
-
-
-def _ks_argmin(u, c, c_below, *, a, v, hi, log_z, n_fit, start, stop, discrete, variant, valid):
-    """KS distances, exact at least for every fit that can have the smallest one among ``valid``.
-
-    Large problems are screened first (``_ks_screen``, 128 points per fit): the screened maximum is a
-    lower bound ``lb`` of a fit's KS, and ``lb`` raised by the interval bounds an upper bound ``ub``. A
-    fit with ``lb`` above the smallest ``ub`` of a valid fit cannot win and keeps ``lb``. For the others
-    only intervals whose bound exceeds the fit's current maximum can change it; they are split at 16
-    interior points, bounded again, and so on until none is left (branch and bound; each round is
-    one vectorised evaluation). Returns ``(ks, exact)``.
-    """
-    arrays = {"a": a, "hi": hi, "log_z": log_z, "n_fit": n_fit, "start": start}
-    pk = dict(discrete=discrete, variant=variant, **arrays)
-    lens = (stop - start).astype(np.int64)
-    if lens.sum() <= _CHUNK or not valid.any():
-        return (_ks_distances(u, c, c_below, v=v, stop=stop, **pk), np.ones(a.size, dtype=bool))
-    cum_le = c_below + c
-    cum_ck = np.unique(np.searchsorted(cum_le, np.linspace(0, cum_le[-1], 129)[1:], side="left"))
-    fid, j, diff, e, m = _ks_screen(u, c, c_below, cum_ck, k_per_fit=128, stop=stop, **pk)
-    seg0 = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
-    ks = np.maximum.reduceat(diff, seg0)
-    same = np.flatnonzero(fid[1:] == fid[:-1])
-    iv = (fid[same], j[same], j[same + 1], e[same], m[same], e[same + 1], m[same + 1])
-    ub = ks.copy()
-    np.maximum.at(ub, iv[0], np.maximum(iv[5] - iv[4], iv[6] - iv[3]))
-    alive = ks <= ub[valid].min()
-    # refine the intervals that may still hold a fit's maximum, 16 interior points at a time
-    while iv[0].size:
-        f, jl, jr, el, ml, er, mr = iv
-        keep = alive[f] & (jr - jl > 1) & (np.maximum(er - ml, mr - el) > ks[f])
-        f, jl, jr, el, ml, er, mr = (x[keep] for x in iv)
-        if not f.size:
-            break
-        inner = jr - jl - 1
-        k = np.minimum(inner, 16)
-        seg, pos, _ = _segments(k, np.ones(f.size, dtype=np.int64))
-        jj = jl[seg] + np.where(inner[seg] <= 16, pos, np.round(pos * (jr[seg] - jl[seg]) / 17.0).astype(np.int64))
-        ff = f[seg]
-        d = np.empty(jj.size)
-        ee = np.empty(jj.size)
-        mm = np.empty(jj.size)
-        for lo_ in range(0, jj.size, _CHUNK):
-            sl = slice(lo_, lo_ + _CHUNK)
-            d[sl], ee[sl], mm[sl] = _ks_points(u, c, c_below, ff[sl], jj[sl], **pk)
-        np.maximum.at(ks, ff, d)
-        # new intervals: (jl, p_1), (p_1, p_2), ..., (p_k, jr) of each refined interval
-        first = np.r_[True, seg[1:] != seg[:-1]]
-        last = np.r_[seg[1:] != seg[:-1], True]
-        left_j = np.where(first, jl[seg], np.r_[0, jj[:-1]])
-        left_e = np.where(first, el[seg], np.r_[0.0, ee[:-1]])
-        left_m = np.where(first, ml[seg], np.r_[0.0, mm[:-1]])
-        lj = np.flatnonzero(last)
-        iv = tuple(np.concatenate(pair) for pair in (
-            (ff, ff[lj]), (left_j, jj[lj]), (jj, jr[seg[lj]]), (left_e, ee[lj]), (left_m, mm[lj]),
-            (ee, er[seg[lj]]), (mm, mr[seg[lj]]),
-        ))
-    return ks, alive
-
 
 # --------------------------------------------------------------------------- power law
 
@@ -389,7 +224,7 @@ def _fit_candidates(u, c, c_below, n_suf, slog_suf, v, start, *, discrete, alpha
     inf = np.full(v.size, np.inf)
     if discrete:
         a0 = 1.0 + n_t / (slog - n_t * np.log(v - 0.5))
-        alpha, d2, at_bound = _solve_alpha(
+        alpha, d2, at_bound = solve_alpha(
             slog / n_t, v, inf, discrete=True, a_lo=1.0, a_hi=alpha_max, a0=a0
         )
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -405,7 +240,7 @@ def _fit_candidates(u, c, c_below, n_suf, slog_suf, v, start, *, discrete, alpha
     if ok.size:
         log_z = log_normaliser(alpha[ok], v[ok], inf[ok], discrete=discrete)
         valid = ~at_bound[ok]
-        ks[ok], _ = _ks_argmin(
+        ks[ok], _ = ks_argmin(
             u, c, c_below, a=alpha[ok], v=v[ok], hi=inf[ok], log_z=log_z, n_fit=n_t[ok],
             start=start[ok], stop=np.full(ok.size, u.size), discrete=discrete, variant=variant,
             valid=valid if valid.any() else np.ones_like(valid),
@@ -446,9 +281,9 @@ def fit_power_law(
         ``xmin`` minimises the KS distance among candidates whose likelihood optimum is interior
         (``at_bound`` is set, with a warning, if none is). ``p_value`` is None: see ``power_law_gof``.
     """
-    _check_variant(ks_variant)
+    check_variant(ks_variant)
     x = check_sample(data, discrete=discrete)
-    u, c = _unique_counts(x, discrete)
+    u, c = unique_counts(x, discrete)
     n = x.size
     logu = np.log(u)
     n_suf = np.cumsum(c[::-1])[::-1]
@@ -503,40 +338,7 @@ def fit_power_law(
     )
 
 
-# --------------------------------------------------------------------------- report & plot
-
-
-def fit_report(data, n_bootstrap: int = 0, seed=None, *, discrete: bool = True) -> dict:
-    """Power-law fit, bounded power law and likelihood-ratio comparisons as one JSON-ready dict.
-
-    Returns
-    -------
-    dict
-        ``{"power_law": {alpha, alpha_se, xmin, n_tail, ks, p_value},
-        "truncated_power_law": {alpha, xmin, xmax, ks, n_tail},
-        "comparisons": {name: {"R": normalised log-likelihood ratio, "p": p-value}}, "n": int}``.
-        ``R > 0`` favours the power law. ``p_value`` is None when ``n_bootstrap == 0``.
-    """
-    from ncap.capacitance.powerlaw_compare import compare_distributions
-    from ncap.capacitance.powerlaw_sampling import power_law_gof
-    from ncap.capacitance.powerlaw_tpl import fit_truncated_power_law
-
-    x = check_sample(data, discrete=discrete)
-    fit = fit_power_law(x, discrete=discrete)
-    if n_bootstrap:
-        fit = replace(fit, p_value=power_law_gof(x, fit, n_bootstrap=n_bootstrap, seed=seed))
-    tpl = fit_truncated_power_law(x, discrete=discrete)
-    return report_dict(fit, tpl, compare_distributions(x, fit))
-
-
-def report_dict(fit: PowerLawFit, tpl: TruncatedPowerLawFit, comparisons: dict) -> dict:
-    """Assemble ``fit_report``'s JSON-ready dict from already computed fits and ``{name: (R, p)}``."""
-    return {
-        "power_law": fit.to_dict(),
-        "truncated_power_law": tpl.to_dict(),
-        "comparisons": {k: {"R": float(r), "p": float(p)} for k, (r, p) in comparisons.items()},
-        "n": int(fit.n),
-    }
+# --------------------------------------------------------------------------- plot
 
 
 def plot_ccdf(data, fit: PowerLawFit, tpl: TruncatedPowerLawFit | None = None, ax=None):
@@ -558,7 +360,7 @@ def plot_ccdf(data, fit: PowerLawFit, tpl: TruncatedPowerLawFit | None = None, a
         fig = Figure(figsize=(5.0, 4.0))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-    u, c = _unique_counts(x, fit.discrete)
+    u, c = unique_counts(x, fit.discrete)
     sf = (x.size - (np.cumsum(c) - c)) / x.size
     ax.loglog(u, sf, ".", ms=3, color="0.3", label="data")
     grid = np.unique(np.geomspace(fit.xmin, u[-1], 200))
@@ -582,44 +384,3 @@ def plot_ccdf(data, fit: PowerLawFit, tpl: TruncatedPowerLawFit | None = None, a
     ax.set_ylabel("P(X ≥ x)")
     ax.legend(fontsize=7)
     return ax
-
-
-# --------------------------------------------------------------------------- re-exports
-
-# names defined in modules that import this one; resolved on first access (PEP 562)
-_LAZY = {
-    "TPL_ALPHA_BOUNDS": "ncap.capacitance.powerlaw_tpl",
-    "fit_truncated_power_law": "ncap.capacitance.powerlaw_tpl",
-    "power_law_gof": "ncap.capacitance.powerlaw_sampling",
-    "sample_power_law": "ncap.capacitance.powerlaw_sampling",
-    "sample_truncated_power_law": "ncap.capacitance.powerlaw_sampling",
-}
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = [
-    "PowerLawFit",
-    "TruncatedPowerLawFit",
-    "check_sample",
-    "fit_power_law",
-    "fit_report",
-    "fit_truncated_power_law",
-    "log_normaliser",
-    "plot_ccdf",
-    "power_law_gof",
-    "report_dict",
-    "sample_power_law",
-    "sample_truncated_power_law",
-]

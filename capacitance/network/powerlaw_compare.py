@@ -19,7 +19,7 @@ Alternatives (names as returned):
     renormalised on ``[xmin-1/2, inf)`` (``powerlaw``'s "round" discretisation); numerical MLE.
 ``cutoff_power_law``
     ``x^-alpha e^(-lam x)`` (``powerlaw``'s ``truncated_power_law``; not the hard-bounded law of
-    ``capacitance.powerlaw.fit_truncated_power_law``); numerical MLE, the normaliser summed directly over
+    ``powerlaw_tpl.fit_truncated_power_law``); numerical MLE, the normaliser summed directly over
     the first 4096 integers plus a quadrature tail.
 """
 from __future__ import annotations
@@ -30,8 +30,9 @@ import warnings
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
-from ncap.capacitance.powerlaw import PowerLawFit, _unique_counts, check_sample
-from ncap.capacitance.powerlaw_norm import log_normaliser
+from ncap.capacitance.network.powerlaw import PowerLawFit, check_sample
+from ncap.capacitance.network.powerlaw_ks import unique_counts
+from ncap.capacitance.network.powerlaw_norm import log_normaliser
 
 ALTERNATIVES = ("lognormal", "exponential", "cutoff_power_law")
 _DIRECT = 4096
@@ -39,7 +40,7 @@ _DIRECT = 4096
 
 def _tail(data, fit: PowerLawFit):
     x = check_sample(data, discrete=fit.discrete)
-    u, c = _unique_counts(x[x >= fit.xmin], fit.discrete)
+    u, c = unique_counts(x[x >= fit.xmin], fit.discrete)
     return u, c.astype(np.float64)
 
 

@@ -2,10 +2,10 @@
 
 The normaliser is ``Z(alpha, lo, hi) = sum_{x=lo}^{hi} x^-alpha`` over integers (discrete data) or
 ``integral_lo^hi x^-alpha dx`` (continuous data). ``log_normaliser`` returns ``log Z``; ``_log_norm_derivs``
-also its first two derivatives in ``alpha``; ``_solve_alpha`` solves the likelihood equation
+also its first two derivatives in ``alpha``; ``solve_alpha`` solves the likelihood equation
 ``d/dalpha log Z + mean(log x) = 0`` for many ``(lo, hi)`` at once. They serve the power-law fit
 (``hi = inf``: the Hurwitz zeta likelihood of Clauset, Shalizi & Newman 2009), the bounded power law
-(``capacitance.powerlaw_tpl``), the samplers and the plots.
+(``powerlaw_tpl``), the samplers and the plots.
 
 Numerics
 --------
@@ -178,7 +178,7 @@ def _log_norm_derivs(a, lo, hi, discrete):
 # --------------------------------------------------------------------------- vectorised MLE
 
 
-def _solve_alpha(mean_log, lo, hi, *, discrete, a_lo, a_hi, a0):
+def solve_alpha(mean_log, lo, hi, *, discrete, a_lo, a_hi, a0):
     """Solve the likelihood equation ``d/da log Z(a; lo, hi) + mean_log = 0`` for many fits at once.
 
     The score is increasing in ``a`` (``log Z`` is convex), so a bracketed Newton iteration with bisection
@@ -224,4 +224,4 @@ def _solve_alpha(mean_log, lo, hi, *, discrete, a_lo, a_hi, a0):
     return a, d2, at_bound
 
 
-__all__ = ["log_normaliser"]
+__all__ = ["log_normaliser", "solve_alpha"]

@@ -6,8 +6,6 @@
 * ``sample_truncated_power_law``: the bounded discrete law on ``x_min..x_max`` (any real ``alpha``).
 * ``power_law_gof``: the semi-parametric bootstrap p-value of Clauset 2009 §4.1 (as in Clauset's
   ``plpva``), which draws its synthetic tails with ``sample_power_law``.
-
-All three are re-exported from ``capacitance.powerlaw``.
 """
 from __future__ import annotations
 
@@ -15,8 +13,8 @@ import warnings
 
 import numpy as np
 
-from ncap.capacitance.powerlaw import PowerLawFit, check_sample, fit_power_law
-from ncap.capacitance.powerlaw_norm import log_normaliser
+from ncap.capacitance.network.powerlaw import PowerLawFit, check_sample, fit_power_law
+from ncap.capacitance.network.powerlaw_norm import log_normaliser
 
 # --------------------------------------------------------------------------- sampling
 

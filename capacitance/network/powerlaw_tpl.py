@@ -2,14 +2,14 @@
 maximum likelihood with ``x_min`` and ``x_max`` searched by KS distance.
 
 ``Z = sum_{k=x_min}^{x_max} k^-alpha`` (discrete) or the integral (continuous), from
-``capacitance.powerlaw_norm``. ``x_min`` and ``x_max`` are searched (KS) in the 30% windows of the
+``powerlaw_norm``. ``x_min`` and ``x_max`` are searched (KS) in the 30% windows of the
 sparsified-network degree study (source 000 of ../shared/sources); the KS distances come from the same
-vectorised machinery as ``fit_power_law`` (``capacitance.powerlaw``).
+vectorised machinery as ``fit_power_law`` (``powerlaw_ks``).
 
 This is not ``powerlaw`` 2.0's ``truncated_power_law``, the exponential-cutoff law
 ``x^-alpha e^(-lambda x)``: the degree-distribution study needs the hard-bounded law, whose ``alpha`` may
-be below 1 or negative. The result class ``TruncatedPowerLawFit`` lives in ``capacitance.powerlaw``, and
-``fit_truncated_power_law`` is re-exported from there.
+be below 1 or negative. The result class ``TruncatedPowerLawFit`` lives in ``powerlaw``, next to
+``PowerLawFit``.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import math
 
 import numpy as np
 
-from ncap.capacitance.powerlaw import TruncatedPowerLawFit, _ks_argmin, _unique_counts, check_sample
-from ncap.capacitance.powerlaw_norm import _solve_alpha, log_normaliser
+from ncap.capacitance.network.powerlaw import TruncatedPowerLawFit, check_sample
+from ncap.capacitance.network.powerlaw_ks import ks_argmin, unique_counts
+from ncap.capacitance.network.powerlaw_norm import log_normaliser, solve_alpha
 
 TPL_ALPHA_BOUNDS = (-50.0, 50.0)
 
@@ -70,7 +71,7 @@ def fit_truncated_power_law(
     xs = np.sort(x)
     lo_c = _spread(np.unique(xs[:m]), max_candidates)
     hi_c = _spread(np.unique(xs[n - m:]), max_candidates)
-    u, c = _unique_counts(x, discrete)
+    u, c = unique_counts(x, discrete)
     c_cum = np.cumsum(c)
     c_below = c_cum - c
     slog_cum = np.concatenate([[0.0], np.cumsum(c * np.log(u))])
@@ -90,10 +91,10 @@ def fit_truncated_power_law(
     mean_log = (slog_cum[stop] - slog_cum[start]) / n_t
     a_lo, a_hi = (float(b) for b in alpha_bounds)
     a0 = np.where(mean_log > np.log(v_lo) + 1e-12, 1.0 + 1.0 / (mean_log - np.log(v_lo)), 1.0)
-    alpha, d2, at_bound = _solve_alpha(mean_log, v_lo, v_hi, discrete=discrete, a_lo=a_lo, a_hi=a_hi, a0=a0)
+    alpha, d2, at_bound = solve_alpha(mean_log, v_lo, v_hi, discrete=discrete, a_lo=a_lo, a_hi=a_hi, a0=a0)
     log_z = log_normaliser(alpha, v_lo, v_hi, discrete=discrete)
     valid = ~at_bound
-    ks, _ = _ks_argmin(
+    ks, _ = ks_argmin(
         u, c, c_below, a=alpha, v=v_lo, hi=v_hi, log_z=log_z, n_fit=n_t, start=start, stop=stop,
         discrete=discrete, variant="sup", valid=valid if valid.any() else np.ones_like(valid),
     )

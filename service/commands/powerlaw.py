@@ -13,9 +13,8 @@ import json
 import math
 import sys
 import warnings
-from dataclasses import replace
 
-from ncap.capacitance.powerlaw import MIN_SAMPLES
+from ncap.capacitance.network.powerlaw import MIN_SAMPLES
 
 
 class InputError(ValueError):
@@ -110,10 +109,7 @@ def _report_text(rep: dict, best: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ncap.capacitance.powerlaw import fit_power_law, plot_ccdf, report_dict
-    from ncap.capacitance.powerlaw_compare import best_alternative, compare_distributions
-    from ncap.capacitance.powerlaw_sampling import power_law_gof
-    from ncap.capacitance.powerlaw_tpl import fit_truncated_power_law
+    from ncap.capacitance.network import best_alternative, fit_sample, plot_ccdf
 
     discrete = not args.continuous
     try:
@@ -124,15 +120,12 @@ def run(args: argparse.Namespace) -> int:
         x = np.asarray(values, dtype=np.float64)
         with warnings.catch_warnings():  # fit problems are reported in the output (at_bound), not as warnings
             warnings.simplefilter("ignore")
-            fit = fit_power_law(x, discrete=discrete)
-            if args.bootstrap:
-                fit = replace(fit, p_value=power_law_gof(x, fit, n_bootstrap=args.bootstrap, seed=args.seed))
-            tpl = fit_truncated_power_law(x, discrete=discrete)
-            comps = compare_distributions(x, fit)
+            fits = fit_sample(x, args.bootstrap, args.seed, discrete=discrete)
     except (InputError, ValueError) as exc:
         print(f"ncap powerlaw: error: {exc}", file=sys.stderr)
         return 2
-    rep = report_dict(fit, tpl, comps)
+    fit, tpl = fits.power_law, fits.truncated_power_law
+    rep = fits.to_dict()
     if args.plot:
         ax = plot_ccdf(x, fit, tpl)
         try:
