@@ -9,8 +9,8 @@ candidate.
 URLs are parsed by SQLAlchemy (``make_url``) so that another backend can be added behind the same class
 interface: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, or a plain file path. Only
 SQLite is implemented; every other backend (``postgresql://``, ...) is refused with a message saying so.
-Stored JSON is strict: NaN and ±inf are written as null (``capacitance.jsonsafe.to_jsonable``). The SQL is plain (no
-SQLite-only types), apart from the PRAGMAs and ``BEGIN IMMEDIATE`` used to claim a job.
+The SQL is plain (no SQLite-only types), apart from the PRAGMAs and ``BEGIN IMMEDIATE`` used to claim a
+job. Stored JSON is strict: NaN and ±inf are written as null (``capacitance.jsonsafe.to_jsonable``).
 """
 from __future__ import annotations
 

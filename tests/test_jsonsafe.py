@@ -41,6 +41,7 @@ def test_nested_document_becomes_strict_json():
 
 
 def test_works_as_json_dumps_default_hook():
-    text = json.dumps({"a": np.arange(3), "b": np.float64(1.5), "c": object.__new__(Thing)}, default=to_jsonable)
+    doc = {"a": np.arange(3), "b": np.float64(1.5), "c": object.__new__(Thing)}
+    text = json.dumps(doc, default=to_jsonable)
     assert json.loads(text) == {"a": [0, 1, 2], "b": 1.5, "c": {}}
     assert to_jsonable(slice(1, 2)) == "slice(1, 2, None)"  # no attributes: its str

@@ -71,9 +71,9 @@ def test_store_urls(tmp_path):
                        ("mysql://h/db", "unsupported")]:
         with pytest.raises(StoreError, match=words):
             sqlite_path_from_url(bad)
-    assert sqlite_path_from_url("sqlite+pysqlite:///rel/x.db?timeout=5") == Path("rel/x.db")  # SQLAlchemy forms
-    for bad, words in [("mysql://h/db", "only SQLite"), ("sqlite://x.db", "bad SQLite URL"), ("sqlite://", "in-memory"),
-                       ("://nothing", "cannot parse")]:
+    assert sqlite_path_from_url("sqlite+pysqlite:///rel/x.db?timeout=5") == Path("rel/x.db")  # SQLAlchemy's form
+    for bad, words in [("mysql://h/db", "only SQLite"), ("sqlite://x.db", "bad SQLite URL"),
+                       ("sqlite://", "in-memory"), ("://nothing", "cannot parse")]:
         with pytest.raises(StoreError, match=words):
             sqlite_path_from_url(bad)
 
@@ -81,8 +81,8 @@ def test_store_urls(tmp_path):
 def test_store_writes_strict_json(tmp_path):
     store = JobStore(f"sqlite:///{tmp_path}/s.db")
     _new_job(store, tmp_path)
-    store.save_candidate("j1", {"candidate": "a", "status": "ok", "loss": float("nan"), "beta": np.array([1.0, np.inf]),
-                                "out": tmp_path / "a"})
+    store.save_candidate("j1", {"candidate": "a", "status": "ok", "loss": float("nan"),
+                                "beta": np.array([1.0, np.inf]), "out": tmp_path / "a"})
     with sqlite3.connect(tmp_path / "s.db") as db:
         raw = db.execute("SELECT record FROM candidates WHERE name = 'a'").fetchone()[0]
     assert json.loads(raw, parse_constant=pytest.fail) == {"candidate": "a", "status": "ok", "loss": None,
