@@ -14,6 +14,7 @@ Each field carries an :class:`Exposure` marker saying who may set it:
 from __future__ import annotations
 
 import enum
+import typing
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -22,7 +23,7 @@ from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from ncap.capacitance.line_graph import VARIANTS
 from ncap.models.probe import probe_width_spec
 
-__all__ = ["Exposure", "Recipe", "VariantName", "exposed_fields"]
+__all__ = ["Exposure", "Recipe", "VariantName", "exposed_fields", "plain_value_errors"]
 
 
 class Exposure(enum.Enum):
@@ -35,6 +36,18 @@ class Exposure(enum.Enum):
 
 JOB, CLI, INTERNAL = Exposure.JOB, Exposure.CLI, Exposure.INTERNAL
 VariantName = Literal[VARIANTS]  # type: ignore[valid-type]
+
+
+def plain_value_errors(model: type[BaseModel], value, info: ValidationInfo):
+    """A ``mode="before"`` field check shared by every model built from recipe fields: booleans are not
+    numbers, and a value outside a Literal's choices is named in the error."""
+    annotation = model.model_fields[info.field_name].annotation
+    if isinstance(value, bool) and annotation is not bool:
+        raise ValueError("a boolean is not a number")
+    choices = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+    if choices and value not in choices:
+        raise ValueError(f"unknown {info.field_name} {value!r}; choose from {', '.join(choices)}")
+    return value
 
 
 class Recipe(BaseModel):
@@ -86,12 +99,7 @@ class Recipe(BaseModel):
     track_beta: Annotated[bool, INTERNAL, Field(
         description="False = the same fine-tune and observations without β_eff (overhead baseline).")] = True
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_as_number(cls, value, info: ValidationInfo):
-        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
-            raise ValueError("a boolean is not a number")
-        return value
+    _plain_errors = field_validator("*", mode="before")(classmethod(lambda cls, v, info: plain_value_errors(cls, v, info)))
 
     @model_validator(mode="after")
     def _drop_duplicate_variants(self) -> Recipe:

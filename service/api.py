@@ -32,10 +32,10 @@ from typing import Annotated, Any
 
 import bentoml
 from bentoml.validators import ContentType
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.responses import JSONResponse
 
-from ncap.models.recipe import Exposure, exposed_fields
+from ncap.models.recipe import Exposure, exposed_fields, plain_value_errors
 from ncap.service.config import ServiceSettings, load_settings
 from ncap.service.documents import CandidateRecord, RankingDocument
 from ncap.service.jobs import JobWorker, progress_summary, watch_parent
@@ -75,9 +75,12 @@ class _JobRequest(BaseModel):
         None, description="Optional `ncap prune` report; kept with the job and in its result.")
 
 
+_JOB_FIELDS = exposed_fields(Exposure.JOB)
 JobConfig = create_model(
     "JobConfig", __base__=_JobRequest, __doc__=_JobRequest.__doc__,
-    **{name: (info.annotation, info) for name, info in exposed_fields(Exposure.JOB).items()})
+    __validators__={"_plain_errors": field_validator(*_JOB_FIELDS, mode="before")(
+        classmethod(lambda cls, v, info: plain_value_errors(cls, v, info)))},
+    **{name: (info.annotation, info) for name, info in _JOB_FIELDS.items()})
 DEFAULT_CONFIG = JobConfig()
 
 
@@ -205,48 +208,21 @@ def _original_name(path: Path) -> str:
 
 def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tuple[str, str]]:
     """(entry, name) per candidate: the entry as the ranking function takes it, and the name it reports
-    the candidate under (a label, ``arch=random``, ...). Every problem is a 400 naming the entry.
+    the candidate under. Checked by the one candidate resolver with weight-file paths refused (they would
+    make the server read, and unpickle, files of its own choosing on a client's behalf) and hf-cache
+    architectures only when their weights are cached on the server. Every problem is a 400."""
+    from ncap.models.registry import check_candidates, list_candidates
 
-    Accepted: zoo names, timm architectures whose pretrained weights are cached on the server, and
-    ``arch=random`` / ``label:arch=random``. Weight file paths are refused: they would make the server
-    read (and unpickle) files of its own choosing on a client's behalf."""
-    from ncap.models.candidates import find_cached_weights, parse_candidates
-    from ncap.models.zoo import ZOO
-
-    if len(names) > settings.max_candidates:
-        raise Rejected(400, f"too many candidates: {len(names)} > max_candidates={settings.max_candidates}")
-    out: list[tuple[str, str]] = []
-    for entry in names:
-        entry = entry.strip()
-        if not entry:
-            raise Rejected(400, "empty candidate name")
-        if "," in entry:
-            raise Rejected(400, f"candidate {entry!r}: give one candidate per list item (no commas)")
-        head, sep, tail = entry.partition("=")
-        if sep and tail.strip().lower() not in ("random", "hf-cache", "pretrained"):
-            # checked before parsing: the parser looks the file up, which would tell a client what exists
-            arch = head.split(":", 1)[-1].strip() or "arch"
-            raise Rejected(400, f"candidate {entry!r}: weight file paths are not accepted by the service; "
-                                f"use a zoo name ({', '.join(ZOO)}), an architecture with cached weights, "
-                                f"or '{arch}=random'")
-        if entry in ZOO:
-            name = entry
-        else:
-            try:
-                spec = parse_candidates(entry)[0]
-            except ValueError as exc:
-                raise Rejected(400, f"candidate {entry!r}: {exc}; zoo names: {', '.join(ZOO)}") from exc
-            if spec.source == "file":  # pragma: no cover - excluded above
-                raise Rejected(400, f"candidate {entry!r}: weight file paths are not accepted by the service")
-            if spec.source == "hf-cache" and find_cached_weights(spec.arch) is None:
-                raise Rejected(400, f"candidate {entry!r}: the server has no cached pretrained weights for "
-                                    f"{spec.arch!r} (nothing is downloaded); use '{spec.arch}=random' or a zoo "
-                                    f"name ({', '.join(ZOO)})")
-            name = spec.name
-        if name in [n for _e, n in out]:
-            raise Rejected(400, f"candidate {name!r} is listed twice")
-        out.append((entry, name))
-    return out
+    entries = [n.strip() for n in names]
+    for entry in entries:
+        if not entry or "," in entry:
+            raise Rejected(400, f"candidate {entry!r}: give one non-empty candidate per list item (no commas)")
+    try:
+        shown = check_candidates(entries, allow_files=False, require_local_weights=True,
+                                 max_candidates=settings.max_candidates) if entries else []
+    except ValueError as exc:
+        raise Rejected(400, f"{exc}; named candidates: {', '.join(list_candidates())}") from exc
+    return list(zip(entries, shown))
 
 
 def default_candidates() -> list[str]:

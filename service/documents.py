@@ -13,26 +13,15 @@ Non-finite numbers (NaN placeholders of unrecorded β_eff, a diverged loss) beco
 from __future__ import annotations
 
 import importlib.metadata
-import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ncap.capacitance.jsonsafe import to_jsonable
 from ncap.models.recipe import Recipe
 
 __all__ = ["SCHEMA_VERSION", "CandidateRecord", "DatasetInfo", "RankingDocument"]
 SCHEMA_VERSION = 2
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """NaN/inf -> None, recursively through dicts and lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
 
 
 class _Document(BaseModel):
@@ -41,7 +30,7 @@ class _Document(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _non_finite_to_none(cls, data: Any) -> Any:
-        return _finite_or_none(data) if isinstance(data, dict) else data
+        return to_jsonable(data) if isinstance(data, dict) else data
 
 
 Series = list[float | None]

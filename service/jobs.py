@@ -324,10 +324,10 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
         return bool(last_check[1])
 
     def on_epoch(candidate: str, epoch: float, metrics: dict | None = None) -> None:
-        store.record_epoch(job_id, str(candidate), float(epoch), _plain(metrics or {}))
+        store.record_epoch(job_id, str(candidate), float(epoch), to_jsonable(metrics or {}))
 
     def on_candidate_done(record) -> None:
-        record = _plain(record)
+        record = to_jsonable(record)
         failed = str(record.get("status", "")).lower() in FAILED_STATUSES
         store.save_candidate(job_id, record, failed=failed)
 
@@ -347,7 +347,7 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
         print(detail, file=sys.stderr)
         store.finish_job(job_id, FAILED, error=f"{type(exc).__name__}: {exc}", error_detail=detail)
         return FAILED
-    doc = _plain(doc)
+    doc = to_jsonable(doc)
     if not isinstance(doc, dict):
         doc = {"result": doc}
     if config.get("pruning_report") is not None and "pruning_report" not in doc:
@@ -361,18 +361,6 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
                 store.save_candidate(job_id, rec, failed=failed)
     store.finish_job(job_id, DONE, result=doc)
     return DONE
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy of a document, record or dict (numpy scalars/arrays to Python)."""
-    import json
-
-    if hasattr(value, "model_dump"):  # a typed document or record
-        value = value.model_dump(mode="json")
-
-    from ncap.capacitance.jsonsafe import to_jsonable as _json_default
-
-    return json.loads(json.dumps(value, default=_json_default))
 
 
 def main(argv: list[str] | None = None) -> int:

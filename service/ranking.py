@@ -14,32 +14,11 @@ import numpy as np
 from ncap.capacitance.predictor import p_best, predict_final_accuracy, rank_order
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device
 from ncap.models.recipe import Recipe
+from ncap.models.registry import resolve_candidates
 from ncap.service.documents import CandidateRecord, DatasetInfo, RankingDocument
 
-__all__ = ["Cancelled", "format_table", "rank_runs", "resolve_candidates", "run_ranking"]
+__all__ = ["Cancelled", "format_table", "rank_runs", "run_ranking", "write_document"]
 ERROR_WIDTH = 60  # longer errors are cut in the table and printed in full below it
-
-
-def resolve_candidates(candidates, progress: bool = True):
-    """Candidate strings (zoo names, ``arch``, ``arch=weights``, ``arch=random``) → CandidateSpecs.
-    ``None`` → the demo zoo. Zoo entries are pretrained and cached on first use."""
-    from ncap.models import zoo
-    from ncap.models.candidates import parse_candidates
-
-    if candidates is None:
-        candidates = list(zoo.DEMO_CANDIDATES)
-    if isinstance(candidates, str):
-        candidates = [c.strip() for c in candidates.split(",") if c.strip()]
-    if not candidates:
-        raise ValueError("no candidates given")
-    specs, names = [], set()
-    for text in candidates:
-        spec = zoo.zoo_spec(text, progress=progress) if text in zoo.ZOO else parse_candidates(text)[0]
-        if spec.name in names:
-            raise ValueError(f"candidate {spec.name!r} listed twice")
-        names.add(spec.name)
-        specs.append(spec)
-    return specs
 
 
 def candidate_record(run: CandidateRun, config: Recipe) -> CandidateRecord:

@@ -213,14 +213,14 @@ def test_job_runs_to_a_ranking(server, job):
     assert r.status_code == 200, r.text
     body = r.json()
     doc = body["ranking"]
-    from ncap.service.ranking import SCHEMA_KEYS
+    from ncap.service.documents import CandidateRecord, RankingDocument
 
+    assert RankingDocument.model_validate(doc).schema_version == 2
     recs = doc["candidates"]
     assert sorted(c["candidate"] for c in recs) == sorted(FAST_CANDIDATES)
     assert sorted(c["rank"] for c in recs) == [1, 2]
     for rec in recs:
-        for key in SCHEMA_KEYS:
-            assert key in rec, key
+        assert set(rec) == set(CandidateRecord.model_fields)
         assert rec["status"] == "ok" and 0 <= rec["predicted_accuracy"] <= 1
         assert len(rec["val_accuracy"]) == len(rec["beta_eff"]) >= 2
     assert abs(sum(c["p_best"] for c in recs) - 1) < 1e-6
