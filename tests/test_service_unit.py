@@ -355,5 +355,5 @@ def test_ncap_serve_refuses_public_bind_without_token(tmp_path, monkeypatch, cap
 def test_jobs_module_json_safety():
     import numpy as np
 
-    out = jobs._plain({"a": np.float32(0.5), "b": np.arange(3), "c": Path("/x")})
+    out = jobs.to_jsonable({"a": np.float32(0.5), "b": np.arange(3), "c": Path("/x")})
     assert json.dumps(out) == '{"a": 0.5, "b": [0, 1, 2], "c": "/x"}'
