@@ -72,10 +72,11 @@ def build_pruning_model(spec: str, shape: tuple[int, int, int], num_classes: int
 
     import torch
 
-    from ncap.models.candidates import build_candidate_model, parse_candidates
+    from ncap.models.candidates import build_candidate_model
     from ncap.models.data import prepare_batch
+    from ncap.models.registry import resolve_candidates
 
-    specs = parse_candidates(spec)
+    specs = resolve_candidates(spec)
     if len(specs) != 1:
         raise ValueError(f"--candidate takes one candidate, got {len(specs)}: {spec!r}")
     torch.manual_seed(seed)
