@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ncap.bench import rankers
+from ncap.bench.evaluation import spearman, top1_regret, weighted_tau
 from ncap.bench.options import add_arguments, command, results_name
 from ncap.bench.runs import BenchRecipe, full_run
 from ncap.bench.tasks import HELD_OUT, TASKS
-from ncap.capacitance.evaluation import spearman, top1_regret, weighted_tau
 from ncap.models import zoo
 
 RESULTS = Path(__file__).parent / "results"

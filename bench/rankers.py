@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ncap.capacitance.baselines import learning_curve_extrapolation, successive_halving, tse_ema
+from ncap.bench.baselines import learning_curve_extrapolation, successive_halving, tse_ema
 from ncap.capacitance.predictor import CrossRunPredictor, predict_final_accuracy, trajectory_features
 
 

@@ -91,7 +91,7 @@ def full_run(spec, task: str, recipe: BenchRecipe, rebuild: bool = False, progre
 
 def logme_of(spec, train, recipe: BenchRecipe) -> float:
     """LogME of the pretrained backbone's pooled features on the target training split (training-free)."""
-    from ncap.capacitance.logme import logme_score
+    from ncap.bench.logme import logme_score
     from ncap.models.candidates import create_backbone
 
     torch.manual_seed(recipe.seed)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ncap.bench.evaluation import spearman
 from ncap.bench.options import PROBE_WIDTH, results_name
-from ncap.capacitance.evaluation import spearman
 
 RESULTS = Path(__file__).parent / "results"
 

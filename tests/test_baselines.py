@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ncap.capacitance import baselines
-from ncap.capacitance.baselines import (
+from ncap.bench import baselines
+from ncap.bench.baselines import (
     learning_curve_extrapolation,
     static_prior,
     successive_halving,

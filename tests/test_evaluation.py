@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ncap.capacitance.evaluation import (
+from ncap.bench.evaluation import (
     kendall,
     ranking_report,
     spearman,

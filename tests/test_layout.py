@@ -3,6 +3,7 @@ private name imported across modules. Checked on the source tree with the standa
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -115,8 +116,13 @@ def test_every_subpackage_is_installed():
 def test_wheel_installs_only_ncap(tmp_path):
     """``pip install`` puts one top-level package, ``ncap``, into site-packages: no ``models``, ``service``
     or ``bench`` to collide with a user's own folders."""
+    src = tmp_path / "src"  # a copy: setuptools writes build/ next to the sources
+    for folder in ["ncap", *LAYERS]:
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300, check=False)
+                        "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     (wheel,) = tmp_path.glob("ncap-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

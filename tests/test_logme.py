@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import minimize, minimize_scalar
 from scipy.stats import multivariate_normal
 
-from ncap.capacitance.logme import log_evidence, logme_per_class, logme_score
+from ncap.bench.logme import log_evidence, logme_per_class, logme_score
 
 
 def _direct_log_evidence(F, y, log_alpha, log_beta):

@@ -1,7 +1,7 @@
 """Cheap rankers that ncap is benchmarked against.
 
 All scores follow one convention: **higher = better**, so they can be fed
-directly to :mod:`capacitance.evaluation`.
+directly to :mod:`bench.evaluation`.
 
 - :func:`tse_ema` -- training speed estimation (Ru et al., NeurIPS 2021).
 - :func:`learning_curve_extrapolation` -- fit ``a - b t^-c`` and extrapolate.
@@ -103,7 +103,7 @@ def tse_ema(train_losses, gamma: float = 0.9, *, steps_per_epoch: int | None = N
     -------
     float
         ``-TSE-EMA``. A NaN loss (diverged training) gives NaN, which
-        :mod:`capacitance.evaluation` ranks last; an infinite loss gives ``-inf``.
+        :mod:`bench.evaluation` ranks last; an infinite loss gives ``-inf``.
     """
     if not (isinstance(gamma, numbers.Real) and 0.0 < gamma <= 1.0):
         raise ValueError(f"gamma must be in (0, 1]; got {gamma!r}.")
