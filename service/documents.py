@@ -64,6 +64,12 @@ class CandidateRecord(_Document):
     train_time_s: float = Field(0.0, description="Part of wall_time_s spent in optimiser steps.")
     feature_dim: int | None = Field(None, description="Width of the backbone's pooled features.")
     n_params: int | None = Field(None, description="Parameters of backbone + probe.")
+    latency_ms: dict[int, float] = Field(default_factory=dict, description="Measured inference latency per "
+                                         "image (ms) at batch sizes 1 and 64 on the ranking's device.")
+    pareto: bool = Field(False, description="On the Pareto front of predicted accuracy against latency at "
+                                            "batch 1 (no other candidate is both more accurate and faster).")
+    weights_remap: dict[str, Any] | None = Field(None, description="How a checkpoint with other key names was "
+                                                 "mapped onto the model by tensor order and shape, if it was.")
     pruning_report: dict[str, Any] | None = Field(None, description="Degree distributions and power-law fits "
                                                                    "of the magnitude-pruned probe.")
     reused: bool = Field(False, description="Taken from an interrupted earlier attempt, not retrained.")

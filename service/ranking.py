@@ -53,6 +53,29 @@ def rank_runs(records: list[CandidateRecord], seed: int = 0) -> list[CandidateRe
     return sorted(ranked, key=lambda r: r.rank)
 
 
+def pareto_front(accuracy: np.ndarray, latency: np.ndarray) -> np.ndarray:
+    """Boolean mask (n,) of the points no other point dominates: at least as accurate and at least as fast,
+    and strictly better in one. NaN in either coordinate is never on the front.
+
+    Parameters
+    ----------
+    accuracy, latency : (n,) arrays; higher accuracy and lower latency are better.
+    """
+    acc, lat = np.asarray(accuracy, float), np.asarray(latency, float)
+    ok = np.isfinite(acc) & np.isfinite(lat)
+    ge = (acc[None, :] >= acc[:, None]) & (lat[None, :] <= lat[:, None])  # ge[i, j]: j is as good as i
+    gt = (acc[None, :] > acc[:, None]) | (lat[None, :] < lat[:, None])
+    dominated = (ge & gt & ok[None, :]).any(axis=1)
+    return ok & ~dominated
+
+
+def mark_pareto(records: list[CandidateRecord]) -> list[CandidateRecord]:
+    """Set ``pareto`` on each record from predicted accuracy and batch-1 latency."""
+    acc = np.array([np.nan if r.predicted_accuracy is None else r.predicted_accuracy for r in records])
+    lat = np.array([r.latency_ms.get(1, np.nan) for r in records])
+    return [r.model_copy(update={"pareto": bool(f)}) for r, f in zip(records, pareto_front(acc, lat))]
+
+
 def _train_one(spec, train, val, config: Recipe, **hooks) -> CandidateRecord:
     try:
         run = fine_tune_candidate(spec, train, val, config, **hooks)
@@ -94,7 +117,7 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
         if on_candidate_done:
             on_candidate_done(rec)
     doc = RankingDocument(
-        candidates=rank_runs(records, seed=config.seed), config=config,
+        candidates=mark_pareto(rank_runs(records, seed=config.seed)), config=config,
         dataset=DatasetInfo(source=ds.source, n_images=len(ds.y), n_train=len(train.y), n_val=len(val.y),
                             classes=ds.class_names, image_shape=list(ds.x.shape[1:])),
         device=str(resolve_device(config.device)), wall_time_s=time.perf_counter() - t0)
@@ -128,18 +151,31 @@ def _status_cell(r: CandidateRecord) -> tuple[str, str | None]:
     return f"{status}: {err[:ERROR_WIDTH - 1]}… (see below)", r.error
 
 
-def format_table(doc: RankingDocument) -> str:
-    """Plain-text ranking table for the terminal; long errors are cut and printed in full below it."""
-    rows = [("rank", "candidate", "predicted acc", "P(best)", "last acc", "status")]
+def _cost_cells(r: CandidateRecord) -> tuple[str, str]:
+    params = "—" if r.n_params is None else f"{r.n_params / 1e6:.2f}M"
+    lat = r.latency_ms
+    ms = "—" if not lat else " / ".join(f"{lat[b]:.2f}" for b in sorted(lat))
+    return params, ms
+
+
+def format_table(doc: RankingDocument, pareto_only: bool = False) -> str:
+    """Plain-text ranking table for the terminal; long errors are cut and printed in full below it.
+    ``pareto_only`` keeps the candidates on the accuracy-latency Pareto front, fastest first."""
+    rows = [("rank", "candidate", "predicted acc", "P(best)", "last acc", "params", "ms/img b1 / b64", "status")]
     errors = []
-    for r in doc.candidates:
+    records = doc.candidates
+    if pareto_only:
+        records = sorted((r for r in records if r.pareto), key=lambda r: r.latency_ms.get(1, float("inf")))
+    for r in records:
         pred = "—" if r.predicted_accuracy is None else f"{100 * r.predicted_accuracy:.1f} ± {100 * (r.predicted_std or 0):.1f}"
         last = "—" if r.observed_accuracy is None else f"{100 * r.observed_accuracy:.1f}"
         status, full_error = _status_cell(r)
         if full_error:
             errors.append(f"{r.candidate}: {full_error}")
-        rows.append((str(r.rank), r.candidate, pred, f"{r.p_best:.2f}", last, status))
+        rows.append((str(r.rank), r.candidate + (" *" if r.pareto else ""), pred, f"{r.p_best:.2f}", last,
+                     *_cost_cells(r), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + (["", "Errors:", *errors] if errors else []))
+    note = ["", "* on the Pareto front of predicted accuracy against batch-1 latency"] if any(r.pareto for r in records) else []
+    return "\n".join(lines + note + (["", "Errors:", *errors] if errors else []))

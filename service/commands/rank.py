@@ -16,11 +16,16 @@ def register(subparsers) -> None:
         description="Fine-tune each candidate briefly with the capacitance probe, record beta_eff, predict "
         "its final accuracy and rank. With no arguments: the demo zoo on the embedded digits dataset.")
     p.add_argument("--data", default=None, help="dataset: .npz (x, y), ImageFolder directory, .zip of one, or "
-                   "a named embedded dataset (digits, mnist5k); default: digits")
-    p.add_argument("--candidates", default=None, help="comma-separated: zoo names (see `ncap zoo list`), timm "
-                   "names (local HF cache), arch=path/to/weights.safetensors|.pth, arch=random; default: demo zoo")
+                   "a named dataset shipped in an installed package (digits, mnist5k, animal-mnist, elpv); "
+                   "default: digits")
+    p.add_argument("--candidates", default=None, help="comma-separated: named candidates (`ncap zoo list`: the "
+                   "self-pretrained zoo and the ImageNet models mobilenetv2_100.tv_in1k, efficientnet_lite{0,1,2}.in1k), "
+                   "timm names (local HF cache), arch=path/to/weights.safetensors|.pth, arch=random, label:...; "
+                   "default: the demo zoo")
     p.add_argument("--out", type=Path, default=Path("runs/rank"), help="output directory [default: %(default)s]")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--pareto", action="store_true", help="also print the Pareto view: the candidates no other "
+                   "beats on both predicted accuracy and latency, fastest first (pareto.png is always drawn)")
     p.add_argument("--prune-report", type=float, default=None, metavar="SPARSITY", dest="prune_sparsity",
                    help="alias of --prune-sparsity")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -40,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"ncap rank: error: {exc}", file=sys.stderr)
         return 2
     print(format_table(doc))
+    if args.pareto:
+        print("\nPareto view (predicted accuracy against batch-1 latency):\n" + format_table(doc, pareto_only=True))
     print(f"\n{doc.dataset.source}: {doc.dataset.n_train} train / {doc.dataset.n_val} val images, "
           f"{doc.config.epochs} epochs per candidate, {doc.wall_time_s:.0f} s in total.")
     print(f"Wrote {args.out / 'ranking.json'}" + (f" and {', '.join(doc.plots)}" if doc.plots else ""))
+    if all(r.status == "failed" for r in doc.candidates):
+        print("ncap rank: every candidate failed", file=sys.stderr)
+        return 1
     return 0

@@ -1,0 +1,105 @@
+"""What a ranking shows a user: cost columns, the Pareto view, readable errors, plots without warnings."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ncap.models.latency import count_parameters, measure_latency
+from ncap.models.recipe import Recipe
+from ncap.service.documents import CandidateRecord, DatasetInfo, RankingDocument
+from ncap.service.plots import plot_ranking
+from ncap.service.ranking import format_table, mark_pareto, pareto_front
+
+
+def brute_force_front(acc, lat):
+    n = len(acc)
+    out = []
+    for i in range(n):
+        if not (np.isfinite(acc[i]) and np.isfinite(lat[i])):
+            out.append(False)
+            continue
+        out.append(not any(np.isfinite(acc[j]) and np.isfinite(lat[j]) and acc[j] >= acc[i] and lat[j] <= lat[i]
+                           and (acc[j] > acc[i] or lat[j] < lat[i]) for j in range(n)))
+    return np.array(out)
+
+
+def test_pareto_front_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 9))
+        acc = rng.choice([0.5, 0.6, 0.7, 0.8, np.nan], size=n)  # ties and NaN on purpose
+        lat = rng.choice([1.0, 2.0, 3.0, np.inf], size=n)
+        np.testing.assert_array_equal(pareto_front(acc, lat), brute_force_front(acc, lat))
+
+
+class Sleepy(nn.Module):
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.lin = seconds, nn.Linear(3, 2)
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x
+
+
+def test_latency_is_per_image_and_parameters_counted():
+    model = Sleepy(0.02)
+    assert count_parameters(model) == 3 * 2 + 2
+    lat = measure_latency(model, (3, 4, 4), batch_sizes=(1, 4), warmup=0, repeats=2)
+    assert set(lat) == {1, 4}
+    assert lat[1] >= 20 and 5 <= lat[4] < lat[1]  # one 20 ms pass per batch, divided by the batch size
+    assert model.training  # mode restored
+
+
+def _doc(records) -> RankingDocument:
+    return RankingDocument(candidates=records, config=Recipe(),
+                           dataset=DatasetInfo(source="digits", n_images=10, n_train=8, n_val=2, classes=["a", "b"]))
+
+
+def test_table_cuts_long_errors_and_prints_them_below():
+    long = "RuntimeError: " + "x" * 500
+    doc = _doc([CandidateRecord(candidate="ok", rank=1, predicted_accuracy=0.9, predicted_std=0.01, p_best=1.0),
+                CandidateRecord(candidate="bad", rank=2, status="failed", error=long)])
+    text = format_table(doc)
+    table, _, below = text.partition("Errors:")
+    assert all(len(line) < 200 for line in table.splitlines())
+    assert "(see below)" in table and long in below
+
+
+def test_pareto_view_lists_the_front_fastest_first():
+    recs = [CandidateRecord(candidate=n, rank=k, predicted_accuracy=a, latency_ms={1: t, 64: t / 4})
+            for k, (n, a, t) in enumerate([("big", 0.9, 10.0), ("small", 0.8, 1.0), ("worse", 0.7, 5.0)], 1)]
+    doc = _doc(mark_pareto(recs))
+    assert [r.pareto for r in doc.candidates] == [True, True, False]
+    view = format_table(doc, pareto_only=True)
+    assert view.index("small") < view.index("big") and "worse" not in view
+
+
+def test_plots_without_anything_to_plot_make_no_warning(tmp_path):
+    doc = _doc([CandidateRecord(candidate="bad", status="failed", error="boom")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plot_ranking(doc, tmp_path) == []
+
+
+@pytest.mark.slow
+def test_rank_exits_nonzero_when_every_candidate_fails(tmp_path, capsys):
+    import timm
+
+    from ncap.models.candidates import save_backbone
+    from ncap.service.cli import main
+
+    backbone = timm.create_model("resnet10t", num_classes=0, in_chans=1)
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.fill_(float("nan"))
+    path = save_backbone(backbone, tmp_path / "nan.safetensors", arch="resnet10t", in_chans=1)
+    rc = main(["rank", "--data", "digits", "--candidates", f"bad:resnet10t={path}", "--epochs", "1",
+               "--image-size", "16", "--probe-width", "16", "--out", str(tmp_path / "out"), "--quiet", "--no-plots"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "every candidate failed" in captured.err and "failed" in captured.out
