@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "ncap.service.commands.serve",
     "ncap.service.commands.prune",
     "ncap.service.commands.powerlaw",
+    "ncap.service.commands.sparse_train",
 )
 
 

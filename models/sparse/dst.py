@@ -66,27 +66,28 @@ class DSTConfig(BaseModel):
     profile_cv: list[float] | None = Field(None, description="target fan-in CV (lognormal, powerlaw): one, or one per sparse layer")
     peaks: int = Field(1, ge=1, description="multipeak: number of peaks")
     sigma: float = Field(0.2, gt=0, description="bell / multipeak: peak width")
-    spread: Literal["random", "even"] = "random"
-    min_fan_in: int = Field(1, ge=0)
-    weight_init: Literal["mean-fan-in", "per-neuron", "dense"] = "mean-fan-in"
-    include_output: bool = False
-    layer_norm: bool = False
-    epochs: int = Field(20, ge=1, le=10000)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
+    spread: Literal["random", "even"] = Field("random", description="which inputs a neuron's fan-in connects to")
+    min_fan_in: int = Field(1, ge=0, description="smallest fan-in a profile may give a neuron")
+    weight_init: Literal["mean-fan-in", "per-neuron", "dense"] = Field(
+        "mean-fan-in", description="He-normal with the layer's mean fan-in, per-neuron fan-in, or the module's own")
+    include_output: bool = Field(False, description="make the output layer sparse too")
+    layer_norm: bool = Field(False, description="MLPs: LayerNorm before each hidden ReLU (sources/003)")
+    epochs: int = Field(20, ge=1, le=10000, description="training epochs")
+    batch_size: int = Field(128, ge=1, description="mini-batch size")
+    lr: float = Field(0.05, gt=0, description="SGD learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (its buffer is what 'momentum' regrowth scores)")
+    nesterov: bool = Field(True, description="Nesterov momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay")
     lr_milestones: list[float] = Field([0.5, 0.75], description="fractions of training where the LR drops 10x")
     delta_t: int | None = Field(None, ge=1, description="optimiser steps between topology updates (default: half an epoch)")
     prune_rate: float = Field(0.5, gt=0, le=1, description="initial prune fraction p0 of the active weights")
     update_until: float = Field(1.0, gt=0, le=1, description="fraction of training over which p(t) decays to 0 and updates happen")
-    exclude_pruned: bool = True
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
-    track: bool = True
-    kshell: bool = True
-    dormant_thresholds: list[int] = Field(list(DORMANT_THRESHOLDS))
+    exclude_pruned: bool = Field(True, description="never regrow a slot pruned in the same update")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="held-out fraction (stratified) for accuracy")
+    seed: int = Field(0, description="seed of the split, masks, weights and batches")
+    track: bool = Field(True, description="record the topology at every update")
+    kshell: bool = Field(True, description="k-shell decomposition at every update")
+    dormant_thresholds: list[int] = Field(list(DORMANT_THRESHOLDS), description="absolute dormant-degree thresholds")
 
     @field_validator("profile")
     @classmethod
@@ -298,7 +299,9 @@ def train_dst(config: DSTConfig, data=None, *, progress: bool = False, log=None)
     torch.manual_seed(config.seed)
     model, tf, input_shape = build_model(config, tuple(ds.x.shape[1:]), ds.num_classes)
     sparse, init_rows = sparsify(model, config, input_shape)
-    x, y = torch.as_tensor(tr.x), torch.as_tensor(tr.y).long()
+    scale = float(getattr(ds, "max_value", 1.0))  # uint8 images are 0..255, float ones 0..1
+    x, y = torch.as_tensor(np.asarray(tr.x), dtype=torch.float32) / scale, torch.as_tensor(tr.y).long()
+    val = (torch.as_tensor(np.asarray(va.x), dtype=torch.float32) / scale, torch.as_tensor(va.y).long())
     spe = math.ceil(len(x) / config.batch_size)
     total = spe * config.epochs
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -316,7 +319,7 @@ def train_dst(config: DSTConfig, data=None, *, progress: bool = False, log=None)
                                total_steps=total, prune_rate=config.prune_rate, update_until=config.update_until,
                                exclude_pruned=config.exclude_pruned, seed=config.seed, tracker=tracker,
                                steps_per_epoch=spe).attach(opt)
-    history = _fit(model, opt, sched, x, y, (va.x, va.y), tf, config, progress, log, accuracy, tqdm)
+    history = _fit(model, opt, sched, x, y, val, tf, config, progress, log, accuracy, tqdm)
     if hook is not None:
         hook.detach()
     out = {"config": config.model_dump(), "data": {"source": ds.source, "train": len(tr), "val": len(va),
