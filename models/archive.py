@@ -94,22 +94,22 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(mode)
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
+def _open_zip(path: Path, shown: str) -> zipfile.ZipFile:
     if not path.exists():
-        raise ArchiveError(f"{path}: archive not found")
+        raise ArchiveError(f"{shown}: archive not found")
     if not path.is_file():
-        raise ArchiveError(f"{path}: not a file")
+        raise ArchiveError(f"{shown}: not a file")
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise ArchiveError(f"{path}: corrupt or not a zip archive ({exc})") from exc
+        raise ArchiveError(f"{shown}: corrupt or not a zip archive ({exc})") from exc
     except (OSError, ValueError, NotImplementedError, EOFError) as exc:
-        raise ArchiveError(f"{path}: cannot read zip archive ({exc})") from exc
+        raise ArchiveError(f"{shown}: cannot read zip archive ({exc})") from exc
 
 
 def _check_members(
     zf: zipfile.ZipFile,
-    path: Path,
+    shown: str,
     *,
     max_total_bytes: int,
     max_members: int,
@@ -120,9 +120,9 @@ def _check_members(
     try:
         infos = zf.infolist()
     except Exception as exc:  # pragma: no cover - infolist is read at open time
-        raise ArchiveError(f"{path}: corrupt zip directory ({exc})") from exc
+        raise ArchiveError(f"{shown}: corrupt zip directory ({exc})") from exc
     if len(infos) > max_members:
-        raise ArchiveError(f"{path}: too many members ({len(infos)} > max_members={max_members})")
+        raise ArchiveError(f"{shown}: too many members ({len(infos)} > max_members={max_members})")
     allowed = None if allowed_suffixes is None else {s.lower() for s in allowed_suffixes}
     seen: set[str] = set()
     total = 0
@@ -131,14 +131,14 @@ def _check_members(
         name = info.filename
         reason = _unsafe_path_reason(name)
         if reason:
-            raise ArchiveError(f"{path}: member {name!r}: {reason}")
+            raise ArchiveError(f"{shown}: member {name!r}: {reason}")
         if _is_symlink(info):
-            raise ArchiveError(f"{path}: member {name!r}: symbolic link not allowed")
+            raise ArchiveError(f"{shown}: member {name!r}: symbolic link not allowed")
         if info.flag_bits & 0x1:
-            raise ArchiveError(f"{path}: member {name!r}: encrypted members are not supported")
+            raise ArchiveError(f"{shown}: member {name!r}: encrypted members are not supported")
         key = name.rstrip("/")
         if key in seen:
-            raise ArchiveError(f"{path}: member {name!r}: duplicate member name")
+            raise ArchiveError(f"{shown}: member {name!r}: duplicate member name")
         seen.add(key)
         if info.is_dir():
             keep.append(info)
@@ -148,20 +148,20 @@ def _check_members(
         suffix = PurePosixPath(name).suffix.lower()
         if allowed is not None and suffix not in allowed:
             raise ArchiveError(
-                f"{path}: member {name!r}: not an image file (suffix {suffix or '<none>'!r}; "
+                f"{shown}: member {name!r}: not an image file (suffix {suffix or '<none>'!r}; "
                 f"allowed: {', '.join(sorted(allowed))})"
             )
         if info.file_size > ratio_min_bytes:
             ratio = info.file_size / max(info.compress_size, 1)
             if ratio > max_ratio:
                 raise ArchiveError(
-                    f"{path}: member {name!r}: compression ratio {ratio:.0f}:1 exceeds max_ratio={max_ratio:g} "
+                    f"{shown}: member {name!r}: compression ratio {ratio:.0f}:1 exceeds max_ratio={max_ratio:g} "
                     "(possible decompression bomb)"
                 )
         total += info.file_size
         if total > max_total_bytes:
             raise ArchiveError(
-                f"{path}: member {name!r}: total uncompressed size exceeds max_total_bytes={max_total_bytes} "
+                f"{shown}: member {name!r}: total uncompressed size exceeds max_total_bytes={max_total_bytes} "
                 "(possible decompression bomb)"
             )
         keep.append(info)
@@ -176,17 +176,20 @@ def check_zip(
     max_ratio: float = DEFAULT_MAX_RATIO,
     ratio_min_bytes: int = DEFAULT_RATIO_MIN_BYTES,
     allowed_suffixes: Collection[str] | None = IMAGE_SUFFIXES,
+    label: str | None = None,
 ) -> list[str]:
     """Validate a zip archive from its central directory without extracting anything.
 
     Returns the names of the members that :func:`safe_extract_zip` would write (directories included,
-    ignored OS clutter excluded). Raises :class:`ArchiveError` on the first problem. Header sizes can lie;
+    ignored OS clutter excluded). Raises :class:`ArchiveError` on the first problem; messages name the
+    archive by ``label`` (e.g. the client's file name) when given, else by its path. Header sizes can lie;
     :func:`safe_extract_zip` enforces the limits again on the decompressed bytes.
     """
     path = Path(path)
-    with _open_zip(path) as zf:
+    shown = label or str(path)
+    with _open_zip(path, shown) as zf:
         infos = _check_members(
-            zf, path, max_total_bytes=max_total_bytes, max_members=max_members, max_ratio=max_ratio,
+            zf, shown, max_total_bytes=max_total_bytes, max_members=max_members, max_ratio=max_ratio,
             ratio_min_bytes=ratio_min_bytes, allowed_suffixes=allowed_suffixes,
         )
     return [i.filename for i in infos]
@@ -201,6 +204,7 @@ def safe_extract_zip(
     max_ratio: float = DEFAULT_MAX_RATIO,
     ratio_min_bytes: int = DEFAULT_RATIO_MIN_BYTES,
     allowed_suffixes: Collection[str] | None = IMAGE_SUFFIXES,
+    label: str | None = None,
 ) -> Path:
     """Check, then extract a zip archive into ``dest`` (created if missing; must be empty) and return it.
 
@@ -210,23 +214,24 @@ def safe_extract_zip(
     :class:`ArchiveError` is raised.
     """
     path = Path(path)
+    shown = label or str(path)
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise ArchiveError(f"{path}: extraction target {dest} must be a new or empty directory")
+        raise ArchiveError(f"{shown}: extraction target {dest} must be a new or empty directory")
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     try:
-        with _open_zip(path) as zf:
+        with _open_zip(path, shown) as zf:
             infos = _check_members(
-                zf, path, max_total_bytes=max_total_bytes, max_members=max_members, max_ratio=max_ratio,
+                zf, shown, max_total_bytes=max_total_bytes, max_members=max_members, max_ratio=max_ratio,
                 ratio_min_bytes=ratio_min_bytes, allowed_suffixes=allowed_suffixes,
             )
             total = 0
             for info in infos:
                 target = (root / info.filename).resolve()
                 if target != root and root not in target.parents:
-                    raise ArchiveError(f"{path}: member {info.filename!r}: path escapes the extraction directory")
+                    raise ArchiveError(f"{shown}: member {info.filename!r}: path escapes the extraction directory")
                 if info.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
@@ -242,26 +247,26 @@ def safe_extract_zip(
                             total += len(chunk)
                             if written > info.file_size:
                                 raise ArchiveError(
-                                    f"{path}: member {info.filename!r}: decompresses to more bytes than its "
+                                    f"{shown}: member {info.filename!r}: decompresses to more bytes than its "
                                     f"header declares ({info.file_size})"
                                 )
                             if written > ratio_min_bytes and written / max(info.compress_size, 1) > max_ratio:
                                 raise ArchiveError(
-                                    f"{path}: member {info.filename!r}: compression ratio exceeds "
+                                    f"{shown}: member {info.filename!r}: compression ratio exceeds "
                                     f"max_ratio={max_ratio:g} (possible decompression bomb)"
                                 )
                             if total > max_total_bytes:
                                 raise ArchiveError(
-                                    f"{path}: member {info.filename!r}: total uncompressed size exceeds "
+                                    f"{shown}: member {info.filename!r}: total uncompressed size exceeds "
                                     f"max_total_bytes={max_total_bytes} (possible decompression bomb)"
                                 )
                             out.write(chunk)
                 except ArchiveError:
                     raise
                 except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
-                    raise ArchiveError(f"{path}: member {info.filename!r}: corrupt data ({exc})") from exc
+                    raise ArchiveError(f"{shown}: member {info.filename!r}: corrupt data ({exc})") from exc
                 except OSError as exc:
-                    raise ArchiveError(f"{path}: member {info.filename!r}: cannot extract ({exc})") from exc
+                    raise ArchiveError(f"{shown}: member {info.filename!r}: cannot extract ({exc})") from exc
     except BaseException:
         if created:
             shutil.rmtree(dest, ignore_errors=True)

@@ -11,34 +11,46 @@ $NCAP_TOKEN`` when a token is configured):
 /jobs/plot             {"job_id", "name"} -> one plot file (image/png)
 /jobs/artifacts        {"job_id"} -> zip of ranking.json and the plots
 /jobs/cancel           {"job_id"} -> status after the cancel request
+/jobs/delete           {"job_id"} -> removes a finished job's files and rows
 /jobs/list             {"state"?, "limit"?, "offset"?} -> job summaries, newest first
 /predict               {"trajectories": [{beta_eff: [...], val_accuracy: [...]}, ...]} -> predictions
 =====================  =============================================================================
 
-BentoML's OpenAPI spec is at /docs.json. Jobs run in ``service.jobs.JobWorker`` (one training process at
-a time) and live in the durable ``service.store.JobStore``.
+Every request is parsed by its declared model (``input_spec``): unknown keys, booleans given for numbers
+and non-finite floats are refused with a 4xx naming the field, and nothing a client sends reaches a 5xx.
+A submission is staged (``<data_dir>/staging/<process>/<job>``), checked without decoding the dataset in
+this process (``models.upload_checks``), its peak memory is estimated (``models.memory``) and refused when
+it cannot fit the per-job limit, and only then committed: the staged folder moves to ``jobs/<job>`` inside
+the transaction that inserts the job's row. BentoML's OpenAPI spec is at /docs.json. Jobs run in
+``service.jobs.JobWorker`` (one training process at a time) and live in the durable ``service.store.JobStore``.
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import math
+import os
 import shutil
 import threading
 import time
 import uuid
 import zipfile
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+from bentoml import IODescriptor
+from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model, field_validator, model_validator
 from starlette.responses import JSONResponse
 
 from ncap.models.recipe import Exposure, exposed_fields, plain_value_errors
 from ncap.service.config import ServiceSettings, load_settings
 from ncap.service.documents import CandidateRecord, RankingDocument
-from ncap.service.jobs import JobWorker, progress_summary, watch_parent
+from ncap.service.jobs import JOBS_DIR, STAGING_DIR, JobWorker, progress_summary, staging_owner, watch_parent
 from ncap.service.security import (
     GuardMiddleware,
     InsecureBindError,
@@ -47,7 +59,8 @@ from ncap.service.security import (
     check_bind,
     check_quota,
     check_upload_file,
-    safe_filename,
+    read_json_body,
+    read_submit_form,
 )
 from ncap.service.store import DONE, FINAL_STATES, JOB_STATES, QUEUED, JobStore
 
@@ -62,14 +75,14 @@ class _JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    candidates: list[str] = Field(
+    candidates: list[Annotated[str, Field(max_length=300)]] = Field(
         default_factory=list, max_length=64,
         description="Zoo names (`ncap zoo list`), timm architectures with locally cached weights, or "
                     "'arch=random' (optionally 'label:arch=random'); empty = the demo zoo. Weight file paths "
                     "are not accepted over HTTP.")
     dataset: str | None = Field(
         None, max_length=64,
-        description="A named built-in dataset ('digits', 'mnist5k') when no file is uploaded; "
+        description="A named built-in dataset ('digits', 'mnist5k', ...) when no file is uploaded; "
                     "neither = the embedded 'digits' data.")
     pruning_report: dict[str, Any] | None = Field(
         None, description="Optional `ncap prune` report; kept with the job and in its result.")
@@ -82,6 +95,73 @@ JobConfig = create_model(
         classmethod(lambda cls, v, info: plain_value_errors(cls, v, info)))},
     **{name: (info.annotation, info) for name, info in _JOB_FIELDS.items()})
 DEFAULT_CONFIG = JobConfig()
+
+
+class _Input(IODescriptor):
+    """A request body: one JSON object, validated by this model (unknown keys refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    async def from_http_request(cls, request, serde):
+        body = await read_json_body(request, SETTINGS.max_request_bytes)
+        return cls.model_validate_json(body or b"{}")
+
+
+class JobRef(_Input):
+    job_id: str = Field(max_length=64, description="The id /jobs/submit returned.")
+
+
+class PlotRef(JobRef):
+    name: str = Field(max_length=200, description="A plot file name from /jobs/result.")
+
+
+class ListRequest(_Input):
+    state: str | None = Field(None, max_length=32, description=" | ".join(JOB_STATES))
+    limit: StrictInt = Field(50, ge=1, le=1000)
+    offset: StrictInt = Field(0, ge=0, le=10**9)
+
+
+class SubmitRequest(_Input):
+    """``config`` (JSON) and, in a multipart body, the ``dataset`` file."""
+
+    config: JobConfig = DEFAULT_CONFIG  # type: ignore[valid-type]
+    dataset: list[Path] = Field(default_factory=list, max_length=1, description=(
+        "The dataset: one .npz (arrays x, y) or .zip of an ImageFolder (multipart only)."))
+
+    @classmethod
+    async def from_http_request(cls, request, serde):
+        media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if media != "multipart/form-data":
+            body = await read_json_body(request, SETTINGS.max_request_bytes)
+            data = _json_object(body)
+            if "dataset" in data:
+                raise _http(400, "upload the dataset as the file field 'dataset' of a multipart/form-data body; "
+                                 "a JSON body carries only 'config'")
+            return cls.model_validate(data)
+        staging = SETTINGS.resolved_data_dir / STAGING_DIR / staging_owner() / uuid.uuid4().hex
+        try:
+            form = await read_submit_form(request, staging, max_config_bytes=SETTINGS.max_request_bytes)
+            config = _json_object(form.config, what="the 'config' field") if form.config is not None else {}
+            return cls.model_validate({"config": config, "dataset": [form.upload] if form.upload else []})
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def _http(status: int, message: str) -> BentoMLException:
+    """A 4xx raised while BentoML parses a request (the middleware gives it the {"error": ...} shape)."""
+    return BentoMLException(message, error_code=HTTPStatus(status))
+
+
+def _json_object(body: bytes | None, what: str = "the request body") -> dict:
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _http(400, f"{what} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise _http(400, f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 class Progress(BaseModel):
@@ -108,7 +188,7 @@ class CandidateStatus(BaseModel):
     predicted_accuracy: float | None = None
     predicted_std: float | None = None
     observed_accuracy: float | None = None
-    error: str | None = None
+    error: str | None = Field(None, description="One line; tracebacks go to the server log only.")
 
 
 class JobStatus(BaseModel):
@@ -123,8 +203,8 @@ class JobStatus(BaseModel):
     config: dict[str, Any]
     progress: Progress
     candidates: list[CandidateStatus]
-    error: str | None = None
-    error_detail: str | None = None
+    error: str | None = Field(None, description="Why the job failed, in one line.")
+    error_detail: str | None = Field(None, description="Always null: tracebacks stay in the server log.")
 
 
 class JobSummary(BaseModel):
@@ -150,23 +230,54 @@ class JobResult(BaseModel):
     plots: list[str] = Field(description="Plot file names; fetch each with /jobs/plot.")
 
 
+class Deleted(BaseModel):
+    job_id: str
+    deleted: bool
+    freed_bytes: int
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+MAX_TRAJECTORIES, MAX_POINTS, MAX_TOTAL_POINTS = 256, 10_000, 50_000
+PBEST_DRAWS = 2_000_000  # p_best's Monte Carlo matrix: at most 16 MB per request
+
+
 class Trajectory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=200)
-    beta_eff: list[float] = Field(min_length=1, max_length=10000, description="β_eff after each epoch.")
-    val_accuracy: list[float] = Field(min_length=1, max_length=10000,
-                                      description="Validation accuracy (fraction 0..1) after each epoch.")
-    denominators: list[float] | None = Field(None, max_length=10000,
-                                             description="Optional 1ᵀP1 per epoch (unstable points dropped).")
+    beta_eff: list[FiniteFloat | None] = Field(
+        min_length=1, max_length=MAX_POINTS, description="β_eff after each epoch; null = not recorded (dropped).")
+    val_accuracy: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]] = Field(
+        min_length=1, max_length=MAX_POINTS, description="Validation accuracy (fraction 0..1) after each epoch.")
+    denominators: list[FiniteFloat | None] | None = Field(
+        None, max_length=MAX_POINTS, description="Optional 1ᵀP1 per epoch (unstable points dropped).")
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> Trajectory:
+        label = self.name or "trajectory"
+        if len(self.beta_eff) != len(self.val_accuracy):
+            raise ValueError(f"{label}: beta_eff has {len(self.beta_eff)} values but val_accuracy has "
+                             f"{len(self.val_accuracy)}")
+        if self.denominators is not None and len(self.denominators) != len(self.beta_eff):
+            raise ValueError(f"{label}: denominators has {len(self.denominators)} values, expected "
+                             f"{len(self.beta_eff)}")
+        return self
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PredictRequest(_Input):
+    """Observed (β_eff, accuracy) trajectories to predict from. Bounds: at most 256 trajectories, 10 000
+    points each and 50 000 in all (with the 4 MB body limit, a request costs the API tens of MB at most)."""
 
-    trajectories: list[Trajectory] = Field(min_length=1, max_length=1000)
-    t0: int = Field(1, ge=0, le=1000, description="Leading observations to skip.")
-    min_points: int = Field(3, ge=2, le=1000)
+    trajectories: list[Trajectory] = Field(min_length=1, max_length=MAX_TRAJECTORIES)
+    t0: StrictInt = Field(1, ge=0, le=MAX_POINTS, description="Leading observations to skip.")
+    min_points: StrictInt = Field(3, ge=2, le=MAX_POINTS, description="Fewer usable points -> flagged fallback.")
+
+    @model_validator(mode="after")
+    def _total_points(self) -> PredictRequest:
+        total = sum(len(t.beta_eff) for t in self.trajectories)
+        if total > MAX_TOTAL_POINTS:
+            raise ValueError(f"{total} points in all; at most {MAX_TOTAL_POINTS} per request")
+        return self
 
 
 class TrajectoryPrediction(BaseModel):
@@ -200,12 +311,6 @@ def _rejections(fn):
     return wrapper
 
 
-def _original_name(path: Path) -> str:
-    """BentoML saves an upload as ``tmp<8 random chars><original basename>``."""
-    name = path.name
-    return name[11:] if name.startswith("tmp") and len(name) > 11 else name
-
-
 def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tuple[str, str]]:
     """(entry, name) per candidate: the entry as the ranking function takes it, and the name it reports
     the candidate under. Checked by the one candidate resolver with weight-file paths refused (they would
@@ -232,15 +337,39 @@ def default_candidates() -> list[str]:
     return list(DEMO_CANDIDATES)
 
 
+def check_job_memory(entries: list[str], config, data, limit_bytes: int) -> int:
+    """Estimated peak bytes of the job (``models.memory``); 400 naming the candidate when a candidate cannot
+    take the image size or the estimate exceeds ``limit_bytes``."""
+    from ncap.models.candidates import CandidateError
+    from ncap.models.memory import MemoryBudgetError, check_memory_budget
+    from ncap.service.jobs import job_recipe
+
+    try:
+        return check_memory_budget(entries, job_recipe(config.model_dump()), data, limit_bytes).total
+    except (MemoryBudgetError, CandidateError) as exc:
+        raise Rejected(400, str(exc)) from exc
+
+
+def _scaled_beta(values: list[float | None]) -> list[float]:
+    """β_eff as floats (null -> NaN, which the predictor drops). Values beyond 1e100 are divided by their
+    largest magnitude first: the prediction at β_eff = 0 does not change under a scaling of β_eff (the
+    predictor standardises it), and the standardisation itself would overflow (std of ±1e300 is inf)."""
+    beta = [math.nan if v is None else float(v) for v in values]
+    top = max((abs(v) for v in beta if math.isfinite(v)), default=0.0)
+    return [v / top for v in beta] if top > 1e100 else beta
+
+
 def _warm_up() -> None:
     """Import what submit needs (torch, timm, the model list) in the background, so that the first
     submission does not pay several seconds of imports."""
     try:
         from ncap.models.candidates import check_arch
         from ncap.models.data import NAMED_DATASETS  # noqa: F401
+        from ncap.models.memory import backbone_profile
         from ncap.models.zoo import ZOO  # noqa: F401
 
         check_arch("resnet18")
+        backbone_profile("resnet18")
     except Exception:  # a failed warm-up only costs time later
         log.exception("warm-up failed")
 
@@ -263,22 +392,22 @@ class NcapService:
         for host in hosts:
             check_bind(host, self.settings)  # InsecureBindError stops the server
         self.data_dir = self.settings.resolved_data_dir
-        (self.data_dir / "jobs").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / JOBS_DIR).mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.settings.resolved_db_url)
         self.worker = JobWorker(
             self.store, runner=self.settings.runner, data_dir=self.data_dir,
             train_threads=self.settings.train_threads, train_nice=self.settings.train_nice,
-            cancel_grace_s=self.settings.cancel_grace_s,
-            poll_interval_s=self.settings.poll_interval_s)
+            cancel_grace_s=self.settings.cancel_grace_s, poll_interval_s=self.settings.poll_interval_s,
+            memory_limit_bytes=self.settings.job_memory_limit_bytes,
+            max_trainer_restarts=self.settings.max_trainer_restarts)
         self._validate_lock = threading.BoundedSemaphore(2)
-        log.info("ncap service: data dir %s, store %s, bound to %s, auth %s", self.data_dir,
-                 self.store.url, hosts or "(in-process)", "token" if self.settings.token else "loopback only")
+        log.info("ncap service: data dir %s, store %s, bound to %s, auth %s, per-job memory limit %.1f GB",
+                 self.data_dir, self.store.url, hosts or "(in-process)",
+                 "token" if self.settings.token else "loopback only", self.settings.job_memory_limit_bytes / 2**30)
 
     @bentoml.on_startup
     def _start_worker(self) -> None:
         if self._under_server:  # die with the server's main process, whatever kills it
-            import os
-
             watch_parent(os.getppid())
         self.worker.start()
         threading.Thread(target=_warm_up, name="ncap-warm-up", daemon=True).start()
@@ -291,100 +420,113 @@ class NcapService:
         return self.store.ping() and self.worker.alive
 
     # -- jobs ----------------------------------------------------------------------------------------
-    @bentoml.api(route="/jobs/submit")
+    @bentoml.api(route="/jobs/submit", input_spec=SubmitRequest)
     @_rejections
     def submit(self, config: JobConfig = DEFAULT_CONFIG, dataset: list[Path] = []) -> JobStatus:  # noqa: B006
         """Queue a ranking job and return at once. Upload the dataset as the multipart file field
         ``dataset`` (.npz with arrays x, y; or a .zip of an ImageFolder) and the config as the JSON
-        field ``config``; without a file the job uses ``config.dataset`` or the embedded digits."""
+        field ``config``; without a file the job uses ``config.dataset`` or the embedded digits. A job whose
+        estimated peak memory exceeds the per-job limit is refused (400) before it is queued."""
+        upload = dataset[0] if dataset else None
+        staged = None if upload is None else upload.parents[1]  # staging/<process>/<job>/upload/<file>
+        try:
+            return self._submit(config, upload, staged)
+        finally:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)  # committed jobs were moved away already
+
+    def _submit(self, config, upload: Path | None, staged: Path | None) -> JobStatus:
         s = self.settings
         if config.epochs > s.max_epochs:
             raise Rejected(400, f"epochs={config.epochs} is out of range 1..{s.max_epochs} (max_epochs)")
         pairs = validate_candidates(config.candidates, s) or [(n, n) for n in default_candidates()]
-        candidates = [name for _entry, name in pairs]
-        job_config = config.model_dump(exclude={"candidates", "dataset"})
-        job_config["candidates"] = [entry for entry, _name in pairs]  # what the ranking function is given
-        if len(dataset) > 1:
-            raise Rejected(400, f"upload one dataset file, got {len(dataset)}")
-        if dataset and config.dataset:
+        if upload is not None and config.dataset:
             raise Rejected(400, "give either an uploaded dataset file or config.dataset, not both")
         if self.store.count_jobs(QUEUED) >= s.max_queued_jobs:
             raise Rejected(429, f"the queue is full ({s.max_queued_jobs} jobs waiting); try again later")
-        job_id = uuid.uuid4().hex
-        job_dir = self.data_dir / "jobs" / job_id
-        try:
-            if dataset:
-                dataset_path, name, kind, size = self._take_upload(dataset[0], job_dir)
-            else:
-                name = config.dataset or "digits"
-                self._check_named(name)
-                dataset_path, kind, size = (config.dataset or None), "named", 0
-            job = self.store.create_job(
-                job_id, config=job_config, candidates=candidates, out_dir=job_dir / "out",
-                dataset_path=None if dataset_path is None else str(dataset_path), dataset_name=name,
-                dataset_kind=kind, dataset_bytes=size)
-        except BaseException:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            raise
+        job_id = staged.name if staged is not None else uuid.uuid4().hex
+        job_dir = self.data_dir / JOBS_DIR / job_id
+        if upload is not None:
+            data, stored, name, kind, size = self._check_upload(upload, staged)
+            dataset_path = str(job_dir / stored.relative_to(staged))
+        else:
+            name = config.dataset or "digits"
+            data, dataset_path, kind, size = self._check_named(name), config.dataset or None, "named", 0
+        entries = [entry for entry, _name in pairs]
+        check_job_memory(entries, config, data, s.job_memory_limit_bytes)
+        job_config = config.model_dump(exclude={"candidates", "dataset"})
+        job_config["candidates"] = entries  # what the ranking function is given
+
+        def move_into_place() -> None:  # inside the transaction that inserts the row: both or neither
+            if staged is not None:
+                os.replace(staged, job_dir)
+
+        job = self.store.create_job(
+            job_id, config=job_config, candidates=[n for _e, n in pairs], out_dir=job_dir / "out",
+            dataset_path=dataset_path, dataset_name=name, dataset_kind=kind, dataset_bytes=size,
+            on_commit=move_into_place)
         return self._status(job)
 
     @staticmethod
-    def _check_named(name: str) -> None:
-        from ncap.models.data import NAMED_DATASETS
+    def _check_named(name: str):
+        from ncap.models.data import NAMED_DATASETS, DataError
+        from ncap.models.memory import named_dataset_shape
 
         if name not in NAMED_DATASETS:
             raise Rejected(400, f"unknown named dataset {name!r}; known: {', '.join(sorted(NAMED_DATASETS))} "
                                 "(or upload a .npz / .zip file)")
+        try:
+            return named_dataset_shape(name)
+        except DataError as exc:  # a named dataset whose package is not installed on this server
+            raise Rejected(400, str(exc)) from exc
 
-    def _take_upload(self, upload: Path, job_dir: Path) -> tuple[Path, str, str, int]:
-        """Copy the upload into the data dir, check it, extract zips; returns (path, name, kind, bytes)."""
-        from ncap.models.archive import IMAGE_SUFFIXES, check_zip, safe_extract_zip
-        from ncap.models.data import DataError, load_dataset
+    def _check_upload(self, upload: Path, staged: Path):
+        """Check a staged upload in bounded memory (zips are extracted next to it); returns (DatasetShape,
+        stored path, client file name, kind, bytes). Messages name the client's file, never a server path."""
+        from ncap.models.archive import IMAGE_SUFFIXES, DataError, check_zip, safe_extract_zip
+        from ncap.models.memory import DatasetShape
+        from ncap.models.upload_checks import check_image_folder, check_npz
 
         s = self.settings
-        name = _original_name(upload)
+        name = upload.name
         kind = check_upload_file(upload, name, s)
         size = upload.stat().st_size
         check_quota(self.data_dir, size, s)
-        (job_dir / "upload").mkdir(parents=True, exist_ok=True)
-        stored = job_dir / "upload" / safe_filename(name)
-        shutil.copyfile(upload, stored)
-        limits = {"max_total_bytes": s.max_extract_bytes, "max_members": s.max_members, "max_ratio": s.max_ratio}
+        limits = {"max_total_bytes": s.max_extract_bytes, "max_members": s.max_members, "max_ratio": s.max_ratio,
+                  "label": name}
         with self._validate_lock:
             try:
                 if kind == "zip":
-                    check_quota(self.data_dir, 0, s)
-                    path = safe_extract_zip(stored, job_dir / "dataset", allowed_suffixes=IMAGE_SUFFIXES, **limits)
-                    stored.unlink()
+                    check_zip(upload, allowed_suffixes=IMAGE_SUFFIXES, **limits)
+                    check_quota(self.data_dir, size + check_zip_size(upload), s)
+                    stored = safe_extract_zip(upload, staged / "dataset", allowed_suffixes=IMAGE_SUFFIXES, **limits)
+                    upload.unlink()
+                    summary = check_image_folder(stored, label=name, max_pixels=s.max_image_pixels)
                 else:
-                    check_zip(stored, allowed_suffixes={".npy"}, **limits)
-                    path = stored
-                ds = load_dataset(path)  # the same loader the trainer uses: reject now, not later
-                del ds
+                    check_zip(upload, allowed_suffixes={".npy"}, **limits)
+                    stored = upload
+                    summary = check_npz(upload, label=name)
             except DataError as exc:
-                msg = str(exc).replace(str(stored), name).replace(str(job_dir), "")
-                raise Rejected(400, f"invalid dataset {name!r}: {msg}") from exc
-        return path, name, kind, size
+                raise Rejected(400, f"invalid dataset: {exc}") from exc
+        return DatasetShape(summary.n_images, summary.image_shape, summary.n_classes), stored, name, kind, size
 
-    @bentoml.api(route="/jobs/status")
+    @bentoml.api(route="/jobs/status", input_spec=JobRef)
     @_rejections
     def status(self, job_id: str) -> JobStatus:
         """State and progress of a job: candidates done / running / failed, current epoch, elapsed, ETA."""
         return self._status(self._job(job_id))
 
-    @bentoml.api(route="/jobs/result")
+    @bentoml.api(route="/jobs/result", input_spec=JobRef)
     @_rejections
     def result(self, job_id: str) -> JobResult:
         """The ranking document of a finished job (409 while it is not done)."""
         job = self._job(job_id)
         if job["state"] != DONE:
             prog = progress_summary(job, self.store.candidates(job_id))
-            extra = {"state": job["state"], "error_detail": None}
-            if job.get("error"):
-                extra["error_detail"] = job.get("error")
             raise Rejected(409, f"job {job_id} is {job['state']} ({prog['candidates_done']}/"
                                 f"{prog['candidates_total']} candidates done); no result"
-                                + (f": {job['error']}" if job.get("error") else ""), **extra)
+                                + (f": {job['error']}" if job.get("error") else ""),
+                           state=job["state"], error_detail=job.get("error"))
         doc = self.store.get_result(job_id) or {}
         return JobResult(job_id=job_id, state=job["state"], ranking=RankingDocument.model_validate(doc),
                          plots=self._plots(job, doc))
@@ -394,7 +536,7 @@ class NcapService:
         names = [Path(str(p)).name for p in doc.get("plots", []) or []]
         return [n for n in names if (out_dir / n).is_file()]
 
-    @bentoml.api(route="/jobs/plot")
+    @bentoml.api(route="/jobs/plot", input_spec=PlotRef)
     @_rejections
     def plot(self, job_id: str, name: str) -> Annotated[Path, ContentType("image/png")]:
         """One plot file of a finished job (names from /jobs/result)."""
@@ -405,7 +547,7 @@ class NcapService:
             raise Rejected(404, f"job {job_id} has no plot {name!r}; plots: {plots}")
         return Path(job["out_dir"]) / name
 
-    @bentoml.api(route="/jobs/artifacts")
+    @bentoml.api(route="/jobs/artifacts", input_spec=JobRef)
     @_rejections
     def artifacts(self, job_id: str) -> Annotated[Path, ContentType("application/zip")]:
         """A zip of a finished job's ranking.json and plots."""
@@ -416,9 +558,7 @@ class NcapService:
         out_dir = Path(job["out_dir"])
         target = out_dir.parent / f"ncap-{job_id}.zip"
         if not target.exists():
-            import json
-
-            tmp = target.with_suffix(".tmp")
+            tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")  # concurrent requests each write their own
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr("ranking.json", json.dumps(doc, indent=2))
                 for n in self._plots(job, doc):
@@ -426,7 +566,7 @@ class NcapService:
             tmp.replace(target)
         return target
 
-    @bentoml.api(route="/jobs/cancel")
+    @bentoml.api(route="/jobs/cancel", input_spec=JobRef)
     @_rejections
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a queued or running job (a running one stops after its current epoch)."""
@@ -436,14 +576,29 @@ class NcapService:
         self.store.request_cancel(job_id)
         return self._status(self._job(job_id))
 
-    @bentoml.api(route="/jobs/list")
+    @bentoml.api(route="/jobs/delete", input_spec=JobRef)
+    @_rejections
+    def delete(self, job_id: str) -> Deleted:
+        """Remove a finished (done, failed or cancelled) job: its rows and its files (409 while it runs)."""
+        from ncap.service.security import directory_size
+
+        self._job(job_id)
+        job_dir = self.data_dir / JOBS_DIR / job_id
+        freed = directory_size(job_dir) if job_dir.is_dir() else 0
+        try:
+            if self.store.delete_job(job_id) is None:
+                raise Rejected(404, f"no job {job_id!r}")
+        except ValueError as exc:
+            raise Rejected(409, str(exc)) from exc
+        shutil.rmtree(job_dir, ignore_errors=True)  # a crash here leaves an orphan that start-up removes
+        return Deleted(job_id=job_id, deleted=True, freed_bytes=freed)
+
+    @bentoml.api(route="/jobs/list", input_spec=ListRequest)
     @_rejections
     def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> JobList:
         """Jobs, newest first, optionally of one state."""
         if state is not None and state not in JOB_STATES:
             raise Rejected(400, f"unknown state {state!r}; states: {', '.join(JOB_STATES)}")
-        if not 1 <= limit <= 1000 or offset < 0:
-            raise Rejected(400, "limit must be 1..1000 and offset >= 0")
         jobs = self.store.list_jobs(state, limit, offset)
         return JobList(total=self.store.count_jobs(state), jobs=[
             JobSummary(job_id=j["id"], state=j["state"], created_at=j["created_at"],
@@ -452,39 +607,27 @@ class NcapService:
                        error=j["error"]) for j in jobs])
 
     # -- AutoML helper -------------------------------------------------------------------------------
-    @bentoml.api(route="/predict")
+    @bentoml.api(route="/predict", input_spec=PredictRequest)
     @_rejections
     def predict(self, trajectories: list[Trajectory], t0: int = 1, min_points: int = 3) -> PredictResponse:
         """Predicted final accuracy ± std from observed (β_eff, accuracy) per epoch; no training."""
-        import math
-
         from ncap.capacitance.predictor import p_best, predict_final_accuracy, rank_order
 
         preds = []
         for i, tr in enumerate(trajectories):
-            label = tr.name or f"trajectory {i}"
-            if len(tr.beta_eff) != len(tr.val_accuracy):
-                raise Rejected(400, f"{label}: beta_eff has {len(tr.beta_eff)} values but val_accuracy has "
-                                    f"{len(tr.val_accuracy)}")
-            if tr.denominators is not None and len(tr.denominators) != len(tr.beta_eff):
-                raise Rejected(400, f"{label}: denominators has {len(tr.denominators)} values, expected "
-                                    f"{len(tr.beta_eff)}")
-            bad = [a for a in tr.val_accuracy if not (math.isfinite(a) and 0.0 <= a <= 1.0)]
-            if bad:
-                raise Rejected(400, f"{label}: val_accuracy must be fractions in [0, 1] (got {bad[0]}); "
-                                    "divide percentages by 100")
+            den = None if tr.denominators is None else [math.nan if d is None else d for d in tr.denominators]
             try:
-                preds.append(predict_final_accuracy(tr.beta_eff, tr.val_accuracy, t0=t0,
-                                                    denominators=tr.denominators, min_points=min_points))
+                preds.append(predict_final_accuracy(_scaled_beta(tr.beta_eff), tr.val_accuracy, t0=t0,
+                                                    denominators=den, min_points=min_points))
             except ValueError as exc:
-                raise Rejected(400, f"{label}: {exc}") from exc
+                raise Rejected(400, f"{tr.name or f'trajectory {i}'}: {exc}") from exc
         means = [p.accuracy for p in preds]
-        pb = p_best(means, [p.std for p in preds])
+        pb = p_best(means, [p.std for p in preds], n_samples=min(20_000, PBEST_DRAWS // len(preds)))
         ranks = rank_order(means)
         return PredictResponse(predictions=[
             TrajectoryPrediction(name=tr.name or str(i), predicted_accuracy=p.accuracy, predicted_std=p.std,
-                       p_best=float(pb[i]), rank=int(ranks[i]), n_points=p.n_points, method=p.method,
-                       flags=list(p.flags))
+                                 p_best=float(pb[i]), rank=int(ranks[i]), n_points=p.n_points, method=p.method,
+                                 flags=list(p.flags))
             for i, (tr, p) in enumerate(zip(trajectories, preds))])
 
     # -- internals -----------------------------------------------------------------------------------
@@ -511,9 +654,15 @@ class NcapService:
             job_id=job["id"], state=job["state"], created_at=job["created_at"], started_at=job["started_at"],
             finished_at=job["finished_at"], attempts=job["attempts"], cancel_requested=job["cancel_requested"],
             dataset=job["dataset_name"] or "digits", config=job["config"], progress=Progress(**prog),
-            candidates=items, error=job.get("error"), error_detail=job.get("error_detail"))
+            candidates=items, error=job.get("error"), error_detail=None)
+
+
+def check_zip_size(path: Path) -> int:
+    """Uncompressed bytes a zip declares (checked against the quota before it is extracted)."""
+    with zipfile.ZipFile(path) as zf:
+        return sum(i.file_size for i in zf.infolist())
 
 
 NcapService.add_asgi_middleware(GuardMiddleware, settings=SETTINGS)
 
-__all__ = ["InsecureBindError", "JobConfig", "NcapService"]
+__all__ = ["InsecureBindError", "JobConfig", "NcapService", "PredictRequest", "SubmitRequest"]

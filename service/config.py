@@ -64,11 +64,18 @@ class ServiceSettings(BaseSettings):
     max_members: int = Field(200_000, gt=0, description="Most members in an uploaded zip.")
     max_ratio: float = Field(200.0, gt=1, description="Largest compression ratio of a zip member.")
     max_data_dir_gb: float = Field(20.0, gt=0, description="Uploads are refused once data_dir holds this much.")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height) in an uploaded "
+                                  "zip; each is decoded once, alone, when the upload is checked.")
 
     # job config limits
     max_candidates: int = Field(8, ge=1, description="Most candidates in one job.")
     max_epochs: int = Field(50, ge=1, description="Largest 'epochs' of a job.")
     max_queued_jobs: int = Field(100, ge=1, description="Submissions are refused while this many wait.")
+    max_job_memory_gb: float | None = Field(
+        None, gt=0, description="Per-job memory limit: a job whose estimated peak exceeds it is refused at "
+        "submit, and the training process runs under it (RLIMIT_DATA). Default: 75% of the machine's memory.")
+    max_trainer_restarts: int = Field(3, ge=0, le=100, description="A job whose training process dies (a signal, "
+                                      "the OOM killer) is restarted this many times, reusing finished candidates.")
 
     # worker
     runner: str = Field("ncap.service.ranking:run_ranking", description="'module:function' that ranks.")
@@ -119,6 +126,14 @@ class ServiceSettings(BaseSettings):
     @property
     def max_data_dir_bytes(self) -> int:
         return int(self.max_data_dir_gb * 1024**3)
+
+    @property
+    def job_memory_limit_bytes(self) -> int:
+        if self.max_job_memory_gb is not None:
+            return int(self.max_job_memory_gb * 1024**3)
+        from ncap.models.memory import default_memory_limit
+
+        return default_memory_limit()
 
 
 class SettingsError(ValueError):

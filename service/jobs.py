@@ -19,6 +19,7 @@ killed server never leaves an orphan trainer writing to a job that is being resu
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import pkgutil
@@ -27,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,58 @@ def progress_summary(job: dict, candidates: list[dict], now: float | None = None
 
 
 # --------------------------------------------------------------------------------------------------
+# data dir
+# --------------------------------------------------------------------------------------------------
+JOBS_DIR, STAGING_DIR, TMP_DIR = "jobs", "staging", "tmp"
+
+
+def staging_owner() -> str:
+    """Name of this process's staging folder: ``<pid>-<start time>``, so that a leftover of a dead process
+    is told apart from the folder of a live one (even when a pid is reused)."""
+    import psutil
+
+    return f"{os.getpid()}-{int(psutil.Process().create_time())}"
+
+
+def _owner_alive(name: str) -> bool:
+    import psutil
+
+    pid, _, started = name.partition("-")
+    try:
+        return pid.isdigit() and int(psutil.Process(int(pid)).create_time()) == int(started)
+    except (psutil.Error, ValueError):
+        return False
+
+
+def clean_data_dir(store: JobStore, data_dir: Path) -> list[str]:
+    """Remove what interrupted submissions and jobs left behind (called once the worker lock is held, before
+    any trainer starts): staging folders of processes that are gone, the trainers' temp folder, and job
+    folders without a job row. Returns what was removed (paths relative to ``data_dir``)."""
+    import shutil
+
+    data_dir = Path(data_dir)
+    removed: list[str] = []
+
+    def remove(path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(str(path.relative_to(data_dir)))
+
+    for folder in sorted((data_dir / STAGING_DIR).glob("*")):
+        if not _owner_alive(folder.name):
+            remove(folder)
+    for leftover in sorted((data_dir / TMP_DIR).glob("*")):
+        remove(leftover)
+    with store.exclusive() as job_ids:  # no submission commits, and no deletion happens, meanwhile
+        for folder in sorted((data_dir / JOBS_DIR).glob("*")):
+            if folder.name not in job_ids:
+                remove(folder)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------------
 # worker thread (API process)
 # --------------------------------------------------------------------------------------------------
 class JobWorker:
@@ -106,8 +158,13 @@ class JobWorker:
 
     def __init__(self, store: JobStore, *, runner: str, data_dir: Path, train_threads: int = 1,
                  train_nice: int = 10, cancel_grace_s: float = 30.0, poll_interval_s: float = 0.5,
-                 python: str = sys.executable, env: dict[str, str] | None = None):
+                 python: str = sys.executable, env: dict[str, str] | None = None,
+                 memory_limit_bytes: int | None = None, max_trainer_restarts: int = 3,
+                 max_candidate_crashes: int = 2):
         self.store = store
+        self.memory_limit_bytes = memory_limit_bytes
+        self.max_trainer_restarts = int(max_trainer_restarts)
+        self.max_candidate_crashes = int(max_candidate_crashes)
         self.runner = runner
         self.data_dir = Path(data_dir)
         self.train_threads = int(train_threads)
@@ -172,6 +229,10 @@ class JobWorker:
             if self._stop.is_set():
                 return
             self.owner = True
+            removed = clean_data_dir(self.store, self.data_dir)
+            if removed:
+                log.warning("removed %d leftover(s) of interrupted submissions and jobs: %s", len(removed),
+                            ", ".join(removed[:20]))
             self.requeued = self.store.requeue_interrupted()
             if self.requeued:
                 log.warning("resuming %d interrupted job(s): %s", len(self.requeued), ", ".join(self.requeued))
@@ -184,9 +245,8 @@ class JobWorker:
                 try:
                     self._run_job(job)
                 except Exception as exc:  # keep the worker alive whatever happens to one job
-                    log.exception("job %s: worker error", job["id"])
-                    self.store.finish_job(job["id"], FAILED, error=f"worker error: {exc}",
-                                          error_detail=traceback.format_exc())
+                    log.exception("job %s: worker error", job["id"])  # the traceback: server log only
+                    self.store.finish_job(job["id"], FAILED, error=f"worker error: {type(exc).__name__}")
                 finally:
                     self.current_job = None
         except Exception:  # pragma: no cover - the store is gone; readiness will report it
@@ -195,7 +255,8 @@ class JobWorker:
     def _command(self, job_id: str) -> list[str]:
         return [self.python, "-m", "ncap.service.jobs", "--db", self.store.url, "--job", job_id,
                 "--runner", self.runner, "--threads", str(self.train_threads), "--nice", str(self.train_nice),
-                "--parent", str(os.getpid())]
+                "--parent", str(os.getpid())] + (
+                    ["--memory-limit", str(self.memory_limit_bytes)] if self.memory_limit_bytes else [])
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)
@@ -204,6 +265,9 @@ class JobWorker:
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         env.setdefault("PYTHONUNBUFFERED", "1")
+        tmp = self.data_dir / TMP_DIR  # the trainer's temp files live here: start-up removes leftovers
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
         return env
 
     def _run_job(self, job: dict) -> None:
@@ -214,33 +278,82 @@ class JobWorker:
         with open(log_path, "ab") as logf:
             logf.write(f"\n=== attempt {job['attempts']} at {time.ctime()} ===\n".encode())
             logf.flush()
+            log_start = logf.tell()
             proc = subprocess.Popen(self._command(job_id), stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=subprocess.STDOUT, env=self._child_env(), close_fds=True)
         self._proc = proc
-        cancel_seen_at: float | None = None
+        over_memory = False
         try:
-            while proc.poll() is None:
-                if self._stop.wait(self.poll_interval_s):
-                    _terminate(proc, grace=5.0)  # shutting down: the job stays 'running' -> resumed later
-                    return
-                if cancel_seen_at is None and self.store.cancel_requested(job_id):
-                    cancel_seen_at = time.time()
-                if cancel_seen_at is not None and time.time() - cancel_seen_at > self.cancel_grace_s:
-                    _terminate(proc, grace=5.0)
-                    self.store.finish_job(job_id, CANCELLED, error="cancelled (training process stopped)")
-                    return
+            over_memory = self._watch(proc, job_id)
         finally:
             self._proc = None
         if self._stop.is_set():
             return
         after = self.store.get_job(job_id)
-        if after is not None and after["state"] == RUNNING:  # the trainer died without a verdict
-            if after["cancel_requested"]:
-                self.store.finish_job(job_id, CANCELLED, error="cancelled")
-            else:
-                self.store.finish_job(
-                    job_id, FAILED, error=f"training process exited with code {proc.returncode}",
-                    error_detail=_tail(log_path))
+        if after is None or after["state"] != RUNNING:  # the trainer gave its verdict (or was cancelled)
+            return
+        if after["cancel_requested"]:
+            self.store.finish_job(job_id, CANCELLED, error="cancelled")
+            return
+        reason = death_reason(proc.returncode, _tail(log_path, start=log_start), self.memory_limit_bytes,
+                              over_memory)
+        state = self.store.record_trainer_death(job_id, reason, max_candidate_crashes=self.max_candidate_crashes,
+                                                max_restarts=self.max_trainer_restarts)
+        log.error("job %s: %s; job is now %s", job_id, reason, state)
+
+    def _watch(self, proc: subprocess.Popen, job_id: str) -> bool:
+        """Wait for the trainer; stop it on shutdown, on a cancel past its grace, or when its resident memory
+        passes the backstop (``WATCHDOG_FACTOR`` x the limit, for memory ``RLIMIT_DATA`` does not count).
+        Returns whether it was stopped for memory."""
+        cancel_seen_at: float | None = None
+        while proc.poll() is None:
+            if self._stop.wait(self.poll_interval_s):
+                _terminate(proc, grace=5.0)  # shutting down: the job stays 'running' -> resumed later
+                return False
+            if cancel_seen_at is None and self.store.cancel_requested(job_id):
+                cancel_seen_at = time.time()
+            if cancel_seen_at is not None and time.time() - cancel_seen_at > self.cancel_grace_s:
+                _terminate(proc, grace=5.0)
+                self.store.finish_job(job_id, CANCELLED, error="cancelled (training process stopped)")
+                return False
+            if self.memory_limit_bytes and _resident_bytes(proc.pid) > WATCHDOG_FACTOR * self.memory_limit_bytes:
+                proc.kill()
+                proc.wait(10)
+                return True
+        return False
+
+
+WATCHDOG_FACTOR = 1.5  # RSS also holds shared libraries (~0.4 GB of torch) that RLIMIT_DATA leaves out
+
+
+def _resident_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (0 if it is gone)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+    except psutil.Error:
+        return 0
+
+
+def death_reason(returncode: int | None, log_tail: str, memory_limit: int | None, over_memory: bool) -> str:
+    """One line saying why a training process ended without recording a verdict."""
+    from ncap.models.memory import candidate_failure, format_bytes
+
+    limit = f" (limit {format_bytes(memory_limit)})" if memory_limit else ""
+    if over_memory:
+        return f"out of memory{limit}: the training process passed {WATCHDOG_FACTOR:g}x the limit and was stopped"
+    if candidate_failure(log_tail[-4000:]).startswith("out of memory"):
+        return f"out of memory{limit}"
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if returncode == -signal.SIGKILL else ""
+        return f"the training process was killed by {name}{hint}"
+    return f"the training process exited with code {returncode} without a result"
 
 
 def _terminate(proc: subprocess.Popen, grace: float) -> None:
@@ -254,12 +367,15 @@ def _terminate(proc: subprocess.Popen, grace: float) -> None:
         pass
 
 
-def _tail(path: Path, n_bytes: int = 4000) -> str:
+def _tail(path: Path, n_bytes: int = 16000, start: int = 0) -> str:
+    """The last ``n_bytes`` of a log file from offset ``start`` on."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(start, size - n_bytes))
+            return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return data[-n_bytes:].decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,21 +415,53 @@ def watch_parent(parent: int, interval: float = 1.0, grace: float = 15.0) -> thr
     return thread
 
 
+def _accepts(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` takes the keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _setup_error(exc: BaseException) -> bool:
+    """A problem of the job as a whole (its dataset or candidate list), not of one candidate."""
+    from ncap.models.archive import DataError
+    from ncap.models.candidates import CandidateError
+
+    return isinstance(exc, (DataError, CandidateError))
+
+
+def _one_line_errors(doc: dict) -> dict:
+    """Failed candidates' errors in a document cut to one line (tracebacks stay in the log)."""
+    from ncap.models.memory import candidate_failure
+
+    for rec in doc.get("candidates", []) or []:
+        if isinstance(rec, dict) and rec.get("error"):
+            rec["error"] = candidate_failure(str(rec["error"]))
+    return doc
+
+
 def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
               parent: int | None = None, stop_poll_s: float = 0.25) -> str:
-    """Run one job with ``runner`` and record everything in ``store``. Returns the final state."""
+    """Run one job with ``runner`` and record everything in ``store``. Returns the final state.
+
+    Per-candidate isolation: when the runner raises for one candidate (whatever the exception), that
+    candidate is stored ``failed`` with a one-line reason, its traceback goes to the log, and the runner is
+    called again with every finished candidate as ``completed`` (reused, not retrained), so the rest of
+    the job goes on. A problem of the whole job (its dataset, its candidate list) fails the job."""
+    from ncap.models.memory import candidate_failure
+
     job = store.get_job(job_id)
     if job is None:
         raise SystemExit(f"no job {job_id}")
-    completed = store.completed_records(job_id)
-    for name in completed:
-        store.add_event(job_id, "candidate_reused", name)
     out_dir = Path(job["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(job["config"])
     # the entries as submitted (labels, '=random') if recorded, else the candidate names
     candidates = list(config.get("candidates") or job["candidates"]) or None
     last_check = [0.0, False]
+    started: list[str] = []
 
     def should_stop() -> bool:
         if parent is not None and os.getppid() != parent:
@@ -324,33 +472,54 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
             last_check[1] = store.cancel_requested(job_id)
         return bool(last_check[1])
 
+    def on_candidate_start(name: str) -> None:
+        started.append(str(name))
+        store.mark_candidate_started(job_id, str(name))
+
     def on_epoch(candidate: str, epoch: float, metrics: dict | None = None) -> None:
         store.record_epoch(job_id, str(candidate), float(epoch), to_jsonable(metrics or {}))
 
     def on_candidate_done(record) -> None:
         record = to_jsonable(record)
         failed = str(record.get("status", "")).lower() in FAILED_STATUSES
+        if failed and record.get("error"):
+            record["error"] = candidate_failure(str(record["error"]))
         store.save_candidate(job_id, record, failed=failed)
 
-    kwargs: dict[str, Any] = {"completed": completed, "on_candidate_done": on_candidate_done,
-                              "on_epoch": on_epoch, "should_stop": should_stop, "make_plots": True,
-                              "progress": False}
+    kwargs: dict[str, Any] = {"on_candidate_done": on_candidate_done, "on_epoch": on_epoch,
+                              "should_stop": should_stop, "make_plots": True, "progress": False}
+    if _accepts(runner, "on_candidate_start"):
+        kwargs["on_candidate_start"] = on_candidate_start
     dataset = job.get("dataset_path") or None
-    try:
-        doc = runner(dataset, candidates, job_recipe(config), out_dir, **kwargs)
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        if type(exc).__name__ == "Cancelled" or (should_stop() and isinstance(exc, Exception)):
-            store.finish_job(job_id, CANCELLED, error="cancelled")
-            return CANCELLED
-        detail = traceback.format_exc()
-        print(detail, file=sys.stderr)
-        store.finish_job(job_id, FAILED, error=f"{type(exc).__name__}: {exc}", error_detail=detail)
+    for _attempt in range(len(job["candidates"]) + 1):
+        completed = store.completed_records(job_id)
+        for name in completed:
+            store.add_event(job_id, "candidate_reused", name)
+        started.clear()
+        try:
+            doc = runner(dataset, candidates, job_recipe(config), out_dir, completed=completed, **kwargs)
+            break
+        except Exception as exc:
+            if type(exc).__name__ == "Cancelled" or should_stop():
+                store.finish_job(job_id, CANCELLED, error="cancelled")
+                return CANCELLED
+            log.exception("job %s: the ranking raised", job_id)  # the traceback: train.log, never the client
+            culprit = started[-1] if started else (
+                None if "on_candidate_start" in kwargs or _setup_error(exc) else store.in_flight_candidate(job_id))
+            if culprit is None or culprit in store.completed_records(job_id):
+                error = candidate_failure(exc).replace(str(out_dir.parent) + os.sep, "")  # no server paths
+                store.finish_job(job_id, FAILED, error=error)
+                return FAILED
+            log.error("job %s: candidate %s failed: %s", job_id, culprit, candidate_failure(exc))
+            store.save_candidate(job_id, {"candidate": culprit, "status": "failed",
+                                          "error": candidate_failure(exc)}, failed=True)
+    else:  # every candidate raised and the runner still did not finish
+        store.finish_job(job_id, FAILED, error="every candidate failed")
         return FAILED
     doc = to_jsonable(doc)
     if not isinstance(doc, dict):
         doc = {"result": doc}
+    doc = _one_line_errors(doc)
     if config.get("pruning_report") is not None and "pruning_report" not in doc:
         doc["pruning_report"] = config["pruning_report"]
     # candidates the runner reported in its document but not through the callback
@@ -372,7 +541,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parent", type=int, default=None)
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by this much")
+    parser.add_argument("--memory-limit", type=int, default=None,
+                        help="RLIMIT_DATA of this process in bytes (ncap.models.memory.apply_memory_limit)")
     args = parser.parse_args(argv)
+    if args.memory_limit:
+        from ncap.models.memory import apply_memory_limit
+
+        apply_memory_limit(args.memory_limit)  # before torch is imported and allocates anything
     if args.nice > 0:
         try:
             os.nice(args.nice)

@@ -11,6 +11,11 @@
     413 from ``Content-Length`` before anything is read, and again while streaming for chunked bodies.
 * ``check_bind``: refuses to serve on a non-loopback address without a token (used by ``ncap serve``
   before starting, and by the service at start-up on the socket it was actually given).
+* Request bodies, read by the routes' input models: :func:`read_json_body` (a JSON route's body, bounded)
+  and :func:`read_submit_form` (the ``/jobs/submit`` multipart body, parsed as a stream with
+  ``python-multipart``: the file part is written straight into a staging folder, never held in memory,
+  and a body without a boundary, with an unknown or repeated field, or without its closing boundary is
+  a 400 naming the problem).
 * Upload checks that are not archive checks: file type and magic bytes, size, data-dir quota.
 """
 from __future__ import annotations
@@ -210,12 +215,198 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, limited_receive, _error_shape(guarded_send))
         except _BodyTooLarge:
             if not started:
                 started = True
                 await self._send_json(send, 413, {
                     "error": f"request body exceeds the limit of {limit} bytes for {path}"})
+
+
+def _error_shape(send: Any) -> Any:
+    """Give every 4xx JSON body the shape ``{"error": "<what is wrong>", ...}``: BentoML answers its own 4xx
+    with a one-element list (``[{"error": ...}]``, a tuple in its code), and a failed model validation with
+    ``{"error": "1 validation error for Input", "detail": [...]}``, whose first line says nothing; that
+    line becomes ``<field>: <message>; ...`` from the details."""
+    held: dict | None = None
+    chunks: list[bytes] = []
+
+    async def shaped(message: dict) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start":
+            ctype = dict(message.get("headers") or []).get(b"content-type", b"")
+            if 400 <= message["status"] < 500 and ctype.startswith(b"application/json"):
+                held = message
+                return
+        elif held is not None and message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = _reshape(b"".join(chunks))
+            headers = [(k, v) for k, v in held.get("headers") or [] if k != b"content-length"]
+            await send({**held, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return shaped
+
+
+def _reshape(body: bytes) -> bytes:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict) and "error" in data[0]:
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("detail"), list) and data["detail"]:
+        problems = [f"{'.'.join(str(p) for p in d.get('loc', ()) if p != 'body') or 'body'}: {d.get('msg', '')}"
+                    for d in data["detail"][:5] if isinstance(d, dict)]
+        data["error"] = "; ".join(problems) + (f" (and {len(data['detail']) - 5} more)" if len(data["detail"]) > 5
+                                               else "")
+    return json.dumps(data).encode()
+
+
+# ------------------------------------------------------------------------------------- request bodies
+async def read_json_body(request: Any, limit: int) -> bytes:
+    """The body of a JSON route, at most ``limit`` bytes; anything but ``application/json`` is a 415."""
+    media = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+    if media not in ("application/json", "text/json", ""):
+        raise _bento_error(415, f"send a JSON body (Content-Type: application/json), not {media!r}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _bento_error(413, f"request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _bento_error(status: int, message: str) -> Exception:
+    from http import HTTPStatus
+
+    from bentoml.exceptions import BentoMLException
+
+    return BentoMLException(message, error_code=HTTPStatus(status))
+
+
+class SubmitForm:
+    """The parts of a ``/jobs/submit`` multipart body: ``config`` (its bytes, or None) and the ``dataset``
+    file written to ``upload`` (or None)."""
+
+    FIELDS = ("config", "dataset")
+
+    def __init__(self) -> None:
+        self.config: bytes | None = None
+        self.upload: Path | None = None
+        self.seen: list[str] = []
+
+
+async def read_submit_form(request: Any, staging: Path, *, max_config_bytes: int) -> SubmitForm:
+    """Parse a ``multipart/form-data`` body as a stream. The ``dataset`` file part goes to
+    ``staging/upload/<safe file name>`` as it arrives; ``config`` is kept (at most ``max_config_bytes``).
+    Raises a 400 for a missing boundary, a malformed body, a field other than ``config`` / ``dataset``, a
+    field given twice, a ``dataset`` that is not a file, or a body that ends before its closing boundary."""
+    from python_multipart.multipart import (
+        MultipartParseError,
+        MultipartParser,
+        MultipartState,
+        parse_options_header,
+    )
+
+    _media, params = parse_options_header(request.headers.get("content-type") or "")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise _bento_error(400, "multipart/form-data body without a boundary in its Content-Type header")
+    form, part = SubmitForm(), _Part(staging, max_config_bytes)
+    parser = MultipartParser(boundary, part.callbacks(form))
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise _bento_error(400, f"malformed multipart body: {exc}") from exc
+    finally:
+        part.close()
+    if parser.state != MultipartState.END:
+        raise _bento_error(400, "the multipart body ends before its closing boundary (--boundary--); it was cut off")
+    return form
+
+
+class _Part:
+    """State of the part being parsed (python-multipart calls these back synchronously from write())."""
+
+    def __init__(self, staging: Path, max_config_bytes: int):
+        self.staging = staging
+        self.max_config_bytes = max_config_bytes
+        self.headers: dict[bytes, bytes] = {}
+        self.field = self.value = b""
+        self.name: str | None = None
+        self.file: Any = None
+        self.buffer = bytearray()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def callbacks(self, form: SubmitForm) -> dict:
+        def begin() -> None:
+            self.headers, self.field, self.value, self.name = {}, b"", b"", None
+            self.buffer = bytearray()
+
+        def header_field(data: bytes, start: int, end: int) -> None:
+            self.field += data[start:end]
+
+        def header_value(data: bytes, start: int, end: int) -> None:
+            self.value += data[start:end]
+
+        def header_end() -> None:
+            self.headers[self.field.strip().lower()] = self.value.strip()
+            self.field = self.value = b""
+
+        def headers_finished() -> None:
+            self._open(form)
+
+        def data(data: bytes, start: int, end: int) -> None:
+            if self.file is not None:
+                self.file.write(data[start:end])
+                return
+            self.buffer += data[start:end]
+            if len(self.buffer) > self.max_config_bytes:
+                raise _bento_error(413, f"the 'config' field exceeds {self.max_config_bytes} bytes")
+
+        def end() -> None:
+            if self.name == "config":
+                form.config = bytes(self.buffer)
+            self.close()
+
+        return {"on_part_begin": begin, "on_header_field": header_field, "on_header_value": header_value,
+                "on_header_end": header_end, "on_headers_finished": headers_finished, "on_part_data": data,
+                "on_part_end": end}
+
+    def _open(self, form: SubmitForm) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        kind, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if kind != b"form-data" or not name:
+            raise _bento_error(400, "a multipart part without 'Content-Disposition: form-data; name=...'")
+        if name not in SubmitForm.FIELDS:
+            raise _bento_error(400, f"unknown multipart field {name!r}; /jobs/submit takes 'config' (JSON) and "
+                                    "'dataset' (the file)")
+        if name in form.seen:
+            raise _bento_error(400, f"the multipart field {name!r} is given twice")
+        form.seen.append(name)
+        self.name = name
+        if name == "dataset":
+            filename = params.get(b"filename")
+            if filename is None:
+                raise _bento_error(400, "the 'dataset' field must be a file (a part with a filename): upload "
+                                        "the .npz or .zip, e.g. curl -F dataset=@data.zip")
+            target = self.staging / "upload" / safe_filename(filename.decode("utf-8", "replace"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(target, "wb")  # noqa: SIM115 - closed by end() / close()
+            form.upload = target
 
 
 # ------------------------------------------------------------------------------------------- uploads
@@ -260,10 +451,10 @@ def directory_size(path: Path) -> int:
 
 def check_quota(data_dir: Path, incoming: int, settings: ServiceSettings) -> None:
     """Refuse an upload when the data dir would grow past ``max_data_dir_gb``."""
-    used = directory_size(data_dir / "jobs") if (data_dir / "jobs").exists() else 0
+    used = sum(directory_size(data_dir / d) for d in ("jobs", "staging") if (data_dir / d).exists())
     if used + incoming > settings.max_data_dir_bytes:
         raise Rejected(413, f"the server's data dir is full ({used} bytes used, limit "
-                            f"{settings.max_data_dir_bytes}); delete old jobs or raise max_data_dir_gb")
+                            f"{settings.max_data_dir_bytes}); delete finished jobs (/jobs/delete) or raise max_data_dir_gb")
 
 
 def safe_filename(filename: str) -> str:

@@ -19,7 +19,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     done_at_start INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     error_detail TEXT,
-    result TEXT
+    result TEXT,
+    trainer_deaths INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at);
 CREATE TABLE IF NOT EXISTS candidates (
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     wall_time REAL,
     record TEXT,
     error TEXT,
+    crashes INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, name)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -83,6 +85,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
 """
+# columns added after the first release: (table, column, declaration); added to older databases on open
+_ADDED_COLUMNS = (
+    ("jobs", "trainer_deaths", "INTEGER NOT NULL DEFAULT 0"),
+    ("candidates", "crashes", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class StoreError(RuntimeError):
@@ -137,8 +144,16 @@ class JobStore:
         self._local = threading.local()
         try:
             self._conn().executescript(_SCHEMA)
+            self._add_missing_columns()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open job store {self.path}: {exc}") from exc
+
+    def _add_missing_columns(self) -> None:
+        with self._tx() as db:
+            for table, column, decl in _ADDED_COLUMNS:
+                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     # -- connection handling -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -166,6 +181,13 @@ class JobStore:
         else:
             db.execute("COMMIT")
 
+    @contextmanager
+    def exclusive(self) -> Iterator[set[str]]:
+        """Hold the write lock and yield the ids of every job: no job is created or deleted meanwhile, so a
+        job folder whose id is not in the set is an orphan."""
+        with self._tx() as db:
+            yield {r[0] for r in db.execute("SELECT id FROM jobs").fetchall()}
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -182,7 +204,12 @@ class JobStore:
     # -- jobs ----------------------------------------------------------------------------------------
     def create_job(self, job_id: str, *, config: dict, candidates: list[str], out_dir: str | Path,
                    dataset_path: str | None = None, dataset_name: str | None = None,
-                   dataset_kind: str | None = None, dataset_bytes: int = 0) -> dict:
+                   dataset_kind: str | None = None, dataset_bytes: int = 0,
+                   on_commit: Callable[[], None] | None = None) -> dict:
+        """Insert a queued job. ``on_commit()`` (e.g. moving the job's staged files into place) runs inside
+        the same write transaction: if it raises, no row is written; if the process dies during it, the
+        row is not committed and whatever it moved is an orphan that :meth:`exclusive` users can see as
+        such (no row, and no other process in the middle of a commit)."""
         now = time.time()
         with self._tx() as db:
             db.execute(
@@ -194,6 +221,8 @@ class JobStore:
                 db.execute("INSERT INTO candidates (job_id, name, position, state) VALUES (?,?,?,?)",
                            (job_id, name, pos, PENDING))
             self._event(db, job_id, "submitted", None, {"candidates": list(candidates)})
+            if on_commit is not None:
+                on_commit()
         return self.get_job(job_id)  # type: ignore[return-value]
 
     @staticmethod
@@ -282,6 +311,79 @@ class JobStore:
                                (PENDING, job_id, CAND_RUNNING))
                 self._event(db, job_id, state, None, {"error": error} if error else None)
         return changed
+
+    def record_trainer_death(self, job_id: str, reason: str, *, max_candidate_crashes: int = 2,
+                             max_restarts: int = 3) -> str | None:
+        """The training process of a running job died without a verdict (a signal, the OOM killer, a crash).
+
+        In one transaction: the candidate in flight (see :meth:`in_flight_candidate`) counts one crash and
+        is marked ``failed`` with ``reason`` once it has crashed ``max_candidate_crashes`` times; the job
+        counts one trainer death and goes back to the queue (finished candidates are reused there), or
+        fails after ``max_restarts`` restarts. Returns the job's new state (or its state if not running)."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT state, trainer_deaths FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["state"] != RUNNING:
+                return None if row is None else row["state"]
+            deaths = int(row["trainer_deaths"]) + 1
+            culprit = self._in_flight(db, job_id)
+            if culprit is not None:
+                crashes = int(db.execute("SELECT crashes FROM candidates WHERE job_id = ? AND name = ?",
+                                         (job_id, culprit)).fetchone()[0]) + 1
+                db.execute("UPDATE candidates SET crashes = ?, error = ? WHERE job_id = ? AND name = ?",
+                           (crashes, reason, job_id, culprit))
+                if crashes >= max_candidate_crashes:
+                    error = f"{reason}; it stopped the training process {crashes} times"
+                    record = {"candidate": culprit, "status": "failed", "error": error}
+                    db.execute("UPDATE candidates SET state = ?, finished_at = ?, record = ?, error = ? "
+                               "WHERE job_id = ? AND name = ?", (CAND_FAILED, now, _dumps(record), error,
+                                                                 job_id, culprit))
+                    self._event(db, job_id, "candidate_failed", culprit, {"error": error})
+            db.execute("UPDATE candidates SET state = ?, epoch = NULL WHERE job_id = ? AND state = ?",
+                       (PENDING, job_id, CAND_RUNNING))
+            self._event(db, job_id, "trainer_died", culprit, {"reason": reason, "deaths": deaths})
+            if deaths > max_restarts:
+                error = f"the training process died {deaths} times; last: {reason}"
+                db.execute("UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, error = ?, "
+                           "trainer_deaths = ?, current_candidate = NULL WHERE id = ?",
+                           (FAILED, now, now, error, deaths, job_id))
+                self._event(db, job_id, FAILED, None, {"error": error})
+                return FAILED
+            db.execute("UPDATE jobs SET state = ?, updated_at = ?, trainer_deaths = ?, current_candidate = NULL,"
+                       " current_epoch = NULL WHERE id = ?", (QUEUED, now, deaths, job_id))
+            self._event(db, job_id, "requeued", None, {"reason": reason})
+            return QUEUED
+
+    @staticmethod
+    def _in_flight(db: sqlite3.Connection, job_id: str) -> str | None:
+        row = db.execute("SELECT name FROM candidates WHERE job_id = ? AND state = ? ORDER BY position LIMIT 1",
+                         (job_id, CAND_RUNNING)).fetchone()
+        if row is None:  # candidates run in order: the first one not finished is the one in flight
+            row = db.execute("SELECT name FROM candidates WHERE job_id = ? AND state = ? ORDER BY position "
+                             "LIMIT 1", (job_id, PENDING)).fetchone()
+        return None if row is None else row["name"]
+
+    def in_flight_candidate(self, job_id: str) -> str | None:
+        """The candidate a running job is training: the one marked running, else the first one (in order)
+        that has not finished."""
+        return self._in_flight(self._conn(), job_id)
+
+    def delete_job(self, job_id: str) -> dict | None:
+        """Remove a finished job's rows (job, candidates, events) and return the job as it was; the caller
+        removes its files. ``None`` if there is no such job; raises ``ValueError`` if it is not final."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row["state"] not in FINAL_STATES:
+                raise ValueError(f"job {job_id} is {row['state']}; cancel it first")
+            for table, key in (("events", "job_id"), ("candidates", "job_id"), ("jobs", "id")):
+                db.execute(f"DELETE FROM {table} WHERE {key} = ?", (job_id,))
+        return self._job_row(row)
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` ("ok" when the database is sound)."""
+        return str(self._conn().execute("PRAGMA integrity_check").fetchone()[0])
 
     def request_cancel(self, job_id: str) -> str | None:
         """Ask a job to stop. A queued job is cancelled at once; a running one when its trainer sees it.
