@@ -99,11 +99,10 @@ def _brute_pa(model, masks_before, masks_after, sparse):
                 fr[i] += (~b).sum()
         deg[j], gain[j], free[j] = d, gn, fr
     out = {}
-    for j in deg:
-        vals = np.unique(deg[j])
-        om = {v: gain[j][deg[j] == v].mean() for v in vals}
-        omf = {v: gain[j][deg[j] == v].sum() / free[j][deg[j] == v].sum() for v in vals if free[j][deg[j] == v].sum()}
-        x = deg[j]
+    for j, x in deg.items():
+        vals = np.unique(x)
+        om = {v: gain[j][x == v].mean() for v in vals}
+        omf = {v: gain[j][x == v].sum() / free[j][x == v].sum() for v in vals if free[j][x == v].sum()}
         out[("omega", j)] = np.corrcoef(x, [om[v] for v in x])[0, 1]
         keep = [i for i, v in enumerate(x) if v in omf]
         out[("omega_free", j)] = np.corrcoef(x[keep], [omf[x[i]] for i in keep])[0, 1]

@@ -48,7 +48,7 @@ from ncap.models.sparse.init import (
 from ncap.models.sparse.regrow import REGROW_RULES, LayerUpdate, cosine_prune_rate, update_layer
 from ncap.models.sparse.topology import DORMANT_THRESHOLDS, TopologyTracker
 
-__all__ = ["RULES", "DSTConfig", "DynamicSparsity", "build_model", "sparsify", "train_dst"]
+__all__ = ["RULES", "DSTConfig", "DynamicSparsity", "as_tensors", "build_model", "sparsify", "train_dst"]
 
 RULES = ("dense", "static", *REGROW_RULES)
 
@@ -270,6 +270,12 @@ class DynamicSparsity:
 # ------------------------------------------------------------------------------------- training loop
 
 
+def as_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 in [0, 1] (uint8 ones divided by the dataset's ``max_value``) and labels as int64."""
+    scale = float(getattr(ds, "max_value", 1.0))
+    return torch.as_tensor(np.asarray(ds.x), dtype=torch.float32) / scale, torch.as_tensor(ds.y).long()
+
+
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -299,9 +305,7 @@ def train_dst(config: DSTConfig, data=None, *, progress: bool = False, log=None)
     torch.manual_seed(config.seed)
     model, tf, input_shape = build_model(config, tuple(ds.x.shape[1:]), ds.num_classes)
     sparse, init_rows = sparsify(model, config, input_shape)
-    scale = float(getattr(ds, "max_value", 1.0))  # uint8 images are 0..255, float ones 0..1
-    x, y = torch.as_tensor(np.asarray(tr.x), dtype=torch.float32) / scale, torch.as_tensor(tr.y).long()
-    val = (torch.as_tensor(np.asarray(va.x), dtype=torch.float32) / scale, torch.as_tensor(va.y).long())
+    (x, y), val = as_tensors(tr), as_tensors(va)
     spe = math.ceil(len(x) / config.batch_size)
     total = spe * config.epochs
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,

@@ -33,6 +33,7 @@ def plot_ccdfs_by_epoch(arrays: Mapping[str, np.ndarray], layers: Sequence[str],
     picks = np.unique(np.linspace(0, epochs.size - 1, min(snapshots, epochs.size)).round().astype(int))
     fig = _figure(4.0 * len(layers), 3.4)
     from matplotlib import colormaps
+    from matplotlib.ticker import NullFormatter
 
     cmap = colormaps["viridis"]
     for k, name in enumerate(layers):
@@ -43,6 +44,7 @@ def plot_ccdfs_by_epoch(arrays: Mapping[str, np.ndarray], layers: Sequence[str],
             if d.size:
                 ax.loglog(d, 1.0 - np.arange(d.size) / d.size, color=cmap(i / max(len(picks) - 1, 1)),
                           label=f"epoch {epochs[u]:.1f}")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{name} ({deg.shape[1]} nodes)", fontsize=9)
         ax.set_xlabel("degree")
         if k == 0:
