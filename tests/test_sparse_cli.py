@@ -22,27 +22,36 @@ def tiny_npz(tmp_path_factory):
     return str(path)
 
 
-def test_every_rule_and_profiles_run_and_write_the_report(tiny_npz, tmp_path, capsys):
+def test_report_files_plots_and_arrays(tiny_npz, tmp_path, capsys):
     out = tmp_path / "rep"
-    code = main(["sparse-train", "--data", tiny_npz, "--model", "mlp:24,16", "--rule", "dense,static,random,gradient,momentum",
-                 "--profile", "random,lognormal", "--profile-cv", "1.0", "--epochs", "2", "--batch-size", "16",
+    code = main(["sparse-train", "--data", tiny_npz, "--model", "mlp:24,16", "--rule", "dense,momentum", "--density", "er",
+                 "--profile", "lognormal", "--profile-cv", "1.0", "--epochs", "2", "--batch-size", "16",
                  "--sparsity", "0.7", "--out", str(out), "--quiet"])
     assert code == 0
     rep = json.loads((out / "report.json").read_text())
-    labels = [r["label"] for r in rep["runs"]]
-    assert labels[0] == "dense" and len(labels) == 1 + 4 * 2
-    assert "gradient-erk-lognormalcv1" in labels
-    for r in rep["runs"][1:]:
-        assert r["updates"] == (0 if r["label"].startswith("static") else 3)  # half-epoch updates, 2 epochs of 6 steps
-        assert r["last"]["layers"] and set(r["init"][0]) >= {"density", "fan_in_cv"}
+    assert [r["label"] for r in rep["runs"]] == ["dense", "momentum-er-lognormalcv1"]
+    run = rep["runs"][1]
+    assert run["updates"] == 3  # half-epoch updates over 2 epochs of 6 steps
+    assert run["init"][0]["fan_in_cv"] == pytest.approx(1.0, abs=0.05)
+    assert run["fits"]["fc1"]["n"] == 24 and run["last"]["layers"]["fc2"]["fan_in_cv"] > 0
     assert (out / "report.md").read_text().startswith("| run |")
     for name in ("fan_in_cv.png", "dormant.png", "degree_cv.png"):
         assert (out / name).stat().st_size > 0
-    run = out / "runs" / "momentum-erk-random"
-    arrays = np.load(run / "topology.npz")
+    folder = out / "runs" / "momentum-er-lognormalcv1"
+    arrays = np.load(folder / "topology.npz")
     assert arrays["fc1/fan_in"].shape == (4, 24) and arrays["fc1/degree"].shape == (4, 24)
-    assert (run / "ccdf_epochs.png").exists()
+    assert (folder / "ccdf_epochs.png").exists() and (folder / "ccdf_final_all.png").exists()
     assert "| dense |" in capsys.readouterr().out
+
+
+def test_every_rule_and_profiles_run_as_a_grid(tiny_npz, capsys):
+    code = main(["sparse-train", "--data", tiny_npz, "--model", "mlp:24,16", "--rule", "static,random,gradient",
+                 "--density", "uniform", "--profile", "exponential,powerlaw", "--profile-cv", "1.0", "--epochs", "1",
+                 "--batch-size", "32", "--sparsity", "0.7", "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    for rule in ("static", "random", "gradient"):
+        assert f"| {rule}-uniform-exponential |" in text and f"| {rule}-uniform-powerlawcv1 |" in text
 
 
 def test_cnn_runs(tiny_npz, tmp_path):
