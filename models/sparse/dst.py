@@ -45,7 +45,7 @@ from ncap.models.sparse.init import (
     mask_from_fan_in,
     random_mask,
 )
-from ncap.models.sparse.regrow import REGROW_RULES, LayerUpdate, cosine_prune_rate, update_layer
+from ncap.models.sparse.regrow import REGROW_RULES, LayerUpdate, cosine_prune_rate, update_layer, zero_entries
 from ncap.models.sparse.topology import DORMANT_THRESHOLDS, TopologyTracker
 
 __all__ = ["RULES", "DSTConfig", "DynamicSparsity", "as_tensors", "build_model", "sparsify", "train_dst"]
@@ -261,10 +261,9 @@ class DynamicSparsity:
         state = getattr(self, "optimizer", None) and self.optimizer.state.get(module.weight)
         if not state or flat.size == 0:
             return
-        idx = torch.from_numpy(flat)
         for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
             if isinstance(state.get(key), torch.Tensor):
-                state[key].view(-1)[idx.to(state[key].device)] = 0.0
+                zero_entries(state[key], flat)
 
 
 # ------------------------------------------------------------------------------------- training loop

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["REGROW_RULES", "LayerUpdate", "cosine_prune_rate", "top_k_exact", "update_layer"]
+__all__ = ["REGROW_RULES", "LayerUpdate", "cosine_prune_rate", "top_k_exact", "update_layer", "zero_entries"]
 
 REGROW_RULES = ("random", "gradient", "momentum")
 
@@ -74,21 +74,24 @@ def top_k_exact(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -
 def _random_among(exclude: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """``k`` distinct flat indices drawn uniformly among the entries not in ``exclude`` (bool), ascending.
 
-    Rejection sampling of uniform draws (dropping excluded entries and repeats) when candidates are
-    plentiful; otherwise a choice from their index list.
+    Uniform draws land in a bitmap (excluded ones dropped) until it holds at least ``k`` distinct candidates;
+    by symmetry that pool is a uniformly random subset, and dropping a uniformly random part of it leaves a
+    uniform ``k``-subset. No sort: the bitmap is read back in order.
     """
     n_cand = exclude.size - int(np.count_nonzero(exclude))
     if k >= n_cand:
         return np.flatnonzero(~exclude)
     if n_cand < exclude.size // 4:
         return np.sort(rng.choice(np.flatnonzero(~exclude), size=k, replace=False))
-    chosen = np.zeros(0, np.int64)
-    while chosen.size < k:
-        draw = rng.integers(0, exclude.size, size=int(1.3 * (k - chosen.size) * exclude.size / n_cand) + 16)
-        draw = np.concatenate([chosen, draw[~exclude[draw]]])
-        _, first = np.unique(draw, return_index=True)
-        chosen = draw[np.sort(first)][:k]  # first occurrences, in draw order
-    return np.sort(chosen)
+    seen = np.zeros(exclude.size, bool)
+    pool = np.zeros(0, np.int64)
+    while pool.size < k:
+        draw = rng.integers(0, exclude.size, size=int(1.2 * (k - pool.size) * exclude.size / n_cand) + 16)
+        seen[draw[~exclude[draw]]] = True
+        pool = np.flatnonzero(seen)
+    keep = np.ones(pool.size, bool)
+    keep[rng.choice(pool.size, size=pool.size - k, replace=False)] = False
+    return pool[keep]
 
 
 @dataclass
@@ -100,6 +103,15 @@ class LayerUpdate:
     grown: np.ndarray
     active: np.ndarray | None = None
     after: np.ndarray | None = None
+
+
+def zero_entries(t: torch.Tensor, flat: np.ndarray) -> None:
+    """Set the entries at flat indices ``flat`` of ``t`` to 0 in place (through a numpy view on CPU: 3x faster
+    than torch's index_put here; call it outside autograd, between optimiser steps)."""
+    if t.device.type == "cpu" and t.is_contiguous():
+        t.detach().numpy().reshape(-1)[flat] = 0
+    else:
+        t.data.view(-1)[torch.from_numpy(flat).to(t.device)] = 0
 
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
@@ -139,6 +151,5 @@ def update_layer(weight: torch.Tensor, mask: torch.Tensor, fraction: float, rule
     flat_mask[grown] = True
     if not shared:
         mask.copy_(torch.from_numpy(flat_mask).reshape(mask.shape))
-    w = weight.data.view(-1)
-    w[torch.from_numpy(np.concatenate([pruned, grown])).to(w.device)] = 0.0
+    zero_entries(weight, np.concatenate([pruned, grown]))
     return LayerUpdate(pruned, grown, active, np.flatnonzero(flat_mask))
