@@ -13,8 +13,13 @@ from ncap.models.data import (
     NAMED_DATASETS,
     ArchiveError,
     DataError,
+    FileImages,
     ImageDataset,
+    MappedImages,
+    TransformedImages,
+    candidate_transforms,
     load_dataset,
+    make_loader,
     prepare_batch,
     sample_per_class,
     split_dataset,
@@ -53,8 +58,8 @@ def test_npz_gray_uint8(tmp_path):
     x = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
     np.savez(tmp_path / "g.npz", x=x, y=np.array([0, 1, 0, 1]))
     ds = load_dataset(tmp_path / "g.npz")
-    assert ds.x.shape == (4, 1, 5, 6) and ds.x.dtype == np.float32 and ds.y.dtype == np.int64
-    np.testing.assert_allclose(ds.x[:, 0], x / 255.0, rtol=1e-6)
+    assert ds.x.shape == (4, 1, 5, 6) and ds.x.dtype == np.uint8 and ds.y.dtype == np.int64 and ds.max_value == 255
+    np.testing.assert_allclose(ds.float_images()[:, 0], x / 255.0, rtol=1e-6)
     assert ds.class_names == ["0", "1"] and ds.source == str(tmp_path / "g.npz")
 
 
@@ -65,13 +70,13 @@ def test_npz_rgb_float01_and_float255_and_string_labels(tmp_path):
     np.savez(tmp_path / "a.npz", x=x01, y=y)
     ds = load_dataset(str(tmp_path / "a.npz"))
     assert ds.x.shape == (6, 3, 4, 4)
-    np.testing.assert_allclose(ds.x, np.moveaxis(x01, -1, 1))
+    np.testing.assert_allclose(ds.float_images(), np.moveaxis(x01, -1, 1))
     assert ds.class_names == ["ant", "bee", "zebra"]
     assert ds.y.tolist() == [2, 0, 2, 0, 1, 1]
 
     np.savez(tmp_path / "b.npz", x=(x01 * 255).astype(np.float64), y=np.array([5, 7, 5, 7, 9, 9]))
     ds = load_dataset(tmp_path / "b.npz")
-    np.testing.assert_allclose(ds.x, np.moveaxis(x01, -1, 1), atol=1e-5)
+    np.testing.assert_allclose(ds.float_images(), np.moveaxis(x01, -1, 1), atol=1e-5)
     assert ds.class_names == ["5", "7", "9"] and ds.y.tolist() == [0, 1, 0, 1, 2, 2]
 
 
@@ -124,7 +129,7 @@ def test_image_folder_rgb_and_hidden_files(tmp_path):
     (root / ".git").mkdir()
     ds = load_dataset(root)
     assert ds.x.shape == (6, 3, 6, 5) and ds.class_names == ["cat", "dog"]
-    assert ds.class_counts().tolist() == [3, 3] and 0.0 <= ds.x.min() and ds.x.max() <= 1.0
+    assert ds.class_counts().tolist() == [3, 3] and ds.lazy and ds.x.dtype == np.uint8
 
 
 def test_image_folder_gray_and_mixed_sizes(tmp_path):
@@ -164,7 +169,7 @@ def test_zip_with_and_without_top_folder(tmp_path, prefix):
     z = _zip_dir(root, tmp_path / "ds.zip", prefix)
     ds = load_dataset(z)
     assert ds.x.shape == (6, 3, 5, 5) and ds.class_names == ["a", "b", "c"] and ds.source == str(z)
-    np.testing.assert_array_equal(ds.x, load_dataset(root).x)
+    np.testing.assert_array_equal(np.asarray(ds.x), np.asarray(load_dataset(root).x))
 
 
 def test_zip_bad_inputs(tmp_path):
@@ -212,7 +217,8 @@ def test_digits_default():
 def test_mnist5k():
     ds = load_dataset("mnist5k")
     assert ds.x.shape == (5000, 1, 28, 28) and ds.class_counts().tolist() == [500] * 10
-    assert 0.99 < ds.x.max() <= 1.0
+    assert ds.x.dtype == np.uint8 and ds.max_value == 255 and ds.x.max() == 255  # the package's 8-bit pixels
+    assert ds.float_images().max() == 1.0
 
 
 # ------------------------------------------------------------------------------------ dataset object
@@ -354,7 +360,8 @@ def test_animal_mnist_named_dataset():
     assert x.min() == 0 and x.max() == 255 and len(classes) == 10
     ds = load_dataset("animal-mnist")
     assert ds.num_classes == 10 and ds.class_counts().tolist() == [1000] * 10
-    np.testing.assert_allclose(ds.x[:5], x[:5] / 255.0)
+    np.testing.assert_array_equal(ds.x[:5], x[:5])  # the package's uint8 array, not a float copy
+    assert ds.max_value == 255 and ds.x.dtype == np.uint8
 
 
 def test_animal_mnist_refuses_unpinned_pickle(monkeypatch):
@@ -386,3 +393,94 @@ def test_animal_mnist_refuses_unpinned_pickle(monkeypatch):
 
 def test_named_dataset_list_includes_real_data():
     assert {"digits", "mnist5k", "elpv", "animal-mnist"} <= set(NAMED_DATASETS)
+
+
+# ------------------------------------------------------------------- streaming: never materialised
+
+
+def test_folder_dataset_holds_paths_and_decodes_one_image_per_sample(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    root = _folder(tmp_path / "f", classes=("a", "b"), n=12, size=(40, 30))
+    decodes = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decodes.append(self.filename) or load(self))
+    ds = load_dataset(root)
+    assert decodes == []  # the header pass reads no pixels
+    assert isinstance(ds.x, FileImages) and all(isinstance(p, Path) for p in ds.x.paths)
+    assert not [v for v in vars(ds.x).values() if isinstance(v, np.ndarray) and v.dtype != np.int64]  # no pixels
+    tr, va = split_dataset(ds, 0.25, seed=0)
+    assert isinstance(tr.x, FileImages) and isinstance(va.x, FileImages) and decodes == []
+    tr2, _va2 = split_dataset(load_dataset(root), 0.25, seed=0)  # deterministic and stratified, by file
+    assert [tr.x.paths[i] for i in tr.x.indices] == [tr2.x.paths[i] for i in tr2.x.indices]
+    assert va.class_counts().tolist() == [3, 3]
+    cfg = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear",
+           "crop_pct": 1.0}
+    train_tf, _, _ = candidate_transforms(cfg, augmentation="light")
+    x, _y = next(iter(make_loader(tr, train_tf, 3, batch_size=4, shuffle=True)))
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and len(set(decodes)) == 4  # the batch only
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_is_memory_mapped_and_streamed_without_a_full_copy(tmp_path, compressed):
+    import gc
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4000, 32, 32, 3), dtype=np.uint8)  # 12.3 MB
+    path = tmp_path / "big.npz"
+    (np.savez_compressed if compressed else np.savez)(path, x=x, y=np.arange(4000) % 4)
+    _, eval_tf, _ = candidate_transforms({"input_size": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.5,) * 3,
+                                          "interpolation": "bilinear", "crop_pct": 1.0})
+    tracemalloc.start()
+    ds = load_dataset(path)
+    tr, _va = split_dataset(ds, 0.2, seed=0)
+    n = sum(len(yb) for _xb, yb in make_loader(tr, eval_tf, 3, batch_size=256))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert n == 3200 and peak < x.nbytes / 4  # never a copy of the images (numpy allocations are traced)
+    assert isinstance(ds.x, MappedImages) and isinstance(ds.x.array, np.memmap) and isinstance(tr.x, MappedImages)
+    np.testing.assert_array_equal(tr.x[5], np.moveaxis(x[tr.x.indices[5]], -1, 0))
+    mapped = Path(ds.x.array.filename)
+    if not compressed:
+        assert mapped == path.resolve()  # the stored member is mapped inside the .npz itself
+    else:
+        assert mapped != path.resolve() and mapped.exists()
+        del ds, tr, _va
+        gc.collect()
+        assert not mapped.exists()  # the decompressed copy goes with the dataset
+
+
+def test_transforms_are_timms_and_gray_becomes_rgb():
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from timm.data import create_transform
+
+    from ncap.models.training import seed_everything
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    cfg = {"input_size": (3, 24, 24), "mean": mean, "std": std, "interpolation": "bicubic", "crop_pct": 0.875,
+           "crop_mode": "center"}
+    ds = load_dataset("digits")
+    _, eval_tf, size = candidate_transforms(cfg)
+    assert size == (3, 24, 24)
+    img, label = TransformedImages(ds, eval_tf, 3)[5]
+    gray = np.rint(load_digits().images[5] / 16 * 255).astype(np.uint8)
+    ref = create_transform((3, 24, 24), interpolation="bicubic", mean=mean, std=std, crop_pct=0.875)(
+        Image.fromarray(gray, "L").convert("RGB"))
+    torch.testing.assert_close(img, ref)
+    assert label == ds.y[5]
+    pixels = img * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    torch.testing.assert_close(pixels[0], pixels[1])  # gray repeated over the three channels
+    torch.testing.assert_close(pixels[1], pixels[2])
+    assert candidate_transforms(cfg, image_size=40)[2] == (3, 40, 40)  # --image-size overrides the native size
+    one = {**cfg, "input_size": (1, 32, 32), "mean": (0.449,), "std": (0.226,)}
+    assert TransformedImages(ds, candidate_transforms(one)[1], 1)[0][0].shape == (1, 32, 32)  # 1-channel stems
+    train_tf, _, _ = candidate_transforms(cfg, augmentation="light")
+    batches = []
+    for _ in range(2):
+        seed_everything(0)
+        batches.append(next(iter(make_loader(ds, train_tf, 3, batch_size=8, shuffle=True, seed=1)))[0])
+    torch.testing.assert_close(batches[0], batches[1])  # augmentation repeats under the same seeds
+    with pytest.raises(ValueError, match="augmentation"):
+        candidate_transforms(cfg, augmentation="heavy")
