@@ -1,12 +1,18 @@
 """Fine-tuning harness: train one candidate briefly and record its capacitance trajectory.
 
-    dataset (train, val) → CandidateModel (backbone + NCP probe) → observations every `eval_every` steps:
-        val_accuracy, train_loss (mean since the last observation), β_eff (+ numerator, denominator)
-        on a fixed probe batch for every requested variant, and a bounded set of probe weight snapshots.
+    dataset (train, val) → CandidateModel (backbone + NCP probe) → timm transforms at the candidate's input
+    size, streamed by DataLoaders → ncap.models.training.train → an observation every 1/evals_per_epoch
+    epoch: val_accuracy, train_loss (mean since the last observation), β_eff (+ numerator, denominator)
+    for every requested variant (ncap.capacitance.tracker.BetaEffTracker), a bounded set of probe snapshots.
 
-Every candidate gets the identical recipe (optimiser, lr, batch size, probe, β batch, seed), which is
-what makes β_eff comparable across candidates. A candidate whose loss turns NaN/inf is returned with
-``status="failed"`` and the reason; the caller goes on with the others.
+Every candidate gets the identical recipe (optimiser, schedule, lr, batch size, probe, β_eff features, seed),
+which is what makes β_eff comparable across candidates. β_eff is measured (``Recipe.beta_features``) on
+``window``: the pooled features of the last ``beta_batch_size`` training images, exactly as the probe
+saw them in its last steps (no extra backbone pass; with the same seed every candidate sees the same
+images in the same order, so every candidate's window holds the same images), or on ``fixed``: a fixed
+batch of training images passed through the backbone in eval mode at each observation (one extra
+forward pass per observation). A candidate whose loss turns NaN/inf is returned with ``status="failed"``
+and the reason; the caller goes on with the others.
 """
 from __future__ import annotations
 
@@ -16,17 +22,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from ncap.capacitance.beta_eff import CapacitanceResult, capacitance
+from ncap.capacitance.tracker import BetaEffTracker
+from ncap.models import training
 from ncap.models.recipe import Recipe
+from ncap.models.training import Cancelled, DivergedError, TrainSettings, evaluate_accuracy, seed_everything
 
-_NAN_RESULT = CapacitanceResult(float("nan"), float("nan"), float("nan"), float("nan"), "not-recorded")
-
-
-class Cancelled(RuntimeError):
-    """Raised when ``should_stop()`` asks the harness to stop."""
+__all__ = ["Cancelled", "CandidateRun", "evaluate_accuracy", "fine_tune_candidate", "probe_pruning_report",
+           "resolve_device"]
 
 
 @dataclass
@@ -43,10 +46,13 @@ class CandidateRun:
     val_accuracy: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0
-    beta_time_s: float = 0.0  # part of wall_time_s spent computing β_eff
-    train_time_s: float = 0.0  # optimiser steps only
+    beta_time_s: float = 0.0  # part of wall_time_s spent measuring β_eff
+    train_time_s: float = 0.0  # the training loop (data loading and optimiser steps), without observations
+    images_per_s: float | None = None  # training images per second of train_time_s
     feature_dim: int | None = None
     n_params: int | None = None
+    input_size: list[int] | None = None  # (C, H, W) the candidate was fed
+    latency_ms: dict[int, float] = field(default_factory=dict)  # batch size -> inference ms per image
     pruning: dict | None = None  # pruning report of the probe (Recipe.prune_sparsity)
 
     def to_dict(self) -> dict:
@@ -54,7 +60,9 @@ class CandidateRun:
 
     @classmethod
     def from_dict(cls, d: dict) -> CandidateRun:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        kw["latency_ms"] = {int(k): float(v) for k, v in (kw.get("latency_ms") or {}).items()}  # JSON keys are str
+        return cls(**kw)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,24 +72,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+def _loaders(data_cfg: dict, train, val, config: Recipe, device: torch.device):
+    """(train loader, val loader, fixed probe batch or None, input size) for one candidate."""
+    from ncap.models.data import candidate_transforms, make_loader, resolve_num_workers
 
-
-@torch.no_grad()
-def evaluate_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on images ``x`` (N, C, H, W) with labels ``y`` (N,)."""
-    model.eval()
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch))
-    return correct / len(y)
-
-
-def _measure_beta(model, xb, yb, variants, max_magnitude_flops: float) -> dict:
-    model.eval()
-    with torch.no_grad():
-        feats = model.backbone(xb)
-    return {v: capacitance(model.probe, feats, yb, variant=v, max_magnitude_flops=max_magnitude_flops) for v in variants}
+    train_tf, eval_tf, input_size = candidate_transforms(data_cfg, image_size=config.image_size,
+                                                         augmentation=config.augmentation)
+    c, bs = input_size[0], config.batch_size
+    common = {"num_workers": resolve_num_workers(config.num_workers, device), "pin_memory": device.type == "cuda",
+              "seed": config.seed}
+    train_loader = make_loader(train, train_tf, c, batch_size=bs, shuffle=True, drop_last=len(train) >= bs, **common)
+    val_loader = make_loader(val, eval_tf, c, batch_size=bs, **common)
+    fixed = None
+    if config.beta_features == "fixed" and config.track_beta:  # the same images for every candidate
+        gen = torch.Generator().manual_seed(config.seed)
+        idx = torch.randperm(len(train), generator=gen)[: config.beta_batch_size].numpy()
+        probe_set = make_loader(train.select(idx), eval_tf, c, batch_size=len(idx), num_workers=0)
+        fixed = next(iter(probe_set))
+    return train_loader, val_loader, fixed, input_size
 
 
 def fine_tune_candidate(
@@ -101,105 +109,102 @@ def fine_tune_candidate(
     ----------
     spec : models.candidates.CandidateSpec
     train, val : models.data.ImageDataset
+        Streamed through the candidate's timm transforms (training: ``config.augmentation``).
+    on_epoch : callable, optional
+        ``on_epoch(name, epoch, {"val_accuracy", "train_loss", "beta_eff"})`` after each observation.
     snapshots : list, optional
         If given, receives up to ``config.max_snapshots`` probe weight snapshots (dict of float32 numpy
         arrays, thinned evenly in time) — never the backbone's weights.
     """
     from ncap.models.candidates import build_candidate_model
-    from ncap.models.data import prepare_batch
 
     t_start = time.perf_counter()
-    run = CandidateRun(candidate=spec.name, beta_eff={v: [] for v in config.variants},
-                       beta_numerator={v: [] for v in config.variants}, beta_denominator={v: [] for v in config.variants})
+    run = CandidateRun(candidate=spec.name)
     device = resolve_device(config.device)
-    _seed_all(config.seed)
-    n_classes = len(train.class_names)
-    model, data_cfg = build_candidate_model(spec, n_classes, probe_hidden=config.probe_hidden,
+    seed_everything(config.seed)
+    model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden,
                                             freeze_backbone=config.freeze_backbone)
-    model.to(device)
-    run.feature_dim = model.probe.in_features
+    train_loader, val_loader, fixed, input_size = _loaders(data_cfg, train, val, config, device)
+    run.feature_dim, run.input_size = model.probe.in_features, list(input_size)
     run.n_params = sum(p.numel() for p in model.parameters())
-    c, h, w = data_cfg["input_size"]
-    if config.image_size:
-        h = w = int(config.image_size)
-    prep = {"input_size": (c, h, w), "mean": data_cfg["mean"], "std": data_cfg["std"], "device": device}
-    xt, xv = prepare_batch(train.x, **prep), prepare_batch(val.x, **prep)
-    yt, yv = torch.as_tensor(train.y, device=device), torch.as_tensor(val.y, device=device)
-    gen = torch.Generator().manual_seed(config.seed)
-    beta_idx = torch.randperm(len(yt), generator=gen)[: config.beta_batch_size].to(device)
-    xb, yb = xt[beta_idx], yt[beta_idx]  # the fixed probe batch
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                            weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(yt) // config.batch_size)
-    per_epoch = min(config.evals_per_epoch, steps_per_epoch)
-    # observations at exact fractions j/per_epoch of every epoch (rounded to whole steps)
-    observe_at = {e * steps_per_epoch + round(j * steps_per_epoch / per_epoch)
-                  for e in range(config.epochs) for j in range(1, per_epoch + 1)}
-    total_steps = steps_per_epoch * config.epochs
-    all_snaps: list = []
-
-    def observe(step: int, losses: list[float]) -> None:
-        t0 = time.perf_counter()
-        epoch_now = step / steps_per_epoch
-        extra_on = config.extra_variants_until is None or epoch_now <= config.extra_variants_until + 1e-9
-        betas = {}
-        if config.track_beta:
-            betas = _measure_beta(model, xb, yb, config.variants if extra_on else (config.variant,), config.max_magnitude_flops)
-        nan = _NAN_RESULT
-        run.beta_time_s += time.perf_counter() - t0
-        for v in config.variants:
-            r = betas.get(v, nan)
-            run.beta_eff[v].append(r.beta_eff)
-            run.beta_numerator[v].append(r.numerator)
-            run.beta_denominator[v].append(r.denominator)
-        run.epoch.append(epoch_now)
-        run.val_accuracy.append(evaluate_accuracy(model, xv, yv))
-        run.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
-        if snapshots is not None:
-            all_snaps.append({f"{i}": m.weight.detach().cpu().numpy().astype(np.float32)
-                              for i, m in enumerate(model.probe.linear_layers)})
-        if on_epoch:
-            on_epoch(spec.name, run.epoch[-1], {"val_accuracy": run.val_accuracy[-1], "train_loss": run.train_loss[-1],
-                                                "beta_eff": run.beta_eff[config.variant][-1]})
-
-    bar = tqdm(total=total_steps, desc=f"{spec.name}", unit="step", disable=not progress, leave=False)
-    step, losses = 0, []
+    tracker = BetaEffTracker(model.probe, variant=config.variant, extra_variants=config.extra_variants,
+                             extra_variants_until=config.extra_variants_until, batch_size=config.beta_batch_size,
+                             max_magnitude_flops=config.max_magnitude_flops, t0=config.t0, enabled=config.track_beta)
+    settings = TrainSettings.from_recipe(config)
+    observer = _Observer(run, model, tracker, val_loader, fixed, config, device, len(train_loader), on_epoch, snapshots)
+    hook = model.probe.register_forward_pre_hook(observer.see_features)
     try:
-        for _epoch in range(config.epochs):
-            perm = torch.randperm(len(yt), generator=gen).to(device)
-            for i in range(steps_per_epoch):
-                if should_stop and should_stop():
-                    raise Cancelled(f"{spec.name}: cancelled at step {step}")
-                idx = perm[i * config.batch_size:(i + 1) * config.batch_size]
-                model.train()
-                if config.freeze_backbone:  # frozen means frozen: BatchNorm statistics too
-                    model.backbone.eval()
-                t0 = time.perf_counter()
-                loss = F.cross_entropy(model(xt[idx]), yt[idx])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss.item()} at step {step} (epoch {step / steps_per_epoch:.2f})")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                run.train_time_s += time.perf_counter() - t0
-                losses.append(loss.item())
-                step += 1
-                bar.update(1)
-                if step in observe_at:
-                    observe(step, losses)
-                    bar.set_postfix(acc=f"{run.val_accuracy[-1]:.3f}", beta=f"{run.beta_eff[config.variant][-1]:.3g}")
-                    losses = []
-    except FloatingPointError as exc:
+        result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step, should_stop=should_stop,
+                       frozen=model.backbone if config.freeze_backbone else None, progress=progress, desc=spec.name)
+        run.train_time_s, run.images_per_s = result.seconds, result.images_per_s
+    except DivergedError as exc:
         run.status, run.error = "failed", str(exc)
     finally:
-        bar.close()
+        hook.remove()
+    run.epoch, run.val_accuracy = tracker.epochs, tracker.val_accuracy
+    run.beta_eff, run.beta_numerator, run.beta_denominator = tracker.beta_eff, tracker.numerator, tracker.denominator
+    run.beta_time_s = tracker.seconds + observer.fixed_seconds
     if config.prune_sparsity is not None and run.status == "ok":
         run.pruning = probe_pruning_report(model.probe, config.prune_sparsity, seed=config.seed)
-    if snapshots is not None and all_snaps:
-        keep = np.unique(np.linspace(0, len(all_snaps) - 1, min(config.max_snapshots, len(all_snaps))).round().astype(int))
-        snapshots.extend(all_snaps[k] for k in keep)
+    if snapshots is not None and observer.snaps:
+        keep = np.unique(np.linspace(0, len(observer.snaps) - 1, min(config.max_snapshots, len(observer.snaps))).round().astype(int))
+        snapshots.extend(observer.snaps[k] for k in keep)
+    if config.measure_latency:
+        from ncap.models.latency import measure_latency
+
+        run.latency_ms = measure_latency(model, tuple(input_size), device)
     run.wall_time_s = time.perf_counter() - t_start
     return run
+
+
+class _Observer:
+    """The harness's per-step callback: feeds the tracker's window and records an observation at the steps
+    that end each 1/evals_per_epoch of an epoch (rounded to whole steps)."""
+
+    def __init__(self, run: CandidateRun, model, tracker: BetaEffTracker, val_loader, fixed, config: Recipe,
+                 device: torch.device, steps_per_epoch: int, on_epoch, snapshots):
+        self.run, self.model, self.tracker, self.val_loader, self.config = run, model, tracker, val_loader, config
+        self.device, self.steps_per_epoch, self.on_epoch = device, steps_per_epoch, on_epoch
+        self.fixed = None if fixed is None else (fixed[0].to(device), fixed[1].to(device))
+        per_epoch = min(config.evals_per_epoch, steps_per_epoch)
+        self.observe_at = {e * steps_per_epoch + round(j * steps_per_epoch / per_epoch)
+                           for e in range(config.epochs) for j in range(1, per_epoch + 1)}
+        self.snaps: list | None = [] if snapshots is not None else None
+        self.features: torch.Tensor | None = None
+        self.losses: list[float] = []
+        self.fixed_seconds = 0.0
+
+    def see_features(self, _probe, args) -> None:
+        self.features = args[0]
+
+    def on_step(self, info) -> dict | None:
+        self.losses.append(info.loss)
+        if self.fixed is None:
+            self.tracker.collect(self.features, info.labels)
+        if info.step not in self.observe_at:
+            return None
+        self.observe(info.step / self.steps_per_epoch)
+        return {"acc": f"{self.tracker.val_accuracy[-1]:.3f}", "beta": f"{self.tracker.beta_eff[self.config.variant][-1]:.3g}"}
+
+    def observe(self, epoch: float) -> None:
+        acc = evaluate_accuracy(self.model, self.val_loader, device=self.device, amp=self.config.amp)
+        if self.fixed is not None:
+            t0 = time.perf_counter()
+            self.model.eval()
+            with torch.no_grad():
+                feats = self.model.backbone(self.fixed[0])
+            self.fixed_seconds += time.perf_counter() - t0
+            self.tracker.observe(epoch, acc, feats, self.fixed[1])
+        else:
+            self.tracker.observe(epoch, acc)
+        self.run.train_loss.append(float(np.mean(self.losses)) if self.losses else float("nan"))
+        self.losses = []
+        if self.snaps is not None:
+            self.snaps.append({f"{i}": m.weight.detach().cpu().numpy().astype(np.float32)
+                               for i, m in enumerate(self.model.probe.linear_layers)})
+        if self.on_epoch:
+            self.on_epoch(self.run.candidate, epoch, {"val_accuracy": acc, "train_loss": self.run.train_loss[-1],
+                                                      "beta_eff": self.tracker.beta_eff[self.config.variant][-1]})
 
 
 def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:

@@ -58,9 +58,26 @@ class Recipe(BaseModel):
 
     epochs: Annotated[int, JOB, Field(ge=1, le=1000, description="Fine-tuning epochs per candidate.")] = 4
     batch_size: Annotated[int, JOB, Field(ge=1, le=4096, description="Training batch size.")] = 64
-    lr: Annotated[float, JOB, Field(gt=0, le=10, allow_inf_nan=False, description="AdamW learning rate.")] = 1e-3
+    lr: Annotated[float, JOB, Field(gt=0, le=10, allow_inf_nan=False, description="AdamW peak learning rate of "
+                                    "the probe; the backbone's is lr × backbone_lr_scale.")] = 1e-3
     weight_decay: Annotated[float, JOB, Field(ge=0, le=10, allow_inf_nan=False,
                                               description="AdamW weight decay.")] = 1e-4
+    backbone_lr_scale: Annotated[float, JOB, Field(
+        gt=0, le=10, allow_inf_nan=False, description="Backbone learning rate as a fraction of lr (pretrained "
+                                                      "weights move less than the new probe).")] = 0.1
+    warmup_fraction: Annotated[float, JOB, Field(
+        ge=0, le=0.5, allow_inf_nan=False, description="Share of the steps with a linear learning-rate "
+                                                       "warm-up (per step).")] = 0.1
+    lr_schedule: Annotated[Literal["cosine", "constant"], JOB, Field(
+        description="After the warm-up: cosine decay to 0 over the remaining steps, or constant.")] = "cosine"
+    label_smoothing: Annotated[float, JOB, Field(
+        ge=0, le=0.5, allow_inf_nan=False, description="Label smoothing of the training loss (β_eff is always "
+                                                       "measured on plain cross-entropy).")] = 0.0
+    grad_clip_norm: Annotated[float | None, JOB, Field(
+        gt=0, allow_inf_nan=False, description="Clip the gradient norm to this value; null = no clipping.")] = None
+    augmentation: Annotated[Literal["light", "none"], JOB, Field(
+        description="Training augmentation: light = timm random resized crops (≥ 50 % of the area) and "
+                    "horizontal flips; none = the eval transform.")] = "light"
     probe_width: Annotated[int, JOB, Field(
         ge=4, le=8192, description="First hidden width of the capacitance probe (then w/2, w/4, ...); 128 was "
                                    "chosen by the benchmark's width sweep.")] = 128
@@ -73,12 +90,17 @@ class Recipe(BaseModel):
     variant: Annotated[VariantName, JOB, Field(
         description="β_eff variant the predictor uses: default (signed P), support (P on the line graph's "
                     "edges), magnitude (|P|).")] = "support"
-    beta_batch_size: Annotated[int, JOB, Field(ge=2, le=4096, description="Images in the fixed probe batch "
-                                                                      "that β_eff is measured on.")] = 256
+    beta_batch_size: Annotated[int, JOB, Field(ge=2, le=4096, description="Images β_eff is measured on "
+                                                                      "at each observation.")] = 256
+    beta_features: Annotated[Literal["window", "fixed"], JOB, Field(
+        description="Which features β_eff is measured on: window = those of the last beta_batch_size "
+                    "training images (no extra forward pass); fixed = a fixed batch of training images passed "
+                    "through the backbone in eval mode at every observation (costs a forward pass).")] = "window"
     evals_per_epoch: Annotated[int, JOB, Field(ge=1, le=20, description="Observations (validation accuracy "
                                                                     "and β_eff) per epoch.")] = 2
     image_size: Annotated[int | None, JOB, Field(
-        ge=8, le=512, description="Square input side in pixels; null (CLI: none or 0) = the candidate's own input size.")] = 32
+        ge=8, le=1024, description="Square input side in pixels; null (CLI: none or 0) = each candidate's native "
+                                   "input size (timm's data config).")] = None
     val_fraction: Annotated[float, JOB, Field(gt=0, lt=1, description="Share of the dataset held out for "
                                                                     "validation (stratified).")] = 0.2
     t0: Annotated[int, JOB, Field(ge=0, le=100, description="Predictor: leading observations skipped.")] = 1
@@ -87,6 +109,11 @@ class Recipe(BaseModel):
                                 "to this sparsity and fit power laws to its degree distributions.")] = None
     device: Annotated[str, CLI, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
                                       description="auto, cpu, cuda, cuda:N or mps.")] = "auto"
+    amp: Annotated[Literal["auto", "off", "bf16", "fp16"], CLI, Field(
+        description="Mixed precision on CUDA (auto = bf16 where supported, else fp16); CPU runs in float32.")] = "auto"
+    num_workers: Annotated[int, CLI, Field(
+        ge=-1, le=64, description="Data-loading worker processes; -1 = auto (CUDA: cores - 1, at most 8; "
+                                  "CPU: half the cores, at most 4).")] = -1
     max_magnitude_flops: Annotated[float, CLI, Field(
         gt=0, allow_inf_nan=False, description="Work limit of the magnitude variant per observation "
                                                "(multiply-adds); a wide probe on a wide backbone needs more.")
@@ -98,6 +125,8 @@ class Recipe(BaseModel):
     max_snapshots: Annotated[int, INTERNAL, Field(ge=0, description="Probe weight snapshots kept.")] = 16
     track_beta: Annotated[bool, INTERNAL, Field(
         description="False = the same fine-tune and observations without β_eff (overhead baseline).")] = True
+    measure_latency: Annotated[bool, INTERNAL, Field(
+        description="Measure each candidate's inference latency after fine-tuning.")] = True
 
     _plain_errors = field_validator("*", mode="before")(classmethod(lambda cls, v, info: plain_value_errors(cls, v, info)))
 

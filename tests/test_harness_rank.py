@@ -13,7 +13,8 @@ from ncap.service.cli import main
 from ncap.service.documents import CandidateRecord, RankingDocument
 from ncap.service.ranking import run_ranking
 
-TINY = {"epochs": 2, "batch_size": 64, "image_size": 16, "evals_per_epoch": 2, "beta_batch_size": 64, "probe_width": 16}
+TINY = {"epochs": 2, "batch_size": 64, "image_size": 16, "evals_per_epoch": 2, "beta_batch_size": 64, "probe_width": 16,
+        "num_workers": 0, "measure_latency": False}
 
 
 @pytest.fixture(scope="module")
