@@ -20,13 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ncap.models.paths import cache_root
 
-ZOO_IMAGE_SIZE = 32  # every zoo model sees 1-channel 32x32 images
+ZOO_IMAGE_SIZE = 32  # every zoo model sees 1-channel 32x32 images (its native input size as a candidate)
+ZOO_WARMUP_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,8 @@ class ZooEntry:
     def recipe_hash(self) -> str:
         blob = json.dumps({k: v for k, v in asdict(self).items() if k not in ("name", "description")},
                           sort_keys=True)
-        return hashlib.sha256(f"{blob}|size={ZOO_IMAGE_SIZE}|v1".encode()).hexdigest()[:12]
+        # v2: the shared training loop (warm-up + cosine) and timm's eval transform
+        return hashlib.sha256(f"{blob}|size={ZOO_IMAGE_SIZE}|warmup={ZOO_WARMUP_FRACTION}|v2".encode()).hexdigest()[:12]
 
     def cache_paths(self) -> tuple[Path, Path]:
         """(weights ``.safetensors``, card ``.json``) of this entry's recipe under :func:`cache_dir`."""
@@ -91,53 +91,30 @@ def _source_data(source: str, seed: int):
 
 
 def pretrain(entry: ZooEntry, progress: bool = True) -> dict:
-    """Pretrain one zoo entry on its source task and cache it; returns its card (dict)."""
-    import timm
+    """Pretrain one zoo entry on its source task and cache it; returns its card (dict).
 
-    from ncap.models.data import prepare_batch
+    The backbone is built like a fine-tuned candidate (1 channel, native size 32 px, the same timm data
+    config and eval transform), trained with ``ncap.models.training.train`` (AdamW, 10 % warm-up, cosine
+    decay, no augmentation) and saved with its create arguments, so ``arch=path`` rebuilds the same shape."""
+    from ncap.models.candidates import CandidateSpec, create_backbone, save_backbone
+    from ncap.models.data import candidate_transforms, make_loader
+    from ncap.models.training import TrainSettings, evaluate_accuracy, seed_everything, train
 
-    torch.manual_seed(entry.seed)
-    np.random.seed(entry.seed)
-    train, val = _source_data(entry.source, entry.seed)
-    backbone = timm.create_model(entry.arch, pretrained=False, num_classes=0, in_chans=1, **entry.timm_kwargs)
-    with torch.no_grad():  # pooled width (num_features can differ from it, e.g. MobileNetV3's conv head)
-        dim = backbone.eval()(torch.zeros(2, 1, ZOO_IMAGE_SIZE, ZOO_IMAGE_SIZE)).shape[1]
-    head = nn.Linear(dim, len(train.class_names))
-    model = nn.Sequential(backbone, head)
-    cfg = timm.data.resolve_data_config({}, model=backbone)
-    size = (1, ZOO_IMAGE_SIZE, ZOO_IMAGE_SIZE)
-    xt = prepare_batch(train.x, input_size=size, mean=cfg["mean"], std=cfg["std"])
-    xv = prepare_batch(val.x, input_size=size, mean=cfg["mean"], std=cfg["std"])
-    yt, yv = torch.as_tensor(train.y), torch.as_tensor(val.y)
-    opt = torch.optim.AdamW(model.parameters(), lr=entry.lr)
-    gen = torch.Generator().manual_seed(entry.seed)
-    n_steps = max(1, round(entry.epochs * len(yt) / entry.batch_size))
+    seed_everything(entry.seed)
+    train_ds, val_ds = _source_data(entry.source, entry.seed)
+    kwargs = {"in_chans": 1, "img_size": ZOO_IMAGE_SIZE, **entry.timm_kwargs}
+    backbone, dim, cfg = create_backbone(CandidateSpec(entry.name, entry.arch, source="random", kwargs=kwargs))
+    model = nn.Sequential(backbone, nn.Linear(dim, len(train_ds.class_names)))
+    _, eval_tf, _ = candidate_transforms(cfg, augmentation="none")
+    loader = make_loader(train_ds, eval_tf, 1, batch_size=entry.batch_size, shuffle=True, drop_last=True, seed=entry.seed)
+    settings = TrainSettings(epochs=entry.epochs, lr=entry.lr, warmup_fraction=ZOO_WARMUP_FRACTION, schedule="cosine")
     t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(total=n_steps, desc=f"pretrain {entry.name}", disable=not progress, leave=False)
-    step = 0
-    while step < n_steps:
-        perm = torch.randperm(len(yt), generator=gen)
-        for i in range(0, len(yt) - entry.batch_size + 1, entry.batch_size):
-            idx = perm[i:i + entry.batch_size]
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step >= n_steps:
-                break
-    bar.close()
-    from ncap.models.harness import evaluate_accuracy
-
-    acc = evaluate_accuracy(model, xv, yv)
-    from ncap.models.candidates import save_backbone
-
+    train(model, loader, settings, progress=progress, desc=f"pretrain {entry.name}")
+    acc = evaluate_accuracy(model, make_loader(val_ds, eval_tf, 1, batch_size=256))
     weights, card_path = entry.cache_paths()
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.stem + ".tmp.safetensors")
-    save_backbone(backbone, tmp, arch=entry.arch, in_chans=1, **entry.timm_kwargs)  # `arch=path` works too
+    save_backbone(backbone, tmp, arch=entry.arch, **kwargs)  # `arch=path` works too
     os.replace(tmp, weights)
     card = {**asdict(entry), "recipe_hash": entry.recipe_hash(), "image_size": ZOO_IMAGE_SIZE,
             "source_accuracy": acc, "pretrain_seconds": time.perf_counter() - t0, "weights": str(weights)}
@@ -166,4 +143,4 @@ def zoo_spec(name: str, progress: bool = True):
 
     card = ensure([name], progress=progress)[0]
     return CandidateSpec(name=name, arch=card["arch"], weights=Path(card["weights"]), source="file",
-                         kwargs={"in_chans": 1, **card.get("timm_kwargs", {})})
+                         kwargs={"in_chans": 1, "img_size": ZOO_IMAGE_SIZE, **card.get("timm_kwargs", {})})

@@ -42,7 +42,12 @@ def test_zoo_spec_builds_a_candidate(tiny_entry):
 
     spec = zoo.zoo_spec(tiny_entry.name, progress=False)
     model, cfg = build_candidate_model(spec, num_classes=10)
-    assert cfg["input_size"][0] == 1 and len(model.probe.linear_layers) == 4
+    assert cfg["input_size"] == (1, zoo.ZOO_IMAGE_SIZE, zoo.ZOO_IMAGE_SIZE)  # native: 1 channel at 32 px
+    assert len(model.probe.linear_layers) == 4
+    from ncap.models.candidates import CandidateSpec, create_backbone
+
+    by_file = CandidateSpec("f", spec.arch, spec.weights, "file")  # `arch=path` reads the size from the file
+    assert create_backbone(by_file)[2]["input_size"] == (1, zoo.ZOO_IMAGE_SIZE, zoo.ZOO_IMAGE_SIZE)
 
 
 def test_unknown_zoo_name():
