@@ -65,26 +65,24 @@ def permute_center(x: np.ndarray, p: int, seed: int) -> np.ndarray:
 
 
 def _train_masked(model, layers, keep, trainable, x, y, *, epochs, lr, batch_size, seed):
-    """SGD (momentum, no weight decay) where ``trainable[name]`` entries learn, others stay fixed, and
-    weights outside ``keep[name]`` are held at zero. Frozen entries get zero gradient, so momentum never
-    moves them."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    """SGD (momentum, no weight decay, constant lr; :func:`ncap.models.training.train`) where
+    ``trainable[name]`` entries learn, others stay fixed, and weights outside ``keep[name]`` are held at zero.
+    Frozen entries get zero gradient, so momentum never moves them."""
+    from ncap.models.pruning import tensor_loader
+    from ncap.models.training import TrainSettings, make_optimizer, train
+
+    settings = TrainSettings(epochs=epochs, lr=lr, optimizer="sgd", momentum=0.9, schedule="constant")
+    opt = make_optimizer(model, settings)
+
+    def hold_zeros(*_args, **_kwargs):
+        with torch.no_grad():
+            for n, k in keep.items():
+                layers[n].weight.mul_(k)
+
     hooks = [layers[n].weight.register_hook(lambda g, t=trainable[n]: g * t) for n in trainable]
-    xt, yt = torch.as_tensor(x).float(), torch.as_tensor(y).long()
-    gen = torch.Generator().manual_seed(seed)
+    hooks.append(opt.register_step_post_hook(hold_zeros))
     try:
-        for _ in range(epochs):
-            perm = torch.randperm(len(xt), generator=gen)
-            for i in range(0, len(perm), batch_size):
-                idx = perm[i:i + batch_size]
-                loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for n, k in keep.items():
-                        layers[n].weight.mul_(k)
+        train(model, tensor_loader(x, y, batch_size, shuffle=True, seed=seed), settings, optimizer=opt)
     finally:
         for h in hooks:
             h.remove()
@@ -228,8 +226,8 @@ def main(argv=None) -> int:
 
     if not args.no_pa:
         tr, va = split_dataset(ds, 0.2, args.seed)
-        train_b = (permute_center(tr.x, 8, args.seed), tr.y)
-        val_b = (permute_center(va.x, 8, args.seed), va.y)
+        train_b = (permute_center(tr.float_images(), 8, args.seed), tr.y)
+        val_b = (permute_center(va.float_images(), 8, args.seed), va.y)
         before = network_from_model(model)
         cont = continual_task_b(model, pruner, train_b, val_b, s2=0.8, epochs=args.pa_epochs,
                                 retrain_epochs=args.pa_retrain_epochs, lr=args.lr, batch_size=args.batch_size,

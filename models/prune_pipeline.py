@@ -131,11 +131,11 @@ def run_pruning(candidate: str, sparsity: float, *, data=None, epochs: int = 10,
     log(f"data: {ds.source}, {len(tr)} train / {len(va)} val, shape {tuple(ds.x.shape[1:])}, {ds.num_classes} classes")
     model, tf, input_shape, info = build_pruning_model(candidate, tuple(ds.x.shape[1:]), ds.num_classes, seed=seed,
                                                        scope=scope)
-    xtr, xva = tr.x, va.x
+    xtr, xva = tr.float_images(), va.float_images()  # in memory, in [0, 1]: the MLP/CNN experiments are small
     features = info.pop("features", None)
     if features is not None:
         log("computing frozen backbone features")
-        xtr, xva = features(tr.x), features(va.x)
+        xtr, xva = features(xtr), features(xva)
     result = three_step_prune(
         model, (xtr, tr.y), (xva, va.y), sparsity=sparsity, epochs=epochs,
         retrain_epochs=retrain_epochs, iterative=iterative, schedule=schedule, lr=lr, retrain_lr=retrain_lr,

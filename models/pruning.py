@@ -47,6 +47,7 @@ __all__ = [
     "paper_mlp",
     "prune_magnitude",
     "sparsity_schedule",
+    "tensor_loader",
     "three_step_prune",
     "train_classifier",
 ]
@@ -246,62 +247,51 @@ def _as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
+def tensor_loader(x, y, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
+    """Batches ``(x float32, y int64)`` of in-memory arrays; shuffled with a generator seeded with ``seed``."""
+    x_t, y_t = _as_tensor(x).float(), _as_tensor(y).long()
+    if len(x_t) != len(y_t) or len(x_t) == 0:
+        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x_t)} and {len(y_t)}")
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_t, y_t), batch_size=batch_size,
+                                       shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+
 def train_classifier(model: nn.Module, x, y, *, epochs: int, batch_size: int = 64, lr: float = 0.05,
                      momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0,
                      pruner: Pruner | None = None, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      device: str | torch.device = "cpu") -> list[float]:
-    """Mini-batch SGD (momentum) on cross-entropy; returns the mean training loss of each epoch.
+    """Mini-batch SGD (momentum, constant lr) on cross-entropy with :func:`ncap.models.training.train`;
+    returns the mean training loss of each epoch.
 
     A fresh optimiser is created; with ``pruner`` its masks are attached to it (and re-applied before
     the first step), so pruned weights stay exactly zero. ``transform`` maps a float batch to model input.
     """
-    x_t, y_t = _as_tensor(x).float(), _as_tensor(y).long()
-    if len(x_t) != len(y_t) or len(x_t) == 0:
-        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x_t)} and {len(y_t)}")
-    model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    from ncap.models.training import TrainSettings, make_optimizer, train
+
+    loader = tensor_loader(x, y, batch_size, shuffle=True, seed=seed)
+    if epochs <= 0:
+        return []
+    settings = TrainSettings(epochs=epochs, lr=lr, optimizer="sgd", momentum=momentum, weight_decay=weight_decay,
+                             schedule="constant")
+    model.to(device)
+    opt = make_optimizer(model, settings)
     if pruner is not None:
         pruner.apply()
         pruner.attach(opt)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
     try:
-        for _ in range(int(epochs)):
-            perm = torch.randperm(len(x_t), generator=gen)
-            total, count = 0.0, 0
-            for i in range(0, len(perm), batch_size):
-                idx = perm[i:i + batch_size]
-                xb, yb = x_t[idx].to(device), y_t[idx].to(device)
-                if transform is not None:
-                    xb = transform(xb)
-                loss = nn.functional.cross_entropy(model(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
-            losses.append(total / count)
+        return train(model, loader, settings, device=device, optimizer=opt, input_transform=transform).epoch_losses
     finally:
         if pruner is not None and pruner._opt_handles:
             pruner._opt_handles.pop().remove()
-    return losses
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x, y, *, batch_size: int = 512, transform=None,
              device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy of ``model`` on (x, y)."""
-    x_t, y_t = _as_tensor(x).float(), _as_tensor(y).long()
-    was = model.training
-    model.to(device).eval()
-    correct = 0
-    for i in range(0, len(x_t), batch_size):
-        xb = x_t[i:i + batch_size].to(device)
-        if transform is not None:
-            xb = transform(xb)
-        correct += int((model(xb).argmax(1).cpu() == y_t[i:i + batch_size]).sum())
-    model.train(was)
-    return correct / max(len(x_t), 1)
+    """Top-1 accuracy of ``model`` on (x, y) (:func:`ncap.models.training.evaluate_accuracy`)."""
+    from ncap.models.training import evaluate_accuracy
+
+    model.to(device)
+    return evaluate_accuracy(model, tensor_loader(x, y, batch_size), device=device, input_transform=transform)
 
 
 @dataclass
