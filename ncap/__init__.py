@@ -1,14 +1,102 @@
 """ncap: model selection by neural capacitance (β_eff of the probe's line graph; Jiang et al. 2024).
 
+The public API (each name is imported on first use, so ``import ncap`` stays light: no torch, Optuna or Ray):
+
+    ncap.BetaEffTracker          track β_eff of a probe in your own training loop; predict() its final accuracy
+    ncap.predict_final_accuracy  Algorithm 1 on (β_eff, accuracy) observations -> ncap.Prediction
+    ncap.p_best                  P(each candidate is the best) from Gaussian predictions
+    ncap.rank                    the `ncap rank` pipeline as a function -> ncap.RankingDocument
+    ncap.Recipe                  every fine-tuning / ranking setting, declared once (pydantic)
+
+Optional integrations (not imported by ``import ncap``): ``ncap.integrations.optuna.CapacitancePruner``
+(``pip install 'ncap[optuna]'``) and ``ncap.integrations.ray_tune.CapacitanceScheduler`` (``'ncap[ray]'``).
+
 The repository's top-level folders are this package's layers, installed under the one name ``ncap``:
 
-    ncap.capacitance   the math (β_eff, predictor, network science)
+    ncap.capacitance   the math (β_eff, tracker, predictor, network science)
     ncap.models        data, candidates, probe, training loop, harness, zoo, pruning
     ncap.bench         benchmarks
     ncap.service       ranking jobs, typed documents, store, BentoML service, CLI
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily (__getattr__)
+    from ncap.capacitance.predictor import Prediction, p_best, predict_final_accuracy
+    from ncap.capacitance.tracker import BetaEffTracker
+    from ncap.models.recipe import Recipe
+    from ncap.service.documents import RankingDocument
 
 __version__ = importlib.metadata.version("ncap")
+__all__ = ["BetaEffTracker", "Prediction", "RankingDocument", "Recipe", "__version__", "p_best",
+           "predict_final_accuracy", "rank"]
+
+# public name -> module defining it (PEP 562 lazy attributes: the heavy modules import on first use)
+LAZY_NAMES = {
+    "BetaEffTracker": "ncap.capacitance.tracker",
+    "Prediction": "ncap.capacitance.predictor",
+    "predict_final_accuracy": "ncap.capacitance.predictor",
+    "p_best": "ncap.capacitance.predictor",
+    "Recipe": "ncap.models.recipe",
+    "RankingDocument": "ncap.service.documents",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in LAZY_NAMES:
+        raise AttributeError(f"module 'ncap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(LAZY_NAMES[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def rank(dataset: str | Path | None = None, candidates: str | list[str] | None = None, *,
+         out_dir: str | Path | None = None, recipe: Recipe | None = None, make_plots: bool = True,
+         progress: bool = True, **recipe_fields: Any) -> RankingDocument:
+    """Rank candidate models on a dataset, as ``ncap rank`` does, and return the typed document.
+
+    Each candidate is fine-tuned briefly with the capacitance probe under one shared recipe; β_eff and the
+    validation accuracy are recorded at every observation, Algorithm 1 predicts each final accuracy, and the
+    candidates are ranked by it (with P(best)).
+
+    Parameters
+    ----------
+    dataset : str or Path, optional
+        A ``.npz`` (x: (N, H, W) or (N, C, H, W), y: (N,)), an ImageFolder directory or a ``.zip`` of one, or a
+        named dataset (``"digits"``, ``"mnist5k"``, ...). None: scikit-learn's digits.
+    candidates : str or list of str, optional
+        Candidate entries as for ``ncap rank --candidates`` (zoo names, timm names, ``arch=weights``,
+        ``arch=random``); a string is comma-separated. None: the demo zoo.
+    out_dir : str or Path, optional
+        Also write ``ranking.json`` (and the plots if ``make_plots``) there. None: write nothing.
+    recipe : ncap.Recipe, optional
+        The settings; ``recipe_fields`` override single fields of it (or of the defaults).
+    progress : bool
+        Show progress bars.
+    **recipe_fields
+        Any field of :class:`ncap.Recipe`: ``epochs``, ``lr``, ``batch_size``, ``probe_width``, ``variant``
+        (default ``"support"``), ``t0``, ``seed``, ``device``, ... Unknown names or bad values raise
+        ``pydantic.ValidationError`` (a ``ValueError``).
+
+    Returns
+    -------
+    ncap.RankingDocument
+        ``.candidates``: one ``CandidateRecord`` per candidate, best first (``rank``, ``p_best``,
+        ``predicted_accuracy`` ± ``predicted_std``, the trajectories); ``.config``: the recipe used;
+        ``.dataset``, ``.device``, ``.wall_time_s``. ``.to_json()`` gives the ``ranking.json`` text.
+    """
+    from ncap.models.recipe import Recipe
+    from ncap.service.ranking import run_ranking
+
+    base = recipe.to_dict() if recipe is not None else {}
+    config = Recipe.model_validate({**base, **recipe_fields})
+    return run_ranking(dataset, candidates, config, None if out_dir is None else Path(out_dir),
+                       make_plots=make_plots, progress=progress)

@@ -46,34 +46,45 @@ def linear_trajectory(final, slope, n=8, noise=0.004, seed=0):
     return beta, final + slope * beta + rng.normal(0, noise, n)
 
 
-@pytest.mark.parametrize("final,best,expect_stop", [(0.60, 0.90, True), (0.93, 0.90, False), (0.89, 0.90, False)])
-def test_verdict_is_monte_carlo_of_algorithm_1(final, best, expect_stop):
-    beta, acc = linear_trajectory(final, slope=-0.8)
-    v = capacitance_verdict(beta, acc, best, threshold=0.05)
-    pred = predict_final_accuracy(beta, acc, t0=1)
-    assert v.prediction == pred and pred.method == "beta_extrapolation"
-    sd = max(pred.std, 0.01)
-    assert v.prob_better == pytest.approx(monte_carlo_prob(pred.accuracy, sd, best, 0.0, True), abs=0.005)
+@pytest.mark.parametrize("final,incumbent_final,expect_stop", [(0.60, 0.90, True), (0.93, 0.90, False),
+                                                               (0.89, 0.90, False)])
+def test_verdict_is_monte_carlo_of_two_algorithm_1_predictions(final, incumbent_final, expect_stop):
+    beta, acc = linear_trajectory(final, slope=-0.8, n=6)
+    inc_beta, inc_acc = linear_trajectory(incumbent_final, slope=-0.5, n=12, seed=1)
+    v = capacitance_verdict(beta, acc, inc_beta, inc_acc, threshold=0.05)
+    mine = predict_final_accuracy(beta, acc, t0=1)
+    theirs = predict_final_accuracy(inc_beta[:6], inc_acc[:6], t0=1)  # the incumbent's first 6 observations
+    assert v.prediction == mine and v.incumbent == theirs and mine.method == theirs.method == "beta_extrapolation"
+    expected = monte_carlo_prob(mine.accuracy, max(mine.std, 0.01), theirs.accuracy, max(theirs.std, 0.01), True)
+    assert v.prob_better == pytest.approx(expected, abs=0.005)
     assert v.stop is expect_stop is (v.prob_better < 0.05)
 
 
-def test_verdict_minimize_and_incumbent_uncertainty():
+def test_a_bias_shared_by_both_trials_cancels():
+    """Both trajectories read 10 points low at β = 0 (the same offset): the comparison is unchanged."""
+    beta, acc = linear_trajectory(0.80, slope=-0.8)
+    inc_beta, inc_acc = linear_trajectory(0.85, slope=-0.8, seed=1)
+    shifted = capacitance_verdict(beta, acc - 0.1, inc_beta, inc_acc - 0.1)
+    assert shifted.prob_better == pytest.approx(capacitance_verdict(beta, acc, inc_beta, inc_acc).prob_better, abs=1e-6)
+
+
+def test_verdict_minimize():
     beta, acc = linear_trajectory(0.30, slope=0.5)  # an error rate heading to 0.30
-    assert capacitance_verdict(beta, acc, 0.10, maximize=False).stop
-    assert not capacitance_verdict(beta, acc, 0.40, maximize=False).stop
-    for best in (0.29, 0.31):  # incumbent noise pulls P(better) towards 1/2 from either side
-        sure = capacitance_verdict(beta, acc, best, maximize=False).prob_better
-        unsure = capacitance_verdict(beta, acc, best, maximize=False, best_std=0.2).prob_better
-        assert abs(unsure - 0.5) < abs(sure - 0.5)
+    inc_beta, inc_acc = linear_trajectory(0.10, slope=0.5, seed=1)
+    assert capacitance_verdict(beta, acc, inc_beta, inc_acc, maximize=False).stop
+    assert not capacitance_verdict(inc_beta, inc_acc, beta, acc, maximize=False).stop
 
 
-def test_verdict_never_stops_without_a_real_prediction():
+def test_verdict_never_stops_without_two_real_predictions():
     beta, acc = linear_trajectory(0.2, slope=-0.8)
-    assert not capacitance_verdict(beta[:2], acc[:2], 0.9).stop  # too few points
-    assert np.isnan(capacitance_verdict(beta[:2], acc[:2], 0.9).prob_better)
-    flat = capacitance_verdict(np.full(6, 0.3), acc[:6], 0.9)  # constant β: the predictor falls back
+    inc = linear_trajectory(0.9, slope=-0.8, seed=1)
+    few = capacitance_verdict(beta[:2], acc[:2], *inc)  # too few points
+    assert not few.stop and np.isnan(few.prob_better)
+    flat = capacitance_verdict(np.full(6, 0.3), acc[:6], *inc)  # constant β: the predictor falls back
     assert not flat.stop and flat.prediction.method == "fallback_last"
-    assert capacitance_verdict(np.full(6, 0.3), acc[:6], 0.9, stop_on_fallback=True).stop
-    assert not capacitance_verdict(beta, acc, float("nan")).stop
+    assert capacitance_verdict(np.full(6, 0.3), acc[:6], *inc, stop_on_fallback=True).stop
+    flat_incumbent = capacitance_verdict(beta, acc, np.full(8, 0.3), inc[1])
+    assert not flat_incumbent.stop and "incumbent" in flat_incumbent.reason
+    assert not capacitance_verdict(beta, acc, inc[0][:2], inc[1][:2]).stop  # the incumbent has too few
     with pytest.raises(ValueError, match="threshold"):
-        capacitance_verdict(beta, acc, 0.9, threshold=1.5)
+        capacitance_verdict(beta, acc, *inc, threshold=1.5)

@@ -12,8 +12,8 @@ the pruner reads them back from the trial::
         if trial.should_prune():
             raise optuna.TrialPruned()
 
-The rule is :func:`ncap.integrations.rule.capacitance_verdict` with the incumbent ``study.best_value``
-(the best objective value of a COMPLETE trial). ``n_startup_trials``, ``n_warmup_steps`` and
+The rule is :func:`ncap.integrations.rule.capacitance_verdict`, with the incumbent ``study.best_trial``
+(the COMPLETE trial with the best value) and its own reported observations. ``n_startup_trials``, ``n_warmup_steps`` and
 ``interval_steps`` mean what they mean for ``optuna.pruners.MedianPruner``.
 """
 from __future__ import annotations
@@ -93,10 +93,11 @@ def _is_pruning_step(step: int, reported: Sequence[int], n_warmup_steps: int, in
 
 
 class CapacitancePruner(BasePruner):
-    """Prune a trial once P(its final accuracy beats the best completed trial) < ``threshold``.
+    """Prune a trial once P(its final accuracy beats the best completed trial's) < ``threshold``.
 
-    P(better) = Φ((μ − y*) / σ) with N(μ, σ²) the Algorithm-1 prediction from the trial's reported
-    (β_eff, accuracy) pairs and y* = ``study.best_value`` (see ``ncap.integrations.rule``).
+    P(better) = Φ((μ − μ*) / sqrt(σ² + σ*²)) with N(μ, σ²) the Algorithm-1 prediction from the trial's T
+    reported (β_eff, accuracy) pairs and N(μ*, σ*²) the same from the first T pairs ``study.best_trial``
+    reported (see ``ncap.integrations.rule``).
 
     Parameters
     ----------
@@ -144,10 +145,11 @@ class CapacitancePruner(BasePruner):
         if not _is_pruning_step(step, list(trial.intermediate_values), self.n_warmup_steps, self.interval_steps):
             return None
         if math.isnan(trial.intermediate_values[step]):
-            return Verdict(True, 0.0, None, "the last reported value is NaN")
+            return Verdict(True, 0.0, None, None, "the last reported value is NaN")
         _, values, beta, den = trial_observations(trial)
+        _, inc_values, inc_beta, inc_den = trial_observations(study.best_trial)
         return capacitance_verdict(
-            beta, values, study.best_value, denominators=den,
+            beta, values, inc_beta, inc_values, denominators=den, incumbent_denominators=inc_den,
             maximize=study.direction == StudyDirection.MAXIMIZE, threshold=self.threshold, t0=self.t0,
             min_points=self.min_points, min_std=self.min_std, stop_on_fallback=self.prune_on_fallback)
 

@@ -6,8 +6,8 @@ The trainable reports the metric and β_eff in the same ``tune.report`` call, e.
     tune.report(tracker_metrics(tracker))   # {"accuracy": ..., "beta_eff": ..., "beta_denominator": ...}
 
 and ``CapacitanceScheduler`` returns ``STOP`` once :func:`ncap.integrations.rule.capacitance_verdict` says
-so, with the incumbent = the best last-reported metric of the trials that completed (ran to their end; trials
-this scheduler stopped never count). Trials run FIFO otherwise. Why no ``tune.Stopper``: a stopper sees
+so, with the incumbent = the completed trial (ran to its end; trials this scheduler stopped never count) with
+the best last-reported metric, and that trial's own reported observations. Trials run FIFO otherwise. Why no ``tune.Stopper``: a stopper sees
 results but is never told when a trial completes, so it cannot know the incumbent's final value.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def tracker_metrics(tracker, metric: str = "accuracy", beta_attr: str = "beta_ef
 
 
 class CapacitanceScheduler(FIFOScheduler):
-    """FIFO scheduler that stops a trial once P(its final metric beats the best completed trial) < threshold.
+    """FIFO scheduler that stops a trial once P(its final metric beats the best completed trial's) < threshold.
 
     Parameters
     ----------
@@ -75,7 +75,7 @@ class CapacitanceScheduler(FIFOScheduler):
         self.threshold, self.grace_period, self.n_startup_trials = threshold, grace_period, n_startup_trials
         self.t0, self.min_points, self.min_std, self.stop_on_fallback = t0, min_points, min_std, stop_on_fallback
         self.history: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (metric, β, denominator)
-        self.completed: dict[str, float] = {}  # trial id -> final metric
+        self.completed: dict[str, float] = {}  # trial id -> final metric (trials that ran to their end)
         self.stopped: set[str] = set()
         self.verdicts: dict[str, Verdict] = {}
 
@@ -105,10 +105,12 @@ class CapacitanceScheduler(FIFOScheduler):
         metric, beta, den = (list(col) for col in zip(*self.history[trial.trial_id]))
         maximize = self._mode == "max"
         if math.isnan(metric[-1]):
-            verdict = Verdict(True, 0.0, None, "the last reported value is NaN")
+            verdict = Verdict(True, 0.0, None, None, "the last reported value is NaN")
         else:
-            best = (max if maximize else min)(self.completed.values())
-            verdict = capacitance_verdict(beta, metric, best, denominators=den, maximize=maximize,
+            incumbent = (max if maximize else min)(self.completed, key=self.completed.get)
+            inc_metric, inc_beta, inc_den = (list(col) for col in zip(*self.history[incumbent]))
+            verdict = capacitance_verdict(beta, metric, inc_beta, inc_metric, denominators=den,
+                                          incumbent_denominators=inc_den, maximize=maximize,
                                           threshold=self.threshold, t0=self.t0, min_points=self.min_points,
                                           min_std=self.min_std, stop_on_fallback=self.stop_on_fallback)
         self.verdicts[trial.trial_id] = verdict
@@ -123,7 +125,7 @@ class CapacitanceScheduler(FIFOScheduler):
         final = (result or {}).get(self._metric)
         if final is None and self.history[trial.trial_id]:
             final = self.history[trial.trial_id][-1][0]
-        if final is not None and math.isfinite(float(final)):
+        if final is not None and math.isfinite(float(final)) and self.history[trial.trial_id]:
             self.completed[trial.trial_id] = float(final)
 
     def debug_string(self) -> str:

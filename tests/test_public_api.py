@@ -1,0 +1,60 @@
+"""The public API in ``ncap/__init__.py``: lazy names (``import ncap`` imports no torch), ``ncap.rank`` returning the
+typed document, readable help, and the tracker measuring what the harness records."""
+from __future__ import annotations
+
+import pydoc
+import subprocess
+import sys
+
+import pytest
+
+import ncap
+
+
+def test_import_ncap_is_light_and_names_load_on_use():
+    code = ("import sys, ncap; before = sorted(m for m in ('torch', 'optuna', 'ray', 'sklearn') if m in sys.modules); "
+            "ncap.predict_final_accuracy; mid = 'torch' in sys.modules; ncap.BetaEffTracker; "
+            "print(before, mid, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] False True"  # the predictor needs no torch; the tracker does
+
+
+def test_public_names_are_the_implementations():
+    from ncap.capacitance import predictor, tracker
+    from ncap.models.recipe import Recipe
+    from ncap.service.documents import RankingDocument
+
+    assert ncap.BetaEffTracker is tracker.BetaEffTracker
+    assert ncap.predict_final_accuracy is predictor.predict_final_accuracy and ncap.p_best is predictor.p_best
+    assert ncap.Recipe is Recipe and ncap.RankingDocument is RankingDocument and ncap.Prediction is predictor.Prediction
+    assert set(ncap.__all__) <= set(dir(ncap))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ncap.nope  # noqa: B018
+
+
+def test_defaults_agree_on_the_support_variant():
+    import inspect
+
+    assert ncap.Recipe().variant == "support"
+    assert inspect.signature(ncap.BetaEffTracker).parameters["variant"].default == "support"
+
+
+def test_help_of_the_tracker_reads_well():
+    text = pydoc.render_doc(ncap.BetaEffTracker, renderer=pydoc.plaintext)
+    for words in ("collect(", "observe(", "predict(", "state_dict(", "load_state_dict(", "(B, D)", "variant"):
+        assert words in text, words
+
+
+TINY = {"epochs": 1, "batch_size": 64, "image_size": 16, "evals_per_epoch": 2, "beta_batch_size": 64,
+        "probe_width": 16, "num_workers": 0, "measure_latency": False}
+
+
+def test_rank_returns_the_typed_document_and_validates_fields(tmp_path):
+    doc = ncap.rank("digits", "mobilenetv3_small_050=random", out_dir=tmp_path, make_plots=False, progress=False, **TINY)
+    assert isinstance(doc, ncap.RankingDocument)
+    assert doc.config == ncap.Recipe(**TINY) and doc.candidates[0].rank == 1
+    assert (tmp_path / "ranking.json").read_text() == doc.to_json()
+    with pytest.raises(ValueError, match="epoch"):  # pydantic's ValidationError is a ValueError
+        ncap.rank("digits", "mobilenetv3_small_050=random", epoch=3)
+    with pytest.raises(ValueError, match="lr"):
+        ncap.rank("digits", "mobilenetv3_small_050=random", recipe=ncap.Recipe(**TINY), lr=-1.0)
