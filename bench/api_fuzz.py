@@ -235,7 +235,8 @@ def _run(strategy, n: int, call, seed: int) -> None:
 
 def fuzz(url: str, token: str | None, *, max_cases: int = 500, max_seconds: float = 60.0, seed: int = 0,
          rounds: int = 1) -> Tally:
-    """Fuzz the server at ``url``; stops after ``max_cases`` requests or ``max_seconds``."""
+    """Fuzz the server at ``url`` in rounds (each source gets ``max_cases / (sources x rounds)`` examples per
+    round, with new seeds); stops after ``max_cases`` requests or ``max_seconds``."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     tally = Tally(max_cases, time.time() + max_seconds)
     ops = _spec_operations(url, headers)
@@ -295,13 +296,15 @@ def fuzz(url: str, token: str | None, *, max_cases: int = 500, max_seconds: floa
     sources = [(f"{op.method.upper()} {op.path}", op.as_strategy(), spec_call(f"{op.method.upper()} {op.path}"))
                for op in ops] + [("raw submit", raw_submits(), raw_submit), ("raw json", raw_json_requests(), raw_json),
                                  ("upload", uploads, upload), ("known ids", job_calls, on_job)]
+    share = max(1, max_cases // (len(sources) * rounds))
     try:
-        for r in range(rounds):
-            share = max(1, max_cases // (len(sources) * rounds))
+        r = 0
+        while not tally.done:  # rounds of `share` examples per source, new seeds each round, until the budget
             for i, (_label, strategy, call) in enumerate(sources):
                 if tally.done:
                     break
                 _run(strategy, share, call, seed + 1000 * r + i)
+            r += 1
     finally:
         client.close()
     return tally

@@ -81,57 +81,55 @@ def _wait_ready(srv: LiveServer, timeout: float) -> bool:
     return False
 
 
+def kill_during_job(srv: LiveServer, rng: random.Random, role: str, *, max_delay: float = 40.0,
+                    job_timeout: float = 600.0, config: dict | None = None) -> dict:
+    """Submit a job to the running ``srv``, SIGKILL its ``role`` process at a random moment, restart the
+    server if it went down, wait for the job and check it (see the module docstring); returns the row."""
+    row: dict = {"role": role}
+    job = srv.submit(config or CONFIG).json()["job_id"]
+    srv.wait(job, lambda s: s["state"] == "running" and s["progress"]["epoch"] is not None, timeout=300,
+             interval=0.2)
+    started = time.time()
+    time.sleep(rng.uniform(0.0, max_delay))
+    target = srv.roles().get(role)
+    row["killed"] = f"{role} pid {target.pid}" if target is not None else "nothing (no such process then)"
+    db = srv.data_dir / "jobs.db"
+    before = {r["name"]: r for r in _rows(db, "SELECT * FROM candidates WHERE job_id = ?", (job,))}
+    killed_at = time.time()
+    if target is not None:
+        target.kill()
+    row["at_s"] = round(killed_at - started, 1)
+    row["done_before_kill"] = sorted(n for n, r in before.items() if r["state"] == "done")
+    row["restarted"] = role == "server" or not _wait_ready(srv, 60)
+    if row["restarted"]:
+        srv.kill9(whole_tree=True, settle=20)
+        srv.start()
+    final = srv.wait(job, timeout=job_timeout, interval=1.0)
+    row.update(state=final["state"], attempts=final["attempts"])
+    after = {r["name"]: r for r in _rows(db, "SELECT * FROM candidates WHERE job_id = ?", (job,))}
+    late = {e["candidate"] for e in _rows(db, "SELECT candidate FROM events WHERE job_id = ? AND kind = 'epoch' "
+                                              "AND ts > ?", (job, killed_at))}
+    row["retrained"] = sorted(n for n in row["done_before_kill"]
+                              if n in late or (after[n]["finished_at"], after[n]["record"])
+                              != (before[n]["finished_at"], before[n]["record"]))
+    row["candidates"] = {n: r["state"] for n, r in after.items()}
+    row["integrity"] = _rows(db, "PRAGMA integrity_check")[0]["integrity_check"]
+    row["ok"] = row["state"] == "done" and not row["retrained"] and row["integrity"] == "ok"
+    return row
+
+
 def chaos_run(tmp: Path, rng: random.Random, *, role: str | None = None, runner: str | None = None,
-              max_delay: float = 40.0, job_timeout: float = 600.0, config: dict | None = None) -> dict:
-    """One run (see the module docstring); returns its row."""
-    settings = {"runner": runner} if runner else {}
-    srv = LiveServer(tmp, token="chaos", **settings)
-    srv.start()
-    row: dict = {"role": role or rng.choice(ROLES)}
+              max_delay: float = 40.0, job_timeout: float = 600.0) -> dict:
+    """One run on a fresh server (see the module docstring); returns its row."""
+    srv = LiveServer(tmp, token="chaos", **({"runner": runner} if runner else {}))
+    role = role or rng.choice(ROLES)
     try:
-        job = srv.submit(config or CONFIG).json()["job_id"]
-        srv.wait(job, lambda s: s["state"] == "running" and s["progress"]["epoch"] is not None, timeout=300,
-                 interval=0.2)
-        started = time.time()
-        time.sleep(rng.uniform(0.0, max_delay))
-        target = srv.roles().get(row["role"])
-        if target is None:  # the trainer is between processes (a resume) or the job has finished
-            row["killed"] = "nothing (no such process at that moment)"
-        else:
-            row["killed"] = f"{row['role']} pid {target.pid}"
-        db = srv.data_dir / "jobs.db"
-        before = {r["name"]: r for r in _rows(db, "SELECT * FROM candidates WHERE job_id = ?", (job,))}
-        killed_at = time.time()
-        if target is not None:
-            target.kill()
-        row["at_s"] = round(killed_at - started, 1)
-        row["done_before_kill"] = sorted(n for n, r in before.items() if r["state"] == "done")
-        restarted = False
-        if row["role"] == "server" or not _wait_ready(srv, 60):
-            srv.kill9(whole_tree=True, settle=20)
-            srv.start()
-            restarted = True
-        row["restarted"] = restarted
-        final = srv.wait(job, timeout=job_timeout, interval=1.0)
-        row["state"] = final["state"]
-        row["attempts"] = final["attempts"]
-        after = {r["name"]: r for r in _rows(db, "SELECT * FROM candidates WHERE job_id = ?", (job,))}
-        late = _rows(db, "SELECT candidate FROM events WHERE job_id = ? AND kind = 'epoch' AND ts > ?",
-                     (job, killed_at))
-        retrained = sorted({e["candidate"] for e in late} & set(row["done_before_kill"])
-                           | {n for n in row["done_before_kill"]
-                              if after[n]["finished_at"] != before[n]["finished_at"]
-                              or after[n]["record"] != before[n]["record"]})
-        row["retrained"] = retrained
-        row["candidates"] = {n: r["state"] for n, r in after.items()}
-        row["integrity"] = _rows(db, "PRAGMA integrity_check")[0]["integrity_check"]
-        row["ok"] = row["state"] == "done" and not retrained and row["integrity"] == "ok"
+        srv.start()
+        return kill_during_job(srv, rng, role, max_delay=max_delay, job_timeout=job_timeout)
     except Exception as exc:  # noqa: BLE001 - a run that breaks is a failed run, recorded with its reason
-        row["ok"] = False
-        row["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+        return {"role": role, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
     finally:
         srv.stop()
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,8 +42,10 @@ def _kill_all(procs) -> None:
 class LiveServer:
     """``ncap serve`` in its own process group (bentoml spawns workers; the job worker a trainer)."""
 
-    def __init__(self, tmp: Path, token: str | None = "test-token", **settings: str):
+    def __init__(self, tmp: Path, token: str | None = "test-token", env: dict[str, str] | None = None,
+                 **settings: str):
         self.tmp = Path(tmp)
+        self.extra_env = dict(env or {})
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.token = token
         self.port = free_port()
@@ -63,6 +65,7 @@ class LiveServer:
             env["NCAP_TOKEN"] = self.token
         for k, v in self.settings.items():
             env["NCAP_" + k.upper()] = str(v)
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 120.0) -> LiveServer:

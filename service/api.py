@@ -157,8 +157,8 @@ def _http(status: int, message: str) -> BentoMLException:
 def _json_object(body: bytes | None, what: str = "the request body") -> dict:
     try:
         data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _http(400, f"{what} is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; RecursionError: [[[[...
+        raise _http(400, f"{what} is not valid JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise _http(400, f"{what} must be a JSON object, got {type(data).__name__}")
     return data
@@ -247,7 +247,7 @@ class Trajectory(BaseModel):
     name: str | None = Field(None, max_length=200)
     beta_eff: list[FiniteFloat | None] = Field(
         min_length=1, max_length=MAX_POINTS, description="β_eff after each epoch; null = not recorded (dropped).")
-    val_accuracy: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]] = Field(
+    val_accuracy: list[FiniteFloat] = Field(
         min_length=1, max_length=MAX_POINTS, description="Validation accuracy (fraction 0..1) after each epoch.")
     denominators: list[FiniteFloat | None] | None = Field(
         None, max_length=MAX_POINTS, description="Optional 1ᵀP1 per epoch (unstable points dropped).")
@@ -261,6 +261,10 @@ class Trajectory(BaseModel):
         if self.denominators is not None and len(self.denominators) != len(self.beta_eff):
             raise ValueError(f"{label}: denominators has {len(self.denominators)} values, expected "
                              f"{len(self.beta_eff)}")
+        bad = [a for a in self.val_accuracy if not 0.0 <= a <= 1.0]
+        if bad:
+            raise ValueError(f"{label}: val_accuracy must be fractions in [0, 1] (got {bad[0]}); divide "
+                             "percentages by 100")
         return self
 
 

@@ -415,13 +415,13 @@ def watch_parent(parent: int, interval: float = 1.0, grace: float = 15.0) -> thr
     return thread
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    """Whether ``fn`` takes the keyword ``name`` (by name or through ``**kwargs``)."""
+def _declares(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` declares the keyword parameter ``name`` (``**kwargs`` does not count: a runner that
+    declares ``on_candidate_start`` is trusted to call it before each candidate)."""
     try:
-        params = inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _setup_error(exc: BaseException) -> bool:
@@ -488,7 +488,7 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
 
     kwargs: dict[str, Any] = {"on_candidate_done": on_candidate_done, "on_epoch": on_epoch,
                               "should_stop": should_stop, "make_plots": True, "progress": False}
-    if _accepts(runner, "on_candidate_start"):
+    if _declares(runner, "on_candidate_start"):
         kwargs["on_candidate_start"] = on_candidate_start
     dataset = job.get("dataset_path") or None
     for _attempt in range(len(job["candidates"]) + 1):

@@ -32,7 +32,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def job(server):
     """The real ranking job; submitted first so that it trains while the other tests run."""
-    r = server.submit({"candidates": FAST_CANDIDATES, "epochs": 2, "seed": 0})
+    r = server.submit({"candidates": FAST_CANDIDATES, "epochs": 2, "seed": 0, "image_size": 32})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["state"] == "queued" and body["progress"]["candidates_total"] == 2

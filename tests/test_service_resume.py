@@ -28,7 +28,7 @@ def test_kill9_restart_resumes_and_reuses_finished_candidates(tmp_path):
     srv = Server(tmp_path, token="resume-token")
     srv.start()
     try:
-        r = srv.submit({"candidates": CANDIDATES, "epochs": 2})
+        r = srv.submit({"candidates": CANDIDATES, "epochs": 2, "image_size": 32})
         assert r.status_code == 200, r.text
         job = r.json()["job_id"]
         first, second = "first", "second"
@@ -88,7 +88,7 @@ def test_kill9_of_the_main_process_takes_worker_and_trainer_down(tmp_path):
     srv = Server(tmp_path, token="orphan-token")
     srv.start()
     try:
-        job = srv.submit({"candidates": CANDIDATES[1:], "epochs": 3}).json()["job_id"]
+        job = srv.submit({"candidates": CANDIDATES[1:], "epochs": 3, "image_size": 32}).json()["job_id"]
         srv.wait(job, lambda s: s["state"] == "running", timeout=120, interval=0.2)
         deadline = time.time() + 30
         while len(srv.tree()) < 3 and time.time() < deadline:  # the trainer process is being spawned

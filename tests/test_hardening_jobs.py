@@ -1,0 +1,211 @@
+"""Issue 13, worker and store: per-candidate isolation (defect 3), trainer deaths retried with finished
+candidates reused (defect 4), the memory limit enforced in the training process (defect 1), start-up
+cleanup of interrupted submissions (defect 8), /jobs/delete's store side and one-line errors (defect 9).
+
+The training processes here are real (``python -m ncap.service.jobs``); their ranking functions are the fakes
+below, which train nothing but behave like a candidate that raises, kills its process or allocates too much."""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncap.models.memory import GB, candidate_failure
+from ncap.service import jobs
+from ncap.service.store import JobStore
+
+
+def _runner(dataset, candidates, config, out_dir, *, completed=None, on_candidate_done=None, on_epoch=None,
+            should_stop=None, make_plots=True, progress=True):
+    """Candidates train 2 'epochs' of 0.1 s; some misbehave by name:
+    raise: AssertionError (like timm's ViT at 32 px); killer: SIGKILLs its process every time;
+    flaky: SIGKILLs its process once (a marker file remembers); hog: allocates 4 GB (over the limit);
+    shm: fills 2.5 GB of shared memory, which RLIMIT_DATA does not count (the watchdog must)."""
+    completed = dict(completed or {})
+    records = []
+    for name in candidates:
+        if name in completed:
+            records.append({**completed[name], "reused": True})
+            continue
+        for e in (1, 2):
+            time.sleep(0.1)
+            on_epoch(name, float(e), {"val_accuracy": 0.1 * e})
+            _misbehave(name, Path(out_dir))
+        rec = {"candidate": name, "status": "ok", "predicted_accuracy": 0.5, "predicted_std": 0.1}
+        on_candidate_done(rec)
+        records.append(rec)
+    return {"candidates": records, "plots": []}
+
+
+def _misbehave(name: str, out_dir: Path) -> None:
+    if name == "raise":
+        raise AssertionError("Input height (32) doesn't match model (224).\n  (more lines of detail)")
+    if name == "killer" or (name == "flaky" and not (out_dir / "flaky-was-here").exists()):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "flaky-was-here").touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if name == "hog":
+        np.ones(4 * GB // 8)
+    if name == "shm":
+        buf = mmap.mmap(-1, 5 * GB // 2)
+        for i in range(0, len(buf), 4096):
+            buf[i] = 1
+        time.sleep(30)  # the watchdog stops this process long before
+
+
+def _run_jobs(tmp_path: Path, specs: dict[str, list[str]], timeout: float = 120.0, **worker_kw) -> JobStore:
+    store = JobStore(str(tmp_path / "jobs.db"))
+    for job_id, cands in specs.items():
+        store.create_job(job_id, config={"epochs": 2}, candidates=cands, out_dir=tmp_path / "jobs" / job_id / "out")
+    worker = jobs.JobWorker(store, runner="test_hardening_jobs:_runner", data_dir=tmp_path, poll_interval_s=0.1,
+                            **worker_kw)
+    worker.start()
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if all(store.get_job(j)["state"] in ("done", "failed", "cancelled") for j in specs):
+                return store
+            time.sleep(0.1)
+        raise AssertionError({j: store.get_job(j)["state"] for j in specs})
+    finally:
+        worker.stop()
+
+
+def _epochs(store: JobStore, job_id: str) -> list[tuple[str, float]]:
+    return [(e["candidate"], e["ts"]) for e in store.events(job_id, "epoch")]
+
+
+def test_one_candidate_raising_fails_alone_with_a_one_line_reason(tmp_path):
+    store = _run_jobs(tmp_path, {"j": ["a", "raise", "b"]})
+    job = store.get_job("j")
+    assert job["state"] == "done" and job["error"] is None
+    cands = {c["name"]: c for c in store.candidates("j")}
+    assert cands["a"]["state"] == cands["b"]["state"] == "done"
+    assert cands["raise"]["state"] == "failed"
+    assert cands["raise"]["error"] == "AssertionError: Input height (32) doesn't match model (224)."
+    doc = store.get_result("j")
+    assert {r["candidate"]: r["status"] for r in doc["candidates"]} == {"a": "ok", "raise": "failed", "b": "ok"}
+    assert [n for n, _ in _epochs(store, "j")].count("a") == 2  # a was trained once, then reused
+    log = (tmp_path / "jobs" / "j" / "train.log").read_text()
+    assert "Traceback" in log and "Traceback" not in json.dumps(doc)
+
+
+def test_trainer_killed_twice_by_one_candidate_fails_it_and_the_job_finishes(tmp_path):
+    store = _run_jobs(tmp_path, {"j": ["a", "killer", "b"]})
+    job = store.get_job("j")
+    assert job["state"] == "done", job
+    assert job["trainer_deaths"] == 2 and job["attempts"] == 3
+    cands = {c["name"]: c for c in store.candidates("j")}
+    assert cands["killer"]["state"] == "failed" and cands["killer"]["crashes"] == 2
+    assert "killed by SIGKILL" in cands["killer"]["error"] and "2 times" in cands["killer"]["error"]
+    assert cands["a"]["state"] == cands["b"]["state"] == "done"
+    first_death = store.events("j", "trainer_died")[0]["ts"]
+    assert not [n for n, ts in _epochs(store, "j") if n == "a" and ts > first_death], "a was retrained"
+    assert [e["candidate"] for e in store.events("j", "candidate_reused")].count("a") == 2
+
+
+def test_trainer_killed_once_resumes_and_reuses_finished_candidates(tmp_path):
+    store = _run_jobs(tmp_path, {"j": ["a", "flaky", "b"]})
+    job = store.get_job("j")
+    assert job["state"] == "done" and job["trainer_deaths"] == 1 and job["attempts"] == 2
+    assert all(c["state"] == "done" for c in store.candidates("j"))
+    death = store.events("j", "trainer_died")[0]
+    assert death["candidate"] == "flaky" and "SIGKILL" in death["detail"]["reason"]
+    assert not [n for n, ts in _epochs(store, "j") if n == "a" and ts > death["ts"]]
+
+
+def test_trainer_deaths_beyond_the_restart_budget_fail_the_job(tmp_path):
+    store = _run_jobs(tmp_path, {"j": ["killer", "b"]}, max_trainer_restarts=0)
+    job = store.get_job("j")
+    assert job["state"] == "failed" and "died 1 times" in job["error"] and "SIGKILL" in job["error"]
+
+
+def test_memory_limit_is_enforced_in_the_training_process(tmp_path):
+    """A candidate that allocates past the per-job limit fails alone ('out of memory (limit N GB)'); the
+    allocation never reaches the host (RLIMIT_DATA refuses it)."""
+    store = _run_jobs(tmp_path, {"j": ["a", "hog", "b"]}, memory_limit_bytes=int(1.5 * GB))
+    assert store.get_job("j")["state"] == "done"
+    cands = {c["name"]: c for c in store.candidates("j")}
+    assert cands["hog"]["state"] == "failed" and cands["hog"]["error"] == "out of memory (limit 1.5 GB)"
+    assert cands["a"]["state"] == cands["b"]["state"] == "done"
+
+
+@pytest.mark.slow
+def test_memory_outside_rlimit_data_is_stopped_by_the_watchdog(tmp_path):
+    store = _run_jobs(tmp_path, {"j": ["shm", "a"]}, memory_limit_bytes=int(1.2 * GB), timeout=180)
+    cands = {c["name"]: c for c in store.candidates("j")}
+    assert store.get_job("j")["state"] == "done"
+    assert cands["shm"]["state"] == "failed" and cands["shm"]["error"].startswith("out of memory (limit 1.2 GB)")
+    assert cands["a"]["state"] == "done"
+
+
+# ------------------------------------------------------------------------------------- store, data dir
+def test_clean_data_dir_removes_leftovers_of_dead_processes_only(tmp_path):
+    store = JobStore(str(tmp_path / "jobs.db"))
+    store.create_job("kept", config={"epochs": 1}, candidates=["a"], out_dir=tmp_path / "jobs" / "kept" / "out")
+    for rel in ("jobs/kept/upload/d.npz", "jobs/orphan/upload/d.npz", "staging/1-1/job/upload/d.npz",
+                f"staging/{jobs.staging_owner()}/job/upload/d.npz", "tmp/ncap-npz-x/x.npy"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    removed = jobs.clean_data_dir(store, tmp_path)
+    assert sorted(removed) == ["jobs/orphan", "staging/1-1", "tmp/ncap-npz-x"]
+    assert (tmp_path / "jobs/kept/upload/d.npz").exists()
+    assert (tmp_path / f"staging/{jobs.staging_owner()}/job/upload/d.npz").exists()  # this process is alive
+
+
+def test_commit_moves_files_and_row_together(tmp_path):
+    store = JobStore(str(tmp_path / "jobs.db"))
+    staged, final = tmp_path / "staging" / "j", tmp_path / "jobs" / "j"
+    staged.mkdir(parents=True)
+    (tmp_path / "jobs").mkdir()
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store.create_job("j", config={}, candidates=["a"], out_dir=final / "out", on_commit=fail)
+    assert store.get_job("j") is None and store.integrity_check() == "ok"
+    store.create_job("j", config={}, candidates=["a"], out_dir=final / "out", on_commit=lambda: staged.rename(final))
+    assert store.get_job("j") is not None and final.is_dir() and not staged.exists()
+
+
+def test_delete_job_and_schema_upgrade(tmp_path):
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # a store created before trainer_deaths / crashes existed
+        conn.executescript("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL, "
+                           "updated_at REAL NOT NULL, started_at REAL, finished_at REAL, run_started_at REAL, "
+                           "config TEXT NOT NULL, candidates TEXT NOT NULL, dataset_path TEXT, dataset_name TEXT, "
+                           "dataset_kind TEXT, dataset_bytes INTEGER NOT NULL DEFAULT 0, out_dir TEXT NOT NULL, "
+                           "cancel_requested INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, "
+                           "current_candidate TEXT, current_epoch REAL, epochs_this_run INTEGER NOT NULL DEFAULT 0, "
+                           "done_at_start INTEGER NOT NULL DEFAULT 0, error TEXT, error_detail TEXT, result TEXT);"
+                           "CREATE TABLE candidates (job_id TEXT NOT NULL, name TEXT NOT NULL, position INTEGER NOT "
+                           "NULL, state TEXT NOT NULL, epoch REAL, started_at REAL, finished_at REAL, wall_time REAL, "
+                           "record TEXT, error TEXT, PRIMARY KEY (job_id, name));")
+    store = JobStore(str(db))
+    store.create_job("j", config={}, candidates=["a"], out_dir=tmp_path / "j")
+    assert store.get_job("j")["trainer_deaths"] == 0 and store.candidates("j")[0]["crashes"] == 0
+    with pytest.raises(ValueError, match="queued; cancel it first"):
+        store.delete_job("j")
+    store.request_cancel("j")
+    assert store.delete_job("j")["id"] == "j"
+    assert store.get_job("j") is None and store.candidates("j") == [] and store.events("j") == []
+    assert store.delete_job("j") is None and store.integrity_check() == "ok"
+
+
+def test_candidate_failure_is_one_line():
+    assert candidate_failure(ValueError("bad\nTraceback (most recent call last):\n  File x")) == "ValueError: bad"
+    assert candidate_failure(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
+                                          "memory: you tried to allocate 3221225472 bytes."), 2 * GB) \
+        == "out of memory (limit 2.0 GB)"
+    assert candidate_failure(MemoryError(), 3 * GB) == "out of memory (limit 3.0 GB)"
+    assert len(candidate_failure(KeyError("x" * 1000))) == 300
+    assert candidate_failure("RuntimeError: CUDA out of memory. Tried to allocate 2 GiB", GB) == \
+        "out of memory (limit 1.0 GB)"
