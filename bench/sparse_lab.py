@@ -74,7 +74,7 @@ def cache_dir() -> Path:
 
 
 def _key(dataset: str, settings: dict, cfg: DSTConfig) -> str:
-    blob = json.dumps({"v": 1, "dataset": dataset, "per_class": settings["per_class"], "config": cfg.model_dump()},
+    blob = json.dumps({"v": 2, "dataset": dataset, "per_class": settings["per_class"], "config": cfg.model_dump()},
                       sort_keys=True)
     return f"{dataset}-{run_label(cfg)}-s{cfg.seed}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 

@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
+from tqdm.auto import tqdm
 
 from ncap.capacitance.network import get_mask, prunable_layers, set_mask
+from ncap.models.pruning import accuracy
 from ncap.models.sparse.init import (
     DENSITY_METHODS,
     PROFILES,
@@ -292,10 +294,7 @@ def train_dst(config: DSTConfig, data=None, *, progress: bool = False, log=None)
     "timings", "seconds"}`` plus ``"_arrays"`` (the tracker's arrays, not JSON) and ``"_degrees"``,
     ``"_fits"`` (for plots). ``data`` is a :func:`ncap.models.data.load_dataset` source or an ImageDataset.
     """
-    from tqdm.auto import tqdm
-
     from ncap.models.data import ImageDataset, load_dataset, split_dataset
-    from ncap.models.pruning import accuracy
 
     log = log or (lambda _m: None)
     t0 = time.perf_counter()
@@ -322,7 +321,7 @@ def train_dst(config: DSTConfig, data=None, *, progress: bool = False, log=None)
                                total_steps=total, prune_rate=config.prune_rate, update_until=config.update_until,
                                exclude_pruned=config.exclude_pruned, seed=config.seed, tracker=tracker,
                                steps_per_epoch=spe).attach(opt)
-    history = _fit(model, opt, sched, x, y, val, tf, config, progress, log, accuracy, tqdm)
+    history = _fit(model, opt, sched, (x, y), val, tf, config, progress=progress, log=log)
     if hook is not None:
         hook.detach()
     out = {"config": config.model_dump(), "data": {"source": ds.source, "train": len(tr), "val": len(va),
@@ -337,8 +336,9 @@ def train_dst(config: DSTConfig, data=None, *, progress: bool = False, log=None)
     return out
 
 
-def _fit(model, opt, sched, x, y, val, tf, config, progress, log, accuracy, tqdm) -> list[dict]:
+def _fit(model, opt, sched, train, val, tf, config: DSTConfig, *, progress: bool, log) -> list[dict]:
     """The epochs of :func:`train_dst`: mini-batch steps, then validation accuracy per epoch."""
+    x, y = train
     gen = torch.Generator().manual_seed(config.seed)
     history = []
     bar = tqdm(range(config.epochs), desc=f"{config.rule}/{config.profile}", disable=not progress, leave=False)

@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ncap.capacitance.jsonsafe import to_jsonable
 from ncap.capacitance.network import plot_degree_ccdfs
 from ncap.models.sparse.dst import DSTConfig, train_dst
@@ -63,8 +65,6 @@ def _write_run(res: dict, run_dir: Path) -> list[str]:
     arrays = res.get("_arrays")
     if not arrays:
         return []
-    import numpy as np
-
     np.savez_compressed(run_dir / "topology.npz", **arrays)
     nodes = list(res["topology"][0]["nodes"])
     plots = [plot_ccdfs_by_epoch(arrays, nodes, run_dir / "ccdf_epochs.png", title=run_label(DSTConfig(**res["config"])))]

@@ -14,8 +14,8 @@ Two ways to compute them, with the same output:
 
 * MLPs (a chain of Linear layers), incrementally: degrees are updated from the pruned / regrown indices of
   the update, Ω̂/Δ̂ come from the regrown edges alone, and k-shells from :func:`core_numbers_csr`. The
-  generic way costs ~0.3 s per update on a 784-1024-1024-10 MLP (mostly dense Δ̂ matmuls), a third of an
-  epoch; this one a few milliseconds (bench/results/sparse_lab/speed.md).
+  generic way costs ~0.35 s per update on a 784-1024-1024-10 MLP (mostly dense Δ̂ matmuls), a third of an
+  epoch; this one ~10-40 ms, most of it the exact k-shell peeling (bench/results/sparse_lab/speed.md).
 * Anything else (CNNs): :func:`ncap.capacitance.network.network_from_model` on the masks at every update,
   with :func:`~ncap.capacitance.network.kshell` and :func:`~ncap.capacitance.network.preferential_attachment`.
 
