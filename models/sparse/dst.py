@@ -272,9 +272,8 @@ class DynamicSparsity:
 
 
 def as_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 in [0, 1] (uint8 ones divided by the dataset's ``max_value``) and labels as int64."""
-    scale = float(getattr(ds, "max_value", 1.0))
-    return torch.as_tensor(np.asarray(ds.x), dtype=torch.float32) / scale, torch.as_tensor(ds.y).long()
+    """Images as float32 in [0, 1] (:meth:`ImageDataset.float_images`) and labels as int64."""
+    return torch.from_numpy(ds.float_images()), torch.as_tensor(ds.y).long()
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
