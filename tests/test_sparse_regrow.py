@@ -166,3 +166,18 @@ def test_bad_rule_and_missing_score_are_refused():
         update_layer(w, mask, 0.1, "magic")
     with pytest.raises(ValueError, match="needs a score"):
         update_layer(w, mask, 0.1, "gradient")
+
+
+def test_hook_plugs_into_the_shared_training_loop():
+    """DynamicSparsity is an optimiser step post-hook, so ncap.models.training.train runs DST unchanged."""
+    from ncap.models.pruning import tensor_loader
+    from ncap.models.training import TrainSettings, train
+
+    model, opt = _model_and_opt()
+    counts = {k: int(get_mask(model[k]).sum()) for k in (0, 2)}
+    hook = DynamicSparsity(model, ["0", "2"], rule="gradient", delta_t=2, total_steps=8).attach(opt)
+    loader = tensor_loader(torch.randn(64, 30), torch.randint(0, 5, (64,)), 16, shuffle=True)
+    train(model, loader, TrainSettings(epochs=2, lr=0.1, optimizer="sgd", schedule="constant"), optimizer=opt)
+    assert hook.step == 8 and [t["step"] for t in hook.timings] == [2, 4, 6]
+    for k in (0, 2):
+        assert int(get_mask(model[k]).sum()) == counts[k] and (model[k].weight[~get_mask(model[k])] == 0).all()

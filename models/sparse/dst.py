@@ -14,8 +14,9 @@ Pieces:
   (:func:`ncap.models.sparse.regrow.update_layer`) and records the topology (:class:`TopologyTracker`). Any
   training loop that calls ``optimizer.step()`` gets DST by attaching it; nothing else changes.
 * :func:`train_dst` — a minimal mini-batch loop around it (SGD with Nesterov momentum, multi-step learning
-  rate, as in sources/002 §5.1). ncap's shared training loop is not written yet; when it is, it only needs
-  to attach :class:`DynamicSparsity` to its optimiser.
+  rate, as in sources/002 §5.1, which :mod:`ncap.models.training` does not schedule). The shared loop runs DST
+  too: ``DynamicSparsity(...).attach(opt)`` then ``training.train(model, loader, settings, optimizer=opt)``
+  (tests/test_sparse_regrow.py checks it).
 
 Masking: weights are stored with their inactive entries at 0 and gradients are *not* masked, so after each
 backward pass ``weight.grad`` is the dense gradient that RigL scores, and the SGD momentum buffer holds the
