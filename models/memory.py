@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import math
 import os
 import threading
@@ -51,9 +52,12 @@ __all__ = [
     "MemoryEstimate",
     "apply_memory_limit",
     "backbone_profile",
+    "beta_eff_bytes",
     "candidate_architecture",
+    "candidate_entries",
     "candidate_failure",
     "check_memory_budget",
+    "dataset_shape",
     "default_memory_limit",
     "estimate_peak_memory",
     "format_bytes",
@@ -62,6 +66,7 @@ __all__ = [
     "named_dataset_shape",
 ]
 
+log = logging.getLogger(__name__)
 GB = 1024**3
 MB = 1024**2
 F32 = 4
@@ -148,12 +153,15 @@ def _profile(arch: str, kwargs_items: tuple, image_size: int | None) -> Backbone
     import timm
     import torch
 
-    from ncap.models.candidates import CandidateError
     from ncap.models.pretrained import timm_arch
 
     kwargs = dict(kwargs_items)
-    with torch.device("meta"):
-        model = timm.create_model(timm_arch(arch), pretrained=False, num_classes=0, **kwargs)
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(timm_arch(arch), pretrained=False, num_classes=0, **kwargs)
+    except Exception:  # an architecture that cannot be built without data (e.g. .item() in __init__)
+        log.warning("%s cannot be profiled on the meta device; its memory is not estimated", arch, exc_info=True)
+        return BackboneProfile(arch, 0, 0, (3, image_size or 224, image_size or 224), 0, 0)
     model.eval()
     c, h, w = _native_input_size(model, kwargs)
     if image_size:
@@ -169,20 +177,27 @@ def _profile(arch: str, kwargs_items: tuple, image_size: int | None) -> Backbone
     try:
         with torch.no_grad():
             feats = model(torch.empty(1, c, h, w, device="meta"))
-    except NotImplementedError:  # an op without a meta kernel: no activation figure, keep going
-        feats, outputs = None, []
     except Exception as exc:  # the architecture cannot take this input (e.g. ViT's fixed patch grid)
-        native = _native_input_size(model, kwargs)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CandidateError(
-            f"{arch} cannot take {h}x{w} images ({type(exc).__name__}: {first}); set image_size to its input "
-            f"size {native[1]} or to null") from exc
+        if isinstance(exc, NotImplementedError) or "meta" in str(exc).lower():  # meta-only limits: no figure
+            log.warning("%s: no activation estimate on the meta device (%s)", arch, exc)
+            feats, outputs = None, []
+        else:
+            raise _size_error(arch, model, kwargs, h, w, exc) from exc
     finally:
         for hd in handles:
             hd.remove()
     params = sum(p.numel() for p in model.parameters())
     dim = int(feats.shape[-1]) if feats is not None else int(getattr(model, "num_features", 0) or 0)
     return BackboneProfile(arch, int(params), dim, (c, h, w), F32 * sum(outputs), F32 * max(outputs, default=0))
+
+
+def _size_error(arch: str, model, kwargs: dict, h: int, w: int, exc: Exception) -> Exception:
+    from ncap.models.candidates import CandidateError
+
+    native = _native_input_size(model, kwargs)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CandidateError(f"{arch} cannot take {h}x{w} images ({type(exc).__name__}: {first}); set image_size to "
+                          f"its input size {native[1]} or to null")
 
 
 def backbone_profile(arch: str, kwargs: dict | None = None, image_size: int | None = None) -> BackboneProfile:
@@ -210,6 +225,59 @@ def named_dataset_shape(name: str) -> DatasetShape:
     return shape
 
 
+def dataset_shape(source=None) -> DatasetShape:
+    """The :class:`DatasetShape` of anything ``models.data.load_dataset`` takes (None / a named dataset, an
+    ``.npz``, an ImageFolder directory or a ``.zip`` of one), read cheaply: array headers and the labels of
+    an ``.npz``, file names and one image header of a folder or zip. For ``ncap rank``'s check before work
+    starts; raises ``DataError`` for a missing or unreadable source (the loader says more later)."""
+    import zipfile
+    from pathlib import Path, PurePosixPath
+
+    import numpy as np
+
+    from ncap.models.archive import IMAGE_SUFFIXES, DataError
+    from ncap.models.named_datasets import NAMED
+    from ncap.models.upload_checks import image_folder_files, npz_image_shape, read_npz_headers
+
+    if source is None or (isinstance(source, str) and source in NAMED and not Path(source).exists()):
+        return named_dataset_shape(source or "digits")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        classes, files = image_folder_files(path)
+        return DatasetShape(len(files), _image_header(files[0][0]), len(classes))
+    if path.suffix.lower() == ".npz":
+        headers = read_npz_headers(path)
+        if "x" not in headers or "y" not in headers:
+            raise DataError(f"{path}: missing array(s) x, y")
+        with np.load(path, allow_pickle=False) as npz:
+            n_classes = len(np.unique(npz["y"]))
+        return DatasetShape(headers["x"].shape[0], npz_image_shape(headers["x"], str(path)), n_classes)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            images = [PurePosixPath(n) for n in zf.namelist() if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES]
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a dataset this check can read ({exc})") from exc
+    return DatasetShape(len(images), (3, 1, 1), len({p.parent for p in images}))
+
+
+def _image_header(path) -> tuple[int, int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return (1 if im.mode in ("1", "L", "I", "F") else 3), im.size[1], im.size[0]
+
+
+def candidate_entries(candidates) -> list[str]:
+    """One entry per candidate from a list, a comma-separated string (``ncap rank --candidates``) or None
+    (the demo zoo), as the resolver reads them."""
+    if candidates is None:
+        from ncap.models.zoo import DEMO_CANDIDATES
+
+        return list(DEMO_CANDIDATES)
+    parts = [candidates] if isinstance(candidates, str) else list(candidates)
+    return [e.strip() for p in parts for e in str(p).split(",") if e.strip()]
+
+
 # ----------------------------------------------------------------------------------------- estimate
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -227,8 +295,9 @@ class MemoryEstimate:
         return f"~{format_bytes(self.total)} (" + ", ".join(f"{k} {format_bytes(v)}" for k, v in big) + ")"
 
 
-def _beta_bytes(variant: str, widths: Sequence[int], batch: int) -> int:
-    """Peak of ``capacitance(variant)`` on a probe with Linear widths ``widths`` (in, hidden..., classes)."""
+def beta_eff_bytes(variant: str, widths: Sequence[int], batch: int) -> int:
+    """Bytes ``capacitance(variant)`` needs on ``batch`` samples for a probe with Linear widths ``widths``
+    (in_features, hidden..., classes)."""
     default = DEFAULT_BETA_FIXED + DEFAULT_BETA_FACTOR * F32 * batch * sum(widths)
     if variant == "default":
         return int(default)
@@ -256,16 +325,16 @@ def _candidate_parts(profile: BackboneProfile, recipe, data: DatasetShape) -> di
     no_grad = NO_GRAD_FACTOR * max(batch, LATENCY_BATCH) * profile.largest_output_bytes
     return {"weights": int(16 * trained + F32 * frozen),
             "loader batches": int((workers * PREFETCH + 2) * batch * image),
-            "train step": int(train), "beta_eff": _beta_bytes(recipe.variant, widths, beta_batch),
+            "train step": int(train), "beta_eff": beta_eff_bytes(recipe.variant, widths, beta_batch),
             "evaluation": int(no_grad)}
 
 
-def estimate_peak_memory(candidates: Sequence[str], recipe, data: DatasetShape) -> MemoryEstimate:
-    """Estimated peak memory of ranking ``candidates`` (entries as the resolver takes them) with ``recipe``
+def estimate_peak_memory(candidates: str | Sequence[str] | None, recipe, data: DatasetShape) -> MemoryEstimate:
+    """Estimated peak memory of ranking ``candidates`` (see :func:`candidate_entries`) with ``recipe``
     (a :class:`~ncap.models.recipe.Recipe`) on a dataset of shape ``data``; the candidate with the largest
     cost sets the peak. Raises ``CandidateError`` for a candidate that cannot take the image size."""
     best: MemoryEstimate | None = None
-    for entry in candidates:
+    for entry in candidate_entries(candidates):
         arch, kwargs = candidate_architecture(entry)
         profile = backbone_profile(arch, kwargs, recipe.image_size)
         parts = _candidate_parts(profile, recipe, data)
@@ -279,7 +348,8 @@ def estimate_peak_memory(candidates: Sequence[str], recipe, data: DatasetShape) 
     return best
 
 
-def check_memory_budget(candidates: Sequence[str], recipe, data: DatasetShape, limit_bytes: int) -> MemoryEstimate:
+def check_memory_budget(candidates: str | Sequence[str] | None, recipe, data: DatasetShape,
+                        limit_bytes: int) -> MemoryEstimate:
     """:func:`estimate_peak_memory`, raising :class:`MemoryBudgetError` (naming the candidate, the estimate's
     parts and what to change) when it exceeds ``limit_bytes``."""
     est = estimate_peak_memory(candidates, recipe, data)

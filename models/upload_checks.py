@@ -38,6 +38,7 @@ __all__ = [
     "check_npz",
     "find_class_root",
     "image_folder_files",
+    "npz_image_shape",
     "read_npz_headers",
 ]
 
@@ -148,7 +149,8 @@ def channel_layout(shape: tuple[int, ...]) -> str:
     raise ValueError(f"images 'x' must have rank 3 (N, H, W) or 4 (N, H, W, C), got rank {len(shape)} {shape}")
 
 
-def _image_shape(x: ArrayHeader, label: str, max_side: int) -> tuple[int, int, int]:
+def npz_image_shape(x: ArrayHeader, label: str, max_side: int = DEFAULT_MAX_SIDE) -> tuple[int, int, int]:
+    """(C, H, W) the loader makes of images with header ``x`` (alpha dropped); DataError if it cannot."""
     try:
         layout = channel_layout(x.shape)
     except ValueError as exc:
@@ -226,7 +228,7 @@ def check_npz(path: str | Path, *, label: str | None = None, chunk_bytes: int = 
     x, y = headers["x"], headers["y"]
     if x.dtype.kind not in _NUMERIC_KINDS:
         raise DataError(f"{label}: images 'x' must be numeric, got dtype {x.dtype}")
-    shape = _image_shape(x, label, max_side)
+    shape = npz_image_shape(x, label, max_side)
     if len(y.shape) == 2 and y.shape[1] == 1:
         y = ArrayHeader(y.name, (y.shape[0],), y.dtype, y.fortran_order, y.data_bytes)
     if len(y.shape) != 1:

@@ -76,3 +76,17 @@ except RuntimeError as exc:
 def test_rlimit_data_turns_an_allocation_past_the_limit_into_out_of_memory():
     out = subprocess.run([sys.executable, "-c", _ALLOC], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "out of memory (limit 1.5 GB)"
+
+
+def test_ncap_rank_inputs_are_read_cheaply(tmp_path):
+    """What `ncap rank` checks before work starts: its --candidates string and --data source."""
+    import numpy as np
+
+    from ncap.models.memory import candidate_entries, dataset_shape
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((5, 8, 8, 4), np.uint8), y=np.arange(5) % 2)
+    assert dataset_shape(tmp_path / "d.npz") == DatasetShape(5, (3, 8, 8), 2)
+    assert dataset_shape(None).n_images == 1797
+    assert candidate_entries(" resnet10t=random, x:resnet18=random ") == ["resnet10t=random", "x:resnet18=random"]
+    with pytest.raises(MemoryBudgetError, match="probe_width"):
+        check_memory_budget("resnet10t=random", Recipe(epochs=1, probe_width=8192), dataset_shape(None), 16 * GB)

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="uploads, job outputs and the default job database (default ~/.ncap/service)")
     p.add_argument("--db", default=None, help="job store URL, e.g. sqlite:////var/lib/ncap/jobs.db")
     p.add_argument("--max-upload-mb", type=float, default=None, help="largest dataset upload (default 200)")
+    p.add_argument("--max-job-memory-gb", type=float, default=None,
+                   help="per-job memory limit: larger estimates are refused at submit, and the training process "
+                        "runs under it (default: 75%% of this machine's memory)")
     p.add_argument("--allow-remote-without-token", action="store_true",
                    help="serve non-loopback clients although no token is configured (unsafe)")
     p.add_argument("--development", action="store_true", help="BentoML development mode (auto-reload off)")
@@ -47,6 +50,8 @@ def server_env(args: argparse.Namespace, base: dict[str, str] | None = None) -> 
         env["NCAP_DB_URL"] = args.db
     if args.max_upload_mb is not None:
         env["NCAP_MAX_UPLOAD_MB"] = str(args.max_upload_mb)
+    if args.max_job_memory_gb is not None:
+        env["NCAP_MAX_JOB_MEMORY_GB"] = str(args.max_job_memory_gb)
     if args.allow_remote_without_token:
         env["NCAP_ALLOW_REMOTE_WITHOUT_TOKEN"] = "true"
     return env
@@ -76,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     auth = "bearer token" if settings.token else "none (loopback clients only)"
     print(f"ncap serve: http://{args.host}:{args.port}  data dir {settings.resolved_data_dir}  "
-          f"store {settings.resolved_db_url}  auth: {auth}", file=sys.stderr)
+          f"store {settings.resolved_db_url}  auth: {auth}  per-job memory limit "
+          f"{settings.job_memory_limit_bytes / 2**30:.1f} GB", file=sys.stderr)
     if args.check:
         return 0
     cmd = command(args)
