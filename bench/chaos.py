@@ -3,10 +3,10 @@ needs restarting, and check that the job finishes without retraining a finished 
 
     python -m ncap.bench.chaos [--runs 30] [--seed 0] [--runner ncap.service.ranking:run_ranking]
 
-Each run starts a fresh ``ncap serve`` on 127.0.0.1, submits a 3-candidate job (three labelled copies of a
-small random-init model on the embedded digits data, 1 epoch, 32 px), waits a random time into the job, and
-SIGKILLs one process, chosen at random: the server's main process, the BentoML worker (API + job worker)
-or the training process. When the killed process takes the server down (or BentoML does not replace its
+Runs share one ``ncap serve`` on 127.0.0.1 (and its data dir). Each run submits a 3-candidate job (three
+labelled copies of a small random-init model on the embedded digits data, 1 epoch, 32 px), waits a random
+time into the job, and SIGKILLs one process, in turn: the server's main process, the BentoML worker (API +
+job worker) or the training process. When the killed process takes the server down (or BentoML does not replace its
 worker within 60 s) the server is started again on the same data dir. Then the run checks, from the job
 store (SQLite file, read directly):
 
@@ -118,20 +118,6 @@ def kill_during_job(srv: LiveServer, rng: random.Random, role: str, *, max_delay
     return row
 
 
-def chaos_run(tmp: Path, rng: random.Random, *, role: str | None = None, runner: str | None = None,
-              max_delay: float = 40.0, job_timeout: float = 600.0) -> dict:
-    """One run on a fresh server (see the module docstring); returns its row."""
-    srv = LiveServer(tmp, token="chaos", **({"runner": runner} if runner else {}))
-    role = role or rng.choice(ROLES)
-    try:
-        srv.start()
-        return kill_during_job(srv, rng, role, max_delay=max_delay, job_timeout=job_timeout)
-    except Exception as exc:  # noqa: BLE001 - a run that breaks is a failed run, recorded with its reason
-        return {"role": role, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
-    finally:
-        srv.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=30)
@@ -144,12 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     rows = []
     t0 = time.time()
-    for i in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="ncap-chaos-") as tmp:
-            row = chaos_run(Path(tmp), rng, role=ROLES[i % len(ROLES)], runner=args.runner,
-                            max_delay=args.max_delay)
-        rows.append({"run": i + 1, **row})
-        print(json.dumps(rows[-1]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="ncap-chaos-") as tmp:
+        srv = LiveServer(Path(tmp), token="chaos", **({"runner": args.runner} if args.runner else {}))
+        srv.start()
+        try:
+            for i in range(args.runs):  # one data dir and one server, restarted whenever a kill takes it down
+                try:
+                    row = kill_during_job(srv, rng, ROLES[i % len(ROLES)], max_delay=args.max_delay)
+                except Exception as exc:  # noqa: BLE001 - a run that breaks is a failed run, with its reason
+                    row = {"role": ROLES[i % len(ROLES)], "ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                    srv.stop()
+                    srv.start()
+                rows.append({"run": i + 1, **row})
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            srv.stop()
     write(rows, time.time() - t0, args)
     return 0 if all(r["ok"] for r in rows) else 1
 
