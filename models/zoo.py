@@ -32,7 +32,7 @@ ZOO_WARMUP_FRACTION = 0.1
 class ZooEntry:
     name: str
     arch: str
-    source: str  # "mnist5k" | "mnist5k-5class" | "mnist5k-noisy"
+    source: str  # "mnist5k" | "mnist5k-5class" | "mnist5k-noisy" | "animal-mnist" (its even indices)
     epochs: float  # pretraining length (fractions train on a prefix of one epoch)
     description: str
     timm_kwargs: dict = field(default_factory=dict)
@@ -63,6 +63,9 @@ _ENTRIES = [
     ZooEntry("resnet10t-mnist", "resnet10t", "mnist5k", 1, "ResNet-10-T, 1 epoch on MNIST-5k"),
     ZooEntry("mobilenetv3-short", "mobilenetv3_small_050", "mnist5k", 0.25, "MobileNetV3-S 0.5x, a quarter epoch"),
     ZooEntry("regnet-5class", "regnetx_002", "mnist5k-5class", 1, "RegNetX-200MF on digits 0-4, 1 epoch"),
+    ZooEntry("resnet18-animal", "resnet18", "animal-mnist", 3, "ResNet-18, 3 epochs on animal-mnist (even indices)"),
+    ZooEntry("mobilenetv3-animal", "mobilenetv3_small_050", "animal-mnist", 3, "MobileNetV3-S 0.5x, 3 epochs on animal-mnist"),
+    ZooEntry("convnext-animal", "convnext_atto", "animal-mnist", 3, "ConvNeXt-atto, 3 epochs on animal-mnist"),
 ]
 ZOO: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
 DEMO_CANDIDATES = ("resnet18-mnist", "resnet18-noisy", "mobilenetv3-mnist", "convnext-mnist", "resnet18-short")
@@ -76,6 +79,9 @@ def cache_dir() -> Path:
 def _source_data(source: str, seed: int):
     from ncap.models.data import load_dataset, split_dataset, subset_classes
 
+    if source == "animal-mnist":  # the even indices; the selection benchmark's targets use the odd ones
+        ds = load_dataset("animal-mnist")
+        return split_dataset(ds.select(np.arange(0, len(ds), 2), "animal-mnist[even]"), val_fraction=0.2, seed=seed)
     ds = load_dataset("mnist5k")
     if source == "mnist5k-5class":
         ds = subset_classes(ds, ["0", "1", "2", "3", "4"])
