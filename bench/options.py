@@ -1,43 +1,42 @@
-"""Command-line options of the benchmark and where its results go: shared by ``python -m ncap.bench`` and
-``ncap bench``. Light on purpose (no torch): every ``ncap`` command registers these at start-up."""
+"""Command-line options of the selection benchmark: shared by ``python -m ncap.bench`` and ``ncap bench``.
+Light on purpose (no torch): every ``ncap`` command registers these at start-up."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-# The reference recipe's probe width and seed (bench/results/full); other values get their own folder.
+# The v1 benchmark's probe width and seed, still read by bench/sweep.py (the v1 width sweep).
 PROBE_WIDTH = 64
 SEED = 0
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--quick", action="store_true", help="small version that finishes in ~5 min on 2 cores")
+    ap.add_argument("--quick", action="store_true", help="small version that finishes in <= 5 min on 2 cores")
     ap.add_argument("--rebuild", action="store_true", help="recompute cached runs")
-    ap.add_argument("--probe-width", type=int, default=PROBE_WIDTH,
-                    help="first hidden width of the probe (halving per layer); the width sweep varies it (default %(default)s)")
-    ap.add_argument("--seed", type=int, default=SEED,
-                    help="seed of the fine-tunes; a second seed measures the noise ceiling (default %(default)s)")
-    ap.add_argument("--max-magnitude-flops", type=float, default=None,
-                    help="raise the magnitude variant's work limit (default: the harness's, 2e11); width 128 needs "
-                    "~3e11 on 1024-feature backbones")
+    ap.add_argument("--partial", action="store_true",
+                    help="train nothing: report from the runs already cached (tasks with missing runs are left out)")
+    ap.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: all of the design)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="results folder (default bench/results/<full|quick>[-wWIDTH][-sSEED])")
+                    help="results folder (default bench/results/selection or selection-quick)")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates of the intervals")
+    ap.add_argument("--no-artefact", action="store_true",
+                    help="do not write the fitted combined predictor (capacitance/combined_predictor.json)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared or small machine more threads spin-wait; measured "
+                         "here ~10x faster than 2 threads under load)")
     ap.add_argument("--quiet", action="store_true")
 
 
-def results_name(quick: bool, probe_width: int = PROBE_WIDTH, seed: int = SEED) -> str:
-    """Folder under bench/results/ for one recipe: full, quick, full-w128, full-s1, full-w128-s1, ..."""
-    return (("quick" if quick else "full") + (f"-w{probe_width}" if probe_width != PROBE_WIDTH else "")
-            + (f"-s{seed}" if seed != SEED else ""))
+def results_name(quick: bool) -> str:
+    """Folder under bench/results/: selection or selection-quick."""
+    return "selection-quick" if quick else "selection"
 
 
 def command(args: argparse.Namespace) -> str:
     """The command line that reproduces a run (options at their defaults left out)."""
-    parts = ["python -m bench", *(["--quick"] if args.quick else [])]
-    if args.probe_width != PROBE_WIDTH:
-        parts.append(f"--probe-width {args.probe_width}")
-    if args.seed != SEED:
-        parts.append(f"--seed {args.seed}")
-    if args.max_magnitude_flops is not None:
-        parts.append(f"--max-magnitude-flops {args.max_magnitude_flops:g}")
+    parts = ["python -m ncap.bench", *(["--quick"] if args.quick else []), *(["--partial"] if args.partial else [])]
+    if args.tasks:
+        parts.append("--tasks " + " ".join(args.tasks))
+    if args.n_boot != 1000:
+        parts.append(f"--n-boot {args.n_boot}")
     return " ".join(parts)

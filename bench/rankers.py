@@ -1,118 +1,229 @@
-"""Every ranker of the benchmark, scored from the same cached runs at the same early budget k.
+"""Every ranker of the selection benchmark, scored from the same cached runs at the same compute.
 
-A ranker maps the runs of one task (one per candidate) and a budget k (epochs) to one score per
-candidate, higher = predicted better. All use only observations with epoch ≤ k, except the
-training-free ones (LogME, source accuracy) and the combined predictor's training data (other tasks'
-full runs, leave-one-task-out).
+A ranker maps one task's :class:`Signal` (one observed trajectory per candidate, plus what every peer may
+use at that compute) to one score per candidate, higher = predicted better. Two signals per task:
+
+* ``prefix@k``: the first k epochs of the seed-0 truth run (the full recipe's schedule, cut at k);
+* ``short``: ncap's own short run with the ``ncap rank`` defaults (its own warm-up + cosine over its epochs).
+
+Families:
+
+* ncap (Algorithm 1 on β_eff): ``ncap[variant,t0=..,smooth=..]``; variant = the interaction matrix
+  (``default`` signed, ``support`` on the line graph's edges, ``magnitude`` = |P|, non-negative);
+  smooth = the β_eff trajectory before the regression (``none``, ``median3`` running median of 3,
+  ``mean3`` running mean of 3 consecutive observations = 3 probe windows);
+* early-curve peers: ``val-acc`` (last accuracy), ``tse-ema``, ``curve-extrapolation``;
+* budget peer: ``successive-halving`` (η = 2) with the same total compute (n candidates × budget);
+* training-free peers: ``logme``, ``h-score``, ``leep``, ``nce`` (LEEP/NCE only where a source head
+  exists), ``source-accuracy`` (the zoo's source-task accuracy; others have none);
+* ``combined``: a BayesianRidge on within-task centred features (early accuracy, β_eff trajectory
+  features, LogME) meta-fitted on other (development) tasks' runs of the same signal.
+
+Rankers that cannot score every candidate (``PARTIAL``) are evaluated on the candidates they score.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import numpy as np
+from scipy.ndimage import median_filter, uniform_filter1d
 
 from ncap.bench.baselines import learning_curve_extrapolation, successive_halving, tse_ema
 from ncap.capacitance.predictor import CrossRunPredictor, predict_final_accuracy, trajectory_features
 
+VARIANTS = ("default", "support", "magnitude")
+T0S = (0, 1, 2)
+SMOOTHERS = ("none", "median3", "mean3")
+NCAP_DEFAULT = "ncap[support,t0=1,smooth=none]"  # what `ncap rank` computes with its defaults
+STATIC = ("logme", "h-score", "leep", "nce", "source-accuracy")
+PARTIAL = ("leep", "nce", "source-accuracy")
+COMBINED_FEATURES = ("last_accuracy", "accuracy_slope", "ncap_prediction", "log_last_beta", "log_beta_slope",
+                     "logme")
 
-def prefix(run: dict, k: float) -> np.ndarray:
-    return np.asarray(run["epoch"]) <= k + 1e-9
+
+@dataclass
+class Signal:
+    """What the rankers of one task see at one compute budget.
+
+    trajectories : per candidate, the observed run (a dict with ``epoch``, ``val_accuracy``, ``train_loss``,
+        ``beta_eff``/``beta_denominator`` by variant, ``status``), cut to the budget
+    full_runs : per candidate, the seed-0 truth run (successive halving resumes into it)
+    static : per candidate, the training-free scores (``logme``, ``h-score``, ``leep``, ``nce``, ``source-accuracy``)
+    budget_epochs : compute per candidate, in epochs of the full recipe's data
+    full_epochs : epochs of the full fine-tune (the curve extrapolation's horizon)
+    """
+
+    trajectories: list[dict]
+    full_runs: list[dict]
+    static: list[dict]
+    budget_epochs: float
+    full_epochs: float
+    extra: dict = field(default_factory=dict)  # "truth": the task's truth, "combined_model": the fitted combined
+
+
+def truncate(run: dict, k: float) -> dict:
+    """The run as observed up to epoch ``k`` (every per-observation list cut)."""
+    m = np.asarray(run["epoch"], float) <= k + 1e-9
+    n = int(m.sum())
+    cut = {key: run[key][:n] for key in ("epoch", "val_accuracy", "train_loss")}
+    for key in ("beta_eff", "beta_denominator"):
+        cut[key] = {v: vals[:n] for v, vals in run.get(key, {}).items()}
+    return {**run, **cut}
 
 
 def final_accuracy(run: dict) -> float:
-    """Ground truth: mean validation accuracy over the last epoch of the full fine-tune. A single
-    observation at a constant learning rate fluctuates by several points between neighbouring steps
-    (measured: up to ~15 points on digits), which would make the truth noisier than the rankers."""
-    if run["status"] != "ok":
-        return float("nan")
-    epochs, acc = np.asarray(run["epoch"]), np.asarray(run["val_accuracy"])
-    return float(acc[epochs > epochs[-1] - 1 + 1e-9].mean())
+    """Validation accuracy at the end of a run (the cosine schedule has decayed to 0 there); NaN if failed."""
+    return float(run["val_accuracy"][-1]) if run["status"] == "ok" and run["val_accuracy"] else float("nan")
 
 
-def ncap_name(variant: str, t0: int, stride: int = 1) -> str:
-    """Ranker name of one ncap configuration: ``ncap[magnitude,t0=1]``, ``ncap[magnitude,t0=1,obs/2]``."""
-    return f"ncap[{variant},t0={t0}" + (f",obs/{stride}" if stride > 1 else "") + "]"
+# ------------------------------------------------------------------------------------------------ ncap
+def ncap_name(variant: str, t0: int, smooth: str = "none") -> str:
+    return f"ncap[{variant},t0={t0},smooth={smooth}]"
 
 
-def parse_ncap_name(name: str) -> tuple[str, int, int]:
-    """Inverse of :func:`ncap_name`: (variant, t0, stride)."""
-    parts = name[len("ncap["):-1].split(",")
-    stride = int(parts[2].split("/")[1]) if len(parts) > 2 else 1
-    return parts[0], int(parts[1].split("=")[1]), stride
+def parse_ncap_name(name: str) -> tuple[str, int, str]:
+    """Inverse of :func:`ncap_name`: (variant, t0, smooth)."""
+    variant, t0, smooth = name[len("ncap["):-1].split(",")
+    return variant, int(t0.split("=")[1]), smooth.split("=")[1]
 
 
-def ncap_score(run: dict, k: float, variant: str = "default", t0: int = 1, stride: int = 1) -> float:
-    """ncap's predicted final accuracy from the observations up to epoch k. ``stride`` > 1 keeps every
-    stride-th of them (counting back from the latest), i.e. fewer observations per epoch."""
-    pred = ncap_prediction(run, k, variant, t0, stride)
-    return float("nan") if pred is None else pred.accuracy
+def smooth_beta(beta: np.ndarray, how: str) -> np.ndarray:
+    """The β_eff trajectory (T,) smoothed: running median or mean over 3 observations (edges repeated)."""
+    if how == "none" or len(beta) < 3:
+        return beta
+    if how == "median3":
+        return median_filter(beta, size=3, mode="nearest")
+    if how == "mean3":
+        return uniform_filter1d(beta, size=3, mode="nearest")
+    raise ValueError(f"unknown smoothing {how!r}; choose from {', '.join(SMOOTHERS)}")
 
 
-def ncap_prediction(run: dict, k: float, variant: str = "default", t0: int = 1, stride: int = 1):
-    """The full :class:`~capacitance.predictor.Prediction` behind :func:`ncap_score` (None: no usable run).
-    ``method == "fallback_last"`` means too few usable points: the score is then the last accuracy."""
-    m = prefix(run, k)
-    if stride > 1:
-        keep = np.flatnonzero(m)[::-1][::stride][::-1]
-        m = np.zeros_like(m)
-        m[keep] = True
-    if run["status"] != "ok" or m.sum() == 0:
+def ncap_prediction(run: dict, variant: str = "support", t0: int = 1, smooth: str = "none"):
+    """Algorithm 1 on an observed run: the :class:`~ncap.capacitance.predictor.Prediction`, or None for a
+    failed or empty run. ``method == "fallback_last"``: too few usable points, the score is the last accuracy."""
+    if run["status"] != "ok" or not run["val_accuracy"]:
         return None
-    beta = np.asarray(run["beta_eff"][variant], dtype=float)[m]
-    den = np.asarray(run["beta_denominator"][variant], dtype=float)[m]
-    acc = np.asarray(run["val_accuracy"])[m]
-    return predict_final_accuracy(beta, acc, t0=t0, denominators=den)
+    beta = np.asarray(run["beta_eff"][variant], float)
+    den = np.asarray(run["beta_denominator"][variant], float)
+    usable = np.isfinite(beta)
+    if not usable.any():
+        return predict_final_accuracy(beta, run["val_accuracy"], t0=t0)  # flagged fallback
+    acc = np.asarray(run["val_accuracy"], float)[usable]
+    return predict_final_accuracy(smooth_beta(beta[usable], smooth), acc, t0=t0, denominators=den[usable])
 
 
-def val_acc_score(run: dict, k: float) -> float:
-    m = prefix(run, k)
-    return float(np.asarray(run["val_accuracy"])[m][-1]) if m.any() else float("nan")
+def ncap_scores(signal: Signal, variant: str, t0: int, smooth: str) -> tuple[np.ndarray, float]:
+    """(scores, fallback rate): predicted final accuracies and the share of candidates that fell back."""
+    preds = [ncap_prediction(r, variant, t0, smooth) for r in signal.trajectories]
+    scores = np.array([np.nan if p is None else p.accuracy for p in preds])
+    return scores, float(np.mean([p is None or p.method == "fallback_last" for p in preds]))
 
 
-def tse_score(run: dict, k: float) -> float:
-    m = prefix(run, k)
-    return tse_ema(np.asarray(run["train_loss"])[m]) if m.any() else float("nan")
+# ------------------------------------------------------------------------------------------- peers
+def _per_run(signal: Signal, fn: Callable[[dict], float]) -> np.ndarray:
+    return np.array([fn(r) if r["status"] == "ok" and r["val_accuracy"] else np.nan for r in signal.trajectories])
 
 
-def lc_score(run: dict, k: float, horizon: float) -> float:
-    m = prefix(run, k)
-    if not m.any():
-        return float("nan")
-    return float(learning_curve_extrapolation(np.asarray(run["epoch"])[m], np.asarray(run["val_accuracy"])[m], horizon)[0])
+def val_acc_scores(signal: Signal) -> np.ndarray:
+    return _per_run(signal, lambda r: r["val_accuracy"][-1])
 
 
-def successive_halving_scores(runs: list[dict], k: float, evals_per_epoch: int) -> np.ndarray:
-    """Successive halving with the same total compute as k epochs for every candidate; budget unit =
-    one observation interval. Evaluating a candidate for u units reads its run after u intervals
-    (identical to resuming training, given fixed seeds). Scores: survivors first (higher = better)."""
+def tse_scores(signal: Signal) -> np.ndarray:
+    return _per_run(signal, lambda r: tse_ema(np.asarray(r["train_loss"], float)))
+
+
+def curve_scores(signal: Signal) -> np.ndarray:
+    return _per_run(signal, lambda r: learning_curve_extrapolation(r["epoch"], r["val_accuracy"], signal.full_epochs)[0])
+
+
+def successive_halving_scores(signal: Signal, eta: int = 2) -> np.ndarray:
+    """Successive halving with the signal's total compute (n × budget epochs), reading the seed-0 full runs:
+    evaluating a candidate after u observation intervals reads its accuracy there (= resuming training,
+    with fixed seeds). NaN when the budget is below one interval per candidate and round."""
+    runs = signal.full_runs
     n = len(runs)
-    units = int(np.rint(k * evals_per_epoch))
-    accs = {r["candidate"]: r["val_accuracy"] for r in runs}
+    epochs = [np.asarray(r["epoch"], float) for r in runs]
+    interval = min(float(e[0]) for e in epochs if len(e))  # one observation interval, in epochs
+    units = int(np.floor(signal.budget_epochs / interval + 1e-9))
 
-    def evaluate(name, u):
-        a = accs[name]
-        return a[min(u, len(a)) - 1] if a else float("nan")
+    def evaluate(i, u):
+        acc = runs[i]["val_accuracy"]
+        return acc[min(u, len(acc)) - 1] if runs[i]["status"] == "ok" and acc else float("nan")
 
     try:
-        res = successive_halving([r["candidate"] for r in runs], evaluate, total_budget=n * units, eta=2)
-    except ValueError:  # budget below n·⌈log2 n⌉ units: halving is not defined
+        res = successive_halving(list(range(n)), evaluate, total_budget=n * units, eta=eta)
+    except ValueError:  # budget below n·⌈log_eta n⌉ units
         return np.full(n, np.nan)
     return np.asarray(res.scores, dtype=float)
 
 
-def combined_features(run: dict, k: float, t0: int, variant: str = "default") -> np.ndarray:
-    m = prefix(run, k)
-    beta = np.asarray(run["beta_eff"][variant], dtype=float)[m]
-    acc = np.asarray(run["val_accuracy"])[m]
-    return np.concatenate([trajectory_features(beta, acc, t0=t0), [run["logme"]]])
+def static_scores(signal: Signal, key: str) -> np.ndarray:
+    return np.array([s.get(key, np.nan) if s.get(key) is not None else np.nan for s in signal.static], dtype=float)
 
 
-def combined_scores(train_runs: list[dict], test_runs: list[dict], k: float, t0: int) -> np.ndarray:
-    """Cross-run BayesianRidge (β features + early accuracy + LogME) fitted on other tasks' runs."""
-    tr = [r for r in train_runs if r["status"] == "ok"]
-    X = np.array([combined_features(r, k, t0) for r in tr])
-    y = np.array([final_accuracy(r) for r in tr])
-    model = CrossRunPredictor().fit(X, y)
-    out = np.full(len(test_runs), np.nan)
-    ok = [i for i, r in enumerate(test_runs) if r["status"] == "ok"]
-    if ok:
-        out[ok] = model.predict(np.array([combined_features(test_runs[i], k, t0) for i in ok]))
+# ----------------------------------------------------------------------------------------- combined
+def combined_features(signal: Signal, variant: str = "support", t0: int = 1) -> np.ndarray:
+    """(n_candidates, len(COMBINED_FEATURES)) features, centred within the task (ranking is within a task);
+    rows of failed runs are NaN."""
+    rows = []
+    for run, st in zip(signal.trajectories, signal.static):
+        if run["status"] != "ok" or len(run["val_accuracy"]) == 0:
+            rows.append(np.full(len(COMBINED_FEATURES), np.nan))
+            continue
+        beta = np.asarray(run["beta_eff"][variant], float)
+        beta = np.where(np.isfinite(beta), beta, 0.0)
+        f = trajectory_features(beta, run["val_accuracy"], t0=t0)[:5]  # the 6th (number of points) is constant
+        rows.append(np.concatenate([f, [st.get("logme", np.nan)]]))
+    x = np.array(rows, dtype=float)
+    return x - np.nanmean(x, axis=0, keepdims=True)
+
+
+def fit_combined(train: list[tuple[np.ndarray, np.ndarray]]) -> CrossRunPredictor | None:
+    """Fit on [(centred features (n, F), truth (n,)), ...] of other tasks; truth is centred per task too.
+    None when fewer than 3 finite rows."""
+    xs, ys = [], []
+    for x, y in train:
+        ok = np.isfinite(x).all(1) & np.isfinite(y)
+        xs.append(x[ok])
+        ys.append(y[ok] - y[ok].mean())
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return CrossRunPredictor().fit(x, y) if len(y) >= 3 else None
+
+
+def combined_scores(signal: Signal) -> np.ndarray:
+    """Scores of the combined predictor ``signal.extra["combined_model"]`` (:func:`fit_combined` on other
+    tasks' runs of the same signal); NaN where there is none."""
+    model = signal.extra.get("combined_model")
+    x = combined_features(signal)
+    out = np.full(len(x), np.nan)
+    ok = np.isfinite(x).all(1)
+    if model is not None and ok.any():
+        out[ok] = model.predict(x[ok])
     return out
+
+
+# ------------------------------------------------------------------------------------------ registry
+def ncap_configurations(variants=VARIANTS) -> list[str]:
+    return [ncap_name(v, t0, s) for v in VARIANTS if v in variants for t0 in T0S for s in SMOOTHERS]
+
+
+PEERS: dict[str, Callable[[Signal], np.ndarray]] = {
+    "val-acc": val_acc_scores,
+    "tse-ema": tse_scores,
+    "curve-extrapolation": curve_scores,
+    "successive-halving": successive_halving_scores,
+    "combined": combined_scores,
+    **{key: (lambda s, key=key: static_scores(s, key)) for key in STATIC},
+}
+
+
+def score_all(signal: Signal) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """({ranker: scores (n_candidates,)}, {ncap configuration: fallback rate}) for one task and signal."""
+    scores, fallback = {}, {}
+    recorded = set().union(*(r.get("beta_eff", {}) for r in signal.trajectories))
+    for name in ncap_configurations(recorded):
+        scores[name], fallback[name] = ncap_scores(signal, *parse_ncap_name(name))
+    for name, fn in PEERS.items():
+        scores[name] = fn(signal)
+    return scores, fallback

