@@ -103,3 +103,15 @@ def test_rank_exits_nonzero_when_every_candidate_fails(tmp_path, capsys):
                "--image-size", "16", "--probe-width", "16", "--out", str(tmp_path / "out"), "--quiet", "--no-plots"])
     captured = capsys.readouterr()
     assert rc == 1 and "every candidate failed" in captured.err and "failed" in captured.out
+
+
+def test_every_command_prints_its_help(capsys):
+    """Generated help texts (recipe descriptions may contain '%') render for every subcommand."""
+    from ncap.service.cli import COMMAND_MODULES, main
+
+    for module in COMMAND_MODULES:
+        name = module.rsplit(".", 1)[-1].replace("_", "-")
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0, name
+        assert "usage: ncap" in capsys.readouterr().out

@@ -40,7 +40,8 @@ def _parse_as(kind: type, nullable: bool):
 def _help(info: FieldInfo) -> str:
     bounds = [f"{sym} {getattr(m, key):{'g' if isinstance(getattr(m, key), float) else ''}}"
               for m in info.metadata for key, sym in _BOUNDS if getattr(m, key, None) is not None]
-    return (info.description or "") + (f" ({', '.join(bounds)})" if bounds else "") + " [default: %(default)s]"
+    text = (info.description or "").replace("%", "%%")  # argparse expands %-formats in help strings
+    return text + (f" ({', '.join(bounds)})" if bounds else "") + " [default: %(default)s]"
 
 
 def add_recipe_flags(parser: argparse.ArgumentParser, *exposures: Exposure) -> None:
