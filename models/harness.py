@@ -7,12 +7,18 @@
 
 Every candidate gets the identical recipe (optimiser, schedule, lr, batch size, probe, β_eff features, seed),
 which is what makes β_eff comparable across candidates. β_eff is measured (``Recipe.beta_features``) on
-``window``: the pooled features of the last ``beta_batch_size`` training images, exactly as the probe
-saw them in its last steps (no extra backbone pass; with the same seed every candidate sees the same
-images in the same order, so every candidate's window holds the same images), or on ``fixed``: a fixed
-batch of training images passed through the backbone in eval mode at each observation (one extra
-forward pass per observation). A candidate whose loss turns NaN/inf is returned with ``status="failed"``
-and the reason; the caller goes on with the others.
+
+* ``validation`` (default): the probe inputs of the first ``beta_batch_size`` images of the validation
+  pass each observation makes anyway (the validation set in one seeded random order, so the same images
+  for every candidate and every observation; eval mode, no augmentation; no extra backbone pass);
+* ``fixed``: a fixed batch of training images passed through the backbone in eval mode at each
+  observation (the measurement before; one extra forward pass of ``beta_batch_size`` images);
+* ``window``: the features of the last ``beta_batch_size`` training images as the probe saw them (train
+  mode, augmented; no extra pass, but other images at every observation: the noisiest).
+
+``bench/results/tracking_overhead.md`` measures their cost and how their trajectories compare. A candidate
+whose loss turns NaN/inf is returned with ``status="failed"`` and the reason; the caller goes on with the
+others.
 """
 from __future__ import annotations
 
@@ -73,7 +79,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _loaders(data_cfg: dict, train, val, config: Recipe, device: torch.device):
-    """(train loader, val loader, fixed probe batch or None, input size) for one candidate."""
+    """(train loader, val loader, fixed probe batch or None, val labels of the β_eff subset, input size).
+
+    The validation loader runs through ``val`` in a seeded random order, so its first ``beta_batch_size``
+    images are the same random (≈ stratified) subset for every candidate: the ``validation`` β_eff features.
+    """
     from ncap.models.data import candidate_transforms, make_loader, resolve_num_workers
 
     train_tf, eval_tf, input_size = candidate_transforms(data_cfg, image_size=config.image_size,
@@ -82,14 +92,15 @@ def _loaders(data_cfg: dict, train, val, config: Recipe, device: torch.device):
     common = {"num_workers": resolve_num_workers(config.num_workers, device), "pin_memory": device.type == "cuda",
               "seed": config.seed}
     train_loader = make_loader(train, train_tf, c, batch_size=bs, shuffle=True, drop_last=len(train) >= bs, **common)
-    val_loader = make_loader(val, eval_tf, c, batch_size=bs, **common)
+    gen = torch.Generator().manual_seed(config.seed)
+    val_order = torch.randperm(len(val), generator=gen).numpy()
+    val_loader = make_loader(val.select(val_order), eval_tf, c, batch_size=bs, **common)
+    val_labels = torch.as_tensor(val.y[val_order[: config.beta_batch_size]])
     fixed = None
     if config.beta_features == "fixed" and config.track_beta:  # the same images for every candidate
-        gen = torch.Generator().manual_seed(config.seed)
         idx = torch.randperm(len(train), generator=gen)[: config.beta_batch_size].numpy()
-        probe_set = make_loader(train.select(idx), eval_tf, c, batch_size=len(idx), num_workers=0)
-        fixed = next(iter(probe_set))
-    return train_loader, val_loader, fixed, input_size
+        fixed = next(iter(make_loader(train.select(idx), eval_tf, c, batch_size=len(idx), num_workers=0)))
+    return train_loader, val_loader, fixed, val_labels, input_size
 
 
 def fine_tune_candidate(
@@ -124,14 +135,15 @@ def fine_tune_candidate(
     seed_everything(config.seed)
     model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden,
                                             freeze_backbone=config.freeze_backbone)
-    train_loader, val_loader, fixed, input_size = _loaders(data_cfg, train, val, config, device)
+    train_loader, val_loader, fixed, val_labels, input_size = _loaders(data_cfg, train, val, config, device)
     run.feature_dim, run.input_size = model.probe.in_features, list(input_size)
     run.n_params = sum(p.numel() for p in model.parameters())
     tracker = BetaEffTracker(model.probe, variant=config.variant, extra_variants=config.extra_variants,
                              extra_variants_until=config.extra_variants_until, batch_size=config.beta_batch_size,
                              max_magnitude_flops=config.max_magnitude_flops, t0=config.t0, enabled=config.track_beta)
     settings = TrainSettings.from_recipe(config)
-    observer = _Observer(run, model, tracker, val_loader, fixed, config, device, len(train_loader), on_epoch, snapshots)
+    observer = _Observer(run, model, tracker, (val_loader, val_labels), fixed, config, device, len(train_loader),
+                         on_epoch, snapshots)
     hook = model.probe.register_forward_pre_hook(observer.see_features)
     try:
         result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step, should_stop=should_stop,
@@ -158,28 +170,38 @@ def fine_tune_candidate(
 
 
 class _Observer:
-    """The harness's per-step callback: feeds the tracker's window and records an observation at the steps
-    that end each 1/evals_per_epoch of an epoch (rounded to whole steps)."""
+    """The harness's per-step callback: records an observation at the steps that end each 1/evals_per_epoch
+    of an epoch (rounded to whole steps) and hands the tracker the features of ``config.beta_features``.
 
-    def __init__(self, run: CandidateRun, model, tracker: BetaEffTracker, val_loader, fixed, config: Recipe,
+    A forward pre-hook on the probe (:meth:`see_features`) sees every probe input: during the observation's
+    validation pass it keeps those of the first ``beta_batch_size`` validation images (``validation``);
+    during training steps the tracker collects the batch (``window``)."""
+
+    def __init__(self, run: CandidateRun, model, tracker: BetaEffTracker, val, fixed, config: Recipe,
                  device: torch.device, steps_per_epoch: int, on_epoch, snapshots):
-        self.run, self.model, self.tracker, self.val_loader, self.config = run, model, tracker, val_loader, config
+        self.run, self.model, self.tracker, self.config = run, model, tracker, config
+        self.val_loader, self.val_labels = val[0], val[1].to(device)
         self.device, self.steps_per_epoch, self.on_epoch = device, steps_per_epoch, on_epoch
+        self.mode = config.beta_features if config.track_beta else "off"
         self.fixed = None if fixed is None else (fixed[0].to(device), fixed[1].to(device))
         per_epoch = min(config.evals_per_epoch, steps_per_epoch)
         self.observe_at = {e * steps_per_epoch + round(j * steps_per_epoch / per_epoch)
                            for e in range(config.epochs) for j in range(1, per_epoch + 1)}
         self.snaps: list | None = [] if snapshots is not None else None
         self.features: torch.Tensor | None = None
+        self.val_features: list[torch.Tensor] | None = None  # filled during a validation pass
         self.losses: list[float] = []
         self.fixed_seconds = 0.0
 
     def see_features(self, _probe, args) -> None:
         self.features = args[0]
+        kept = self.val_features
+        if kept is not None and sum(len(f) for f in kept) < len(self.val_labels):
+            kept.append(args[0].detach())
 
     def on_step(self, info) -> dict | None:
         self.losses.append(info.loss)
-        if self.fixed is None:
+        if self.mode == "window":
             self.tracker.collect(self.features, info.labels)
         if info.step not in self.observe_at:
             return None
@@ -187,16 +209,10 @@ class _Observer:
         return {"acc": f"{self.tracker.val_accuracy[-1]:.3f}", "beta": f"{self.tracker.beta_eff[self.config.variant][-1]:.3g}"}
 
     def observe(self, epoch: float) -> None:
+        self.val_features = [] if self.mode == "validation" else None
         acc = evaluate_accuracy(self.model, self.val_loader, device=self.device, amp=self.config.amp)
-        if self.fixed is not None:
-            t0 = time.perf_counter()
-            self.model.eval()
-            with torch.no_grad():
-                feats = self.model.backbone(self.fixed[0])
-            self.fixed_seconds += time.perf_counter() - t0
-            self.tracker.observe(epoch, acc, feats, self.fixed[1])
-        else:
-            self.tracker.observe(epoch, acc)
+        feats, labels = self.beta_inputs()
+        self.tracker.observe(epoch, acc, feats, labels)
         self.run.train_loss.append(float(np.mean(self.losses)) if self.losses else float("nan"))
         self.losses = []
         if self.snaps is not None:
@@ -205,6 +221,20 @@ class _Observer:
         if self.on_epoch:
             self.on_epoch(self.run.candidate, epoch, {"val_accuracy": acc, "train_loss": self.run.train_loss[-1],
                                                       "beta_eff": self.tracker.beta_eff[self.config.variant][-1]})
+
+    def beta_inputs(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(features, labels) for the tracker; (None, None) = its window (or nothing when tracking is off)."""
+        if self.mode == "validation":
+            feats, self.val_features = torch.cat(self.val_features)[: len(self.val_labels)], None
+            return feats, self.val_labels[: len(feats)]
+        if self.mode == "fixed":
+            t0 = time.perf_counter()
+            self.model.eval()
+            with torch.no_grad():
+                feats = self.model.backbone(self.fixed[0])
+            self.fixed_seconds += time.perf_counter() - t0
+            return feats, self.fixed[1]
+        return None, None
 
 
 def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:

@@ -92,10 +92,12 @@ class Recipe(BaseModel):
                     "edges), magnitude (|P|).")] = "support"
     beta_batch_size: Annotated[int, JOB, Field(ge=2, le=4096, description="Images β_eff is measured on "
                                                                       "at each observation.")] = 256
-    beta_features: Annotated[Literal["window", "fixed"], JOB, Field(
-        description="Which features β_eff is measured on: window = those of the last beta_batch_size "
-                    "training images (no extra forward pass); fixed = a fixed batch of training images passed "
-                    "through the backbone in eval mode at every observation (costs a forward pass).")] = "window"
+    beta_features: Annotated[Literal["validation", "fixed", "window"], JOB, Field(
+        description="Features β_eff is measured on: validation = the first beta_batch_size images of each "
+                    "observation's validation pass (fixed images, eval mode, no extra cost); fixed = a fixed batch "
+                    "of training images through the backbone in eval mode (an extra forward pass per "
+                    "observation); window = the last beta_batch_size training images (no extra cost, "
+                    "noisiest).")] = "validation"
     evals_per_epoch: Annotated[int, JOB, Field(ge=1, le=20, description="Observations (validation accuracy "
                                                                     "and β_eff) per epoch.")] = 2
     image_size: Annotated[int | None, JOB, Field(

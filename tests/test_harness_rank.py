@@ -125,7 +125,7 @@ def test_prune_report_attached_per_candidate(digits_small):
 
 def test_magnitude_work_limit_is_a_config_field(digits_small):
     """A probe too big for the magnitude variant's work limit is refused with the limit named (at the
-    first observation, before any training step); raising ``max_magnitude_flops`` lets it through."""
+    first observation); raising ``max_magnitude_flops`` lets it through."""
     train, val = digits_small
     spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
     with pytest.raises(ValueError, match=r"multiply-adds .*limit 1\.0e\+03"):
@@ -133,3 +133,19 @@ def test_magnitude_work_limit_is_a_config_field(digits_small):
     allowed = fine_tune_candidate(spec, train, val, Recipe(**{**TINY, "epochs": 1}, variant="magnitude", max_magnitude_flops=1e12),
                                   progress=False)
     assert allowed.status == "ok" and np.isfinite(allowed.beta_eff["magnitude"]).all()
+
+
+def test_beta_feature_sources_measure_the_same_training(digits_small):
+    """validation / fixed / window only change what β_eff is measured on: training is bit-for-bit the same,
+    and every source gives a finite trajectory of its own."""
+    train, val = digits_small
+    spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
+    runs = {m: fine_tune_candidate(spec, train, val, Recipe(**{**TINY, "epochs": 1}, beta_features=m), progress=False)
+            for m in ("validation", "fixed", "window")}
+    plain = fine_tune_candidate(spec, train, val, Recipe(**{**TINY, "epochs": 1}, track_beta=False), progress=False)
+    for run in runs.values():
+        assert run.val_accuracy == plain.val_accuracy and run.train_loss == plain.train_loss
+        assert np.isfinite(run.beta_eff["support"]).all() and run.beta_time_s > 0
+    assert np.isnan(plain.beta_eff["support"]).all() and plain.beta_time_s == 0
+    betas = [tuple(r.beta_eff["support"]) for r in runs.values()]
+    assert len(set(betas)) == 3
