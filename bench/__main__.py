@@ -109,12 +109,13 @@ def truth_table(design: Design, data: dict) -> dict:
         pairs = [spearman(per_seed[a], per_seed[b]) for a in range(len(per_seed)) for b in range(a + 1, len(per_seed))
                  if np.isfinite(per_seed[[a, b]]).all()]
         ceiling = float(np.mean(pairs)) if pairs else float("nan")
-        kept = bool(np.isfinite(ceiling) and ceiling >= CEILING_MIN)
+        kept = bool(np.isfinite(ceiling) and ceiling >= CEILING_MIN) or not design.drop_below_ceiling
         out[task] = {"per_seed": per_seed.tolist(), "mean": mean.tolist(), "ceiling_pairs": pairs,
                      "ceiling": ceiling, "ceiling_min": float(np.min(pairs)) if pairs else float("nan"),
                      "spread_points": float(100 * (np.nanmax(mean) - np.nanmin(mean))),
                      "std_points": float(100 * np.nanstd(mean)), "seed_std_points": float(100 * np.nanmean(np.nanstd(per_seed, 0))),
-                     "kept": kept, "reason": None if kept else f"noise ceiling {ceiling:.2f} < {CEILING_MIN}"}
+                     "kept": kept, "reason": None if kept else f"noise ceiling {ceiling:.2f} < {CEILING_MIN}",
+                     "below_ceiling_min": bool(not np.isfinite(ceiling) or ceiling < CEILING_MIN)}
     return out
 
 
@@ -146,11 +147,11 @@ def evaluate(design: Design, data: dict, args) -> dict:
         scores[t], fallback[t] = {}, {}
         for name, sig in signals[t].items():
             scores[t][name], fallback[t][name] = rankers.score_all(sig)
-    table = {t: {sig: {r: metric_values(s, truth[t]["mean"]) for r, s in sc.items()} for sig, sc in scores[t].items()}
-             for t in data}
+    table = {t: {sig: {r: metric_values(*scored(r, s, truth[t]["mean"])) for r, s in sc.items()}
+                 for sig, sc in scores[t].items()} for t in data}
     primary = f"prefix@{design.primary_fraction:g}"
     default, choice = choose_default(table, fallback, dev, primary)
-    summaries = {group: {sig: {r: summarise([(scores[t][sig][r], np.asarray(truth[t]["mean"])) for t in tasks],
+    summaries = {group: {sig: {r: summarise([scored(r, scores[t][sig][r], truth[t]["mean"]) for t in tasks],
                                             n_boot=args.n_boot)
                                for r in report.shown_rankers(table, default)}
                          for sig in (primary, "short")}
@@ -171,6 +172,16 @@ def evaluate(design: Design, data: dict, args) -> dict:
         "compute": compute_table(design, data),
         "artefact": combined_artefact(signals, dev, design) if dev else None,
     }
+
+
+def scored(ranker: str, scores, truth) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, truth) a ranker is evaluated on: every candidate, or for a partial ranker (LEEP, NCE, source
+    accuracy) the candidates it scores (all-NaN when fewer than 3)."""
+    s, t = np.asarray(scores, float), np.asarray(truth, float)
+    if ranker not in rankers.PARTIAL:
+        return s, t
+    ok = np.isfinite(s)
+    return (s[ok], t[ok]) if ok.sum() >= 3 else (np.full(2, np.nan), t[:2])
 
 
 def fit_combined_models(signals: dict, dev: list[str]) -> None:

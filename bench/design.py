@@ -56,6 +56,7 @@ class Design:
     max_train: int | None = None
     max_val: int | None = None
     short_overrides: dict = field(default_factory=dict)  # quick mode shortens the short run too
+    drop_below_ceiling: bool = True  # drop tasks whose noise ceiling is < 0.9 (quick mode keeps and flags them)
 
     def base_recipe(self, **changes) -> Recipe:
         return Recipe.from_dict({**Recipe().to_dict(), **RECIPE_OVERRIDES, "image_size": self.resolution,
@@ -137,4 +138,4 @@ def quick_design() -> Design:
                             "mobilenetv3-random:mobilenetv3_small_050=random"),
                   ("digits", "animal-mnist-inverted"), full_epochs=4, truth_seeds=(0, 1), dense_evals_per_epoch=3,
                   budget_fractions=(0.125, 0.25, 0.5), primary_fraction=0.25, max_train=200, max_val=150,
-                  short_overrides={"epochs": 1, "evals_per_epoch": 4})
+                  short_overrides={"epochs": 1, "evals_per_epoch": 4}, drop_below_ceiling=False)

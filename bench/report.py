@@ -77,8 +77,14 @@ def noise_lines(res: dict) -> list[str]:
     for t, tt in res["truth"].items():
         role = "held out" if res["design"]["splits"][t]["held_out"] else "dev"
         lines.append(f"| {t} | {role} | {_fmt(tt['ceiling'])} | {_fmt(tt['ceiling_min'])} | {tt['spread_points']:.1f} | "
-                     f"{tt['seed_std_points']:.2f} | {'yes' if tt['kept'] else 'no: ' + tt['reason']} |")
+                     f"{tt['seed_std_points']:.2f} | {kept_cell(tt)} |")
     return lines + [""]
+
+
+def kept_cell(tt: dict) -> str:
+    if not tt["kept"]:
+        return "no: " + tt["reason"]
+    return "yes (below 0.9: kept in quick mode only)" if tt.get("below_ceiling_min") else "yes"
 
 
 def budget_lines(res: dict) -> list[str]:
