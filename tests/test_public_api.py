@@ -58,3 +58,44 @@ def test_rank_returns_the_typed_document_and_validates_fields(tmp_path):
         ncap.rank("digits", "mobilenetv3_small_050=random", epoch=3)
     with pytest.raises(ValueError, match="lr"):
         ncap.rank("digits", "mobilenetv3_small_050=random", recipe=ncap.Recipe(**TINY), lr=-1.0)
+
+
+def test_a_user_loop_with_the_tracker_reproduces_the_harness():
+    """The same seeded run written by a user with public pieces (candidate model, timm loaders, the one training
+    loop, ncap.BetaEffTracker fed the probe's input) gives the harness's β_eff, accuracy and prediction."""
+    import numpy as np
+    import torch
+
+    from ncap.models import training
+    from ncap.models.candidates import CandidateSpec, build_candidate_model
+    from ncap.models.data import candidate_transforms, load_dataset, make_loader, split_dataset
+    from ncap.models.harness import fine_tune_candidate
+
+    ds = load_dataset("digits")
+    train, val = split_dataset(ds.select(np.flatnonzero(np.arange(len(ds.y)) % 3 == 0)), val_fraction=0.25, seed=0)
+    config = ncap.Recipe(**{**TINY, "epochs": 3, "evals_per_epoch": 1})
+    spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
+    run = fine_tune_candidate(spec, train, val, config, progress=False)
+
+    training.seed_everything(config.seed)
+    model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden)
+    train_tf, eval_tf, (c, _, _) = candidate_transforms(data_cfg, image_size=config.image_size,
+                                                         augmentation=config.augmentation)
+    loader = make_loader(train, train_tf, c, batch_size=config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
+    val_loader = make_loader(val, eval_tf, c, batch_size=config.batch_size, seed=config.seed)
+    tracker = ncap.BetaEffTracker(model.probe, variant=config.variant, batch_size=config.beta_batch_size, t0=config.t0)
+    seen = {}
+    model.probe.register_forward_pre_hook(lambda _m, args: seen.update(features=args[0]))
+
+    def on_step(info):
+        tracker.collect(seen["features"], info.labels)
+        if info.step % len(loader) == 0:  # one observation at the end of every epoch
+            tracker.observe(info.epoch, training.evaluate_accuracy(model, val_loader))
+
+    training.train(model, loader, training.TrainSettings.from_recipe(config), on_step=on_step)
+    v = config.variant
+    assert tracker.epochs == pytest.approx(run.epoch) and tracker.val_accuracy == pytest.approx(run.val_accuracy)
+    torch.testing.assert_close(torch.tensor(tracker.beta_eff[v]), torch.tensor(run.beta_eff[v]))
+    torch.testing.assert_close(torch.tensor(tracker.denominator[v]), torch.tensor(run.beta_denominator[v]))
+    assert tracker.predict() == ncap.predict_final_accuracy(run.beta_eff[v], run.val_accuracy, t0=config.t0,
+                                                            denominators=run.beta_denominator[v])
