@@ -64,7 +64,8 @@ def test_defect7_validation_does_not_inflate_the_api_process(server, tmp_path):
     """A 41 MB float32 upload is checked in chunks: the API process's peak RSS grows by far less than the
     decoded dataset (it grew ~9x the upload before)."""
     worker = server.roles()["worker"]
-    server.submit(SMALL)  # warm every import the submit path needs
+    warm = server.submit(SMALL)  # warm every import the submit path needs
+    server.post("/jobs/cancel", {"job_id": warm.json()["job_id"]})
     before = _peak_rss(worker)
     x = np.random.default_rng(0).random((2500, 64, 64), dtype=np.float32)
     buf = tmp_path / "big.npz"
@@ -72,13 +73,16 @@ def test_defect7_validation_does_not_inflate_the_api_process(server, tmp_path):
     r = server.submit(SMALL, file=("big.npz", buf.read_bytes()))
     assert r.status_code == 200, r.text
     grew = _peak_rss(worker) - before
+    server.post("/jobs/cancel", {"job_id": r.json()["job_id"]})  # queued: cancelled at once
     assert grew < 60 * 2**20, f"API peak RSS grew by {grew / 2**20:.0f} MiB for a 41 MB upload"
 
 
 def test_defect1_wide_probe_is_refused_at_submit(server):
     msg = _error(server.submit({**SMALL, "probe_width": 8192}))
     assert "exceeds the per-job limit of 2.0 GB" in msg and "probe_width" in msg
-    assert server.submit(SMALL).status_code == 200
+    ok = server.submit(SMALL)
+    assert ok.status_code == 200
+    server.post("/jobs/cancel", {"job_id": ok.json()["job_id"]})
 
 
 def test_defect2_predict_enforces_its_model(server):
@@ -123,6 +127,7 @@ def test_defect3_incompatible_candidate_refused_at_submit_and_isolated_at_run_ti
                       "boom": ("failed", "AssertionError: Input height (32) doesn't match model (224).")}
     assert final["error_detail"] is None
     assert server.post("/jobs/result", {"job_id": job}).status_code == 200
+    assert server.post("/jobs/artifacts", {"job_id": job}).status_code == 200
 
 
 BAD_BODIES = [
@@ -175,11 +180,13 @@ def test_defect9_minor_items(server):
     assert "finite number" in _error(r)
     msg = _error(server.submit(SMALL, file=("d.npz", npz_bytes(x=np.zeros((4, 8, 8)), y=np.zeros(4)))))
     assert msg == "invalid dataset: d.npz: only one class (0.0); classification needs at least two"
-    job = server.submit(SMALL).json()["job_id"]
-    assert server.wait(job, timeout=120)["state"] == "done"
-    assert server.post("/jobs/artifacts", {"job_id": job}).status_code == 200
+    x = np.zeros((6, 8, 8), np.uint8)
+    job = server.submit(SMALL, file=("d.npz", npz_bytes(x=x, y=np.arange(6) % 2))).json()["job_id"]
     job_dir = server.data_dir / "jobs" / job
-    assert job_dir.is_dir()
+    assert (job_dir / "upload" / "d.npz").is_file()
+    assert "cancel it first" in _error(server.post("/jobs/delete", {"job_id": job}))  # queued or running
+    server.post("/jobs/cancel", {"job_id": job})
+    assert server.wait(job, timeout=120)["state"] in ("cancelled", "done")
     r = server.post("/jobs/delete", {"job_id": job})
     assert r.status_code == 200 and r.json()["deleted"] and r.json()["freed_bytes"] > 0
     assert not job_dir.exists() and server.post("/jobs/status", {"job_id": job}).status_code == 404
