@@ -29,7 +29,7 @@ def tune_learning_rate(lrs, epochs=12, storage_path=None):
 
 if __name__ == "__main__":
     ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    results, scheduler = tune_learning_rate([1e-2, 1e-4, 3e-3, 3e-4])
+    results, scheduler = tune_learning_rate([1e-2, 1e-4, 3e-4])
     best = results.get_best_result()
     print(f"best lr {best.config['lr']:.0e}: val accuracy {best.metrics['accuracy']:.3f}; "
           f"{len(scheduler.stopped)} of {len(results)} trials stopped early")
