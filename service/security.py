@@ -260,8 +260,9 @@ def _reshape(body: bytes) -> bytes:
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict) and "error" in data[0]:
         data = data[0]
     if isinstance(data, dict) and isinstance(data.get("detail"), list) and data["detail"]:
-        problems = [f"{'.'.join(str(p) for p in d.get('loc', ()) if p != 'body') or 'body'}: {d.get('msg', '')}"
-                    for d in data["detail"][:5] if isinstance(d, dict)]
+        problems = [f"{'.'.join(str(p) for p in d.get('loc', ()) if p != 'body') or 'body'}: "
+                    f"{str(d.get('msg', '')).removeprefix('Value error, ')}" for d in data["detail"][:5]
+                    if isinstance(d, dict)]
         data["error"] = "; ".join(problems) + (f" (and {len(data['detail']) - 5} more)" if len(data["detail"]) > 5
                                                else "")
     return json.dumps(data).encode()
