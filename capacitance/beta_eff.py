@@ -189,7 +189,7 @@ def capacitance(
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: LossFn = F.cross_entropy,
-    variant: str = "default",
+    variant: str = "support",
     max_magnitude_flops: float = MAX_MAGNITUDE_FLOPS,
 ) -> CapacitanceResult:
     """β_eff, its numerator and denominator, and x_eff of ``probe`` on one batch (matrix-free).
@@ -248,7 +248,7 @@ def beta_eff(
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: LossFn = F.cross_entropy,
-    variant: str = "default",
+    variant: str = "support",
 ) -> float:
     """β_eff = (s_out · s_in) / (1ᵀ s_in) of the probe's line graph on one batch. See ``capacitance``."""
     return capacitance(probe, x, y, loss_fn=loss_fn, variant=variant).beta_eff

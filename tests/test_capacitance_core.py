@@ -169,7 +169,7 @@ def test_beta_eff_vanishes_at_convergence():
     y = torch.arange(n) % k
     x = centers[y] + 0.3 * torch.randn(n, d, dtype=torch.float64)  # separable blobs
     probe = make_probe((d, 16, 16, 16, k), seed=1)
-    b0 = abs(beta_eff(probe, x, y))
+    b0 = abs(beta_eff(probe, x, y, variant="default"))
     opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
     for _ in range(1500):
         opt.zero_grad()
@@ -177,5 +177,5 @@ def test_beta_eff_vanishes_at_convergence():
         loss.backward()
         opt.step()
     assert loss.item() < 1e-3
-    b1 = abs(beta_eff(probe, x, y))
+    b1 = abs(beta_eff(probe, x, y, variant="default"))
     assert b0 > 0 and b1 < 1e-2 * b0
