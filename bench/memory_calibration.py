@@ -16,7 +16,9 @@ Every measurement runs in a fresh process; its peak is the kernel's ``ru_maxrss`
    allocation past the latter raises.
 
 Writes bench/results/memory_calibration.{md,json}. Re-run it whenever the harness, the data pipeline or
-torch changes what they hold; the constants live in ``ncap.models.memory``.
+torch changes what they hold; the constants live in ``ncap.models.memory``. After changing only a constant,
+``--estimates-only bench/results/memory_calibration.json`` recomputes the estimates of the stored
+measurements.
 """
 from __future__ import annotations
 
@@ -152,47 +154,77 @@ def _spawn(args: list[str]) -> tuple[dict, int, float]:
 
 
 # ---------------------------------------------------------------------------------------- estimates
-def step_rows(quick: bool) -> list[dict]:
+def step_estimate(arch: str, size: int, batch: int, mode: str) -> int:
     from ncap.models.memory import ACTIVATION_FACTOR, NO_GRAD_FACTOR, backbone_profile
 
+    prof = backbone_profile(arch, {}, size)
+    if mode == "train":
+        return int(ACTIVATION_FACTOR * batch * prof.activation_bytes)
+    return int(NO_GRAD_FACTOR * batch * prof.largest_output_bytes)
+
+
+def beta_estimate(variant: str, width: int) -> int:
+    from ncap.models.memory import beta_eff_bytes
+    from ncap.models.probe import probe_width_spec
+
+    return beta_eff_bytes(variant, [512, *probe_width_spec(width, 3), 10], 256)
+
+
+def run_estimate(cand: str, dataset: str, recipe: dict):
+    from ncap.models.memory import DatasetShape, estimate_peak_memory, named_dataset_shape
+    from ncap.models.recipe import Recipe
+
+    data = DatasetShape(3000, (3, 64, 64), 10) if dataset == "npz" else named_dataset_shape(dataset)
+    return estimate_peak_memory([cand], Recipe(epochs=1, evals_per_epoch=1, device="cpu", **recipe), data)
+
+
+def step_rows(quick: bool) -> list[dict]:
     rows = []
     for arch, size, batch in STEPS[:2] if quick else STEPS:
-        prof = backbone_profile(arch, {}, size)
         for mode in ("train", "eval"):
             got, _peak, _wall = _spawn(["step", json.dumps([arch, size, batch, mode])])
-            est = (ACTIVATION_FACTOR * batch * prof.activation_bytes if mode == "train"
-                   else NO_GRAD_FACTOR * batch * prof.largest_output_bytes)
-            rows.append({"what": f"{arch} {size}px b{batch} {mode}", "measured": got["delta"], "estimated": est})
+            rows.append({"what": f"{arch} {size}px b{batch} {mode}", "config": [arch, size, batch, mode],
+                         "measured": got["delta"], "estimated": step_estimate(arch, size, batch, mode)})
     return rows
 
 
 def beta_rows(quick: bool) -> list[dict]:
-    from ncap.models.memory import beta_eff_bytes
-    from ncap.models.probe import probe_width_spec
-
     rows = []
     for variant, width in BETAS[:2] if quick else BETAS:
         got, _peak, _wall = _spawn(["beta", json.dumps([variant, width])])
-        est = beta_eff_bytes(variant, [512, *probe_width_spec(width, 3), 10], 256)
-        rows.append({"what": f"beta_eff {variant} probe {width} B=256", "measured": got["delta"], "estimated": est})
+        rows.append({"what": f"beta_eff {variant} probe {width} B=256", "config": [variant, width],
+                     "measured": got["delta"], "estimated": beta_estimate(variant, width)})
     return rows
 
 
 def run_rows(quick: bool, npz: Path) -> list[dict]:
-    from ncap.models.memory import DatasetShape, estimate_peak_memory, named_dataset_shape
-    from ncap.models.recipe import Recipe
-
     rows = []
     for name, cand, dataset, recipe in RUNS:
         if quick and name not in QUICK:
             continue
         config = {"candidate": cand, "dataset": str(npz) if dataset == "npz" else dataset, "recipe": recipe}
         got, peak, wall = _spawn(["run", json.dumps(config)])
-        data = DatasetShape(3000, (3, 64, 64), 10) if dataset == "npz" else named_dataset_shape(dataset)
-        est = estimate_peak_memory([cand], Recipe(epochs=1, evals_per_epoch=1, device="cpu", **recipe), data)
-        rows.append({"what": name, "measured": peak, "estimated": est.total, "parts": est.parts,
-                     "wall_s": round(wall), "run": got})
+        est = run_estimate(cand, dataset, recipe)
+        rows.append({"what": name, "config": [cand, dataset, recipe], "measured": peak, "estimated": est.total,
+                     "parts": est.parts, "wall_s": round(wall), "run": got})
     return rows
+
+
+def recompute(result: dict) -> dict:
+    """The estimates (and ratios) of stored measurements, with the constants as they are now (the
+    measurements do not depend on them). Rows written before ``config`` was stored are matched to the
+    configuration lists by position (a full run measures them in order)."""
+    steps = [[a, s, b, m] for a, s, b in STEPS for m in ("train", "eval")]
+    for section, configs, fn in (("steps", steps, step_estimate), ("beta", [list(b) for b in BETAS], beta_estimate),
+                                 ("runs", [[c, d, r] for _n, c, d, r in RUNS], None)):
+        for row, default in zip(result[section], configs):
+            config = row.setdefault("config", default)
+            if fn is not None:
+                row["estimated"] = fn(*config)
+            else:
+                est = run_estimate(*config)
+                row["estimated"], row["parts"] = est.total, est.parts
+    return result
 
 
 def _synthetic_npz(folder: Path) -> Path:
@@ -209,16 +241,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a few measurements of each kind")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--estimates-only", type=Path, default=None, metavar="JSON",
+                   help="recompute the estimates of a stored memory_calibration.json (after changing a constant)")
     args = p.parse_args(argv)
     if args.child is not None:
         kind, payload = args.child[0], json.loads(args.child[1])
         fn = {"step": child_step, "beta": child_beta, "run": child_run, "limit": child_limit}[kind]
         print(json.dumps(fn(*payload) if isinstance(payload, list) else fn(payload)))
         return 0
-    result = {"steps": step_rows(args.quick), "beta": beta_rows(args.quick)}
-    with tempfile.TemporaryDirectory(prefix="ncap-memcal-") as tmp:
-        result["runs"] = run_rows(args.quick, _synthetic_npz(Path(tmp)))
-    result["limits"] = {kind: _spawn(["limit", json.dumps(kind)])[0] for kind in ("AS", "DATA")}
+    if args.estimates_only is not None:
+        result = recompute(json.loads(args.estimates_only.read_text()))
+    else:
+        result = {"steps": step_rows(args.quick), "beta": beta_rows(args.quick)}
+        with tempfile.TemporaryDirectory(prefix="ncap-memcal-") as tmp:
+            result["runs"] = run_rows(args.quick, _synthetic_npz(Path(tmp)))
+        result["limits"] = {kind: _spawn(["limit", json.dumps(kind)])[0] for kind in ("AS", "DATA")}
     for section in ("steps", "beta", "runs"):
         for row in result[section]:
             row["ratio"] = row["estimated"] / max(row["measured"], 1)
@@ -231,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
 def write(result: dict, args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cmd = "python -m ncap.bench.memory_calibration" + (" --quick" if args.quick else "")
+    if args.estimates_only is not None:
+        cmd += "`, then the estimates recomputed from its measurements with `--estimates-only"
+    result = {k: v for k, v in result.items() if k not in ("command", "machine")}
     meta = {"command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads 1"}
     (args.out / "memory_calibration.json").write_text(json.dumps({**meta, **result}, indent=2))
     lines = ["# Memory: estimate vs measured", "", (f"Command: `{cmd}` ({meta['machine']}); each measurement in a "

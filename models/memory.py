@@ -20,9 +20,12 @@ device (no memory, no weights, ~0.1 s); the same pass refuses a candidate that c
 image size (a ViT built for 224 px at 32 px) before the job is queued. The β_eff term follows
 ``capacitance.beta_eff``: the ``support`` and ``magnitude`` variants hold per-sample Jacobians of shape
 (B, n_{l+1}, n_l) for every pair of probe layers, which is what made a probe of width 8192 take 22 GB
-(its first block alone is 256 x 4096 x 8192 float32 = 32 GiB). The factors are calibrated against the peak
-RSS of real runs (``python -m ncap.bench.memory_calibration``, ``bench/results/memory_calibration.md``,
-which states the error); re-run it when the harness or the data pipeline changes what they hold.
+(its first block alone is 256 x 4096 x 8192 float32 = 32 GiB). The factors are calibrated against
+measured peaks (``python -m ncap.bench.memory_calibration``, ``bench/results/memory_calibration.md``): the
+estimate of a whole one-candidate run is 1.02-1.21x its measured peak RSS (6 runs, CPU), of a β_eff
+computation 1.03-1.66x, of one training step 1.16-2.58x and of a forward without gradients 1.18-3.57x (the
+step factors are upper bounds over six timm architectures). Re-run it when the harness or the data pipeline
+changes what they hold.
 
 Enforcement (:func:`apply_memory_limit`). The training process sets ``RLIMIT_DATA`` (Linux counts every
 private writable mapping: the heap, anonymous mmaps, thread stacks) to the per-job limit. An allocation
@@ -73,7 +76,7 @@ F32 = 4
 LIMIT_ENV = "NCAP_MEMORY_LIMIT_BYTES"  # set by apply_memory_limit so that messages can name the limit
 
 # Calibrated constants (bench/results/memory_calibration.md; python -m ncap.bench.memory_calibration).
-BASE_BYTES = 1200 * MB  # training process after its imports (measured 1.03-1.10 GB RSS)
+BASE_BYTES = 1300 * MB  # training process after its imports (the smallest whole runs peak at 1.37-1.41 GB)
 ACTIVATION_FACTOR = 1.5  # train step / sum of leaf outputs: measured 0.58-1.37 on 6 timm architectures
 NO_GRAD_FACTOR = 9.0  # forward without gradients / largest leaf output: measured 2.4-8.4 (ViT highest)
 LATENCY_BATCH = 64  # the harness measures inference latency at batch 1 and 64
