@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     md = report.markdown(results)
     (out_dir / "results.md").write_text(md)
     report.plots(results, out_dir)
-    if results.get("artefact") and not (args.quick or args.partial or args.no_artefact or args.tasks):
+    all_dev = set(design.dev_tasks) <= set(results["tasks"])
+    if results.get("artefact") and all_dev and not (args.quick or args.no_artefact or args.tasks):
         ARTEFACT.write_text(json.dumps(results["artefact"], indent=1))
     print(md)
     return 0
@@ -243,16 +244,23 @@ def compute_table(design: Design, data: dict) -> dict:
 def combined_artefact(signals: dict, dev: list[str], design: Design) -> dict | None:
     """The combined predictor fitted on every development task's short run (what `ncap rank` observes),
     as plain coefficients with its provenance."""
+    import datetime
+    import subprocess
+
     train = [(rankers.combined_features(signals[t]["short"]), np.asarray(signals[t]["short"].extra["truth"])) for t in dev]
     model = rankers.fit_combined(train)
     if model is None:
         return None
-    scaler, reg = model.pipeline_[0], model.pipeline_[-1]
-    return {"format": "ncap-combined-predictor", "version": 1, "features": list(rankers.COMBINED_FEATURES),
-            "centred_within_ranking": True, "scaler_mean": scaler.mean_.tolist(), "scaler_scale": scaler.scale_.tolist(),
-            "coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
-            "provenance": {"fitted_on": dev, "signal": "short", "short_recipe": design.short_recipe.as_dict(),
-                           "candidates": design.candidate_names, "truth": design.describe()["truth"]}}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return rankers.combined_artefact(model, {
+        "fitted_on_tasks": dev, "signal": "short", "short_recipe": design.short_recipe.as_dict(),
+        "candidates": design.candidate_names, "truth": design.describe()["truth"], "git_commit": commit,
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python -m ncap.bench"})
 
 
 if __name__ == "__main__":

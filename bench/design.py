@@ -105,6 +105,10 @@ class Design:
 
         return zoo.ensure([name], progress=False)[0]["source_accuracy"] if name in zoo.ZOO else None
 
+    @property
+    def dev_tasks(self) -> list[str]:
+        return [t for t in self.tasks if not TASKS[t].held_out]
+
     def run_label(self, i: int) -> str:
         return f"seed{self.truth_seeds[i]}" if i < len(self.truth_seeds) else "short"
 

@@ -203,6 +203,27 @@ def combined_scores(signal: Signal) -> np.ndarray:
     return out
 
 
+ARTEFACT_FORMAT = "ncap-combined-predictor"
+
+
+def combined_artefact(model: CrossRunPredictor, provenance: dict) -> dict:
+    """A fitted combined predictor as plain JSON-able coefficients (``capacitance/combined_predictor.json``)."""
+    scaler, reg = model.pipeline_[0], model.pipeline_[-1]
+    return {"format": ARTEFACT_FORMAT, "version": 1, "features": list(COMBINED_FEATURES),
+            "features_centred_within_ranking": True, "scaler_mean": scaler.mean_.tolist(),
+            "scaler_scale": scaler.scale_.tolist(), "coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
+            "provenance": provenance}
+
+
+def artefact_scores(artefact: dict, features: np.ndarray) -> np.ndarray:
+    """Scores (n,) of a :func:`combined_artefact` for one ranking's features (n, F) from
+    :func:`combined_features` (centred over the ranking's candidates): ``intercept + coef · (x - mean) / scale``."""
+    if artefact.get("format") != ARTEFACT_FORMAT or list(artefact["features"]) != list(COMBINED_FEATURES):
+        raise ValueError("not a combined-predictor artefact for these features")
+    z = (np.asarray(features, float) - np.asarray(artefact["scaler_mean"])) / np.asarray(artefact["scaler_scale"])
+    return artefact["intercept"] + z @ np.asarray(artefact["coef"])
+
+
 # ------------------------------------------------------------------------------------------ registry
 def ncap_configurations(variants=VARIANTS) -> list[str]:
     return [ncap_name(v, t0, s) for v in VARIANTS if v in variants for t0 in T0S for s in SMOOTHERS]

@@ -88,6 +88,11 @@ def test_combined_features_are_centred_within_the_task_and_the_fit_learns_the_or
     test.extra["combined_model"] = model
     scores = rankers.combined_scores(test)
     assert np.argsort(scores).tolist() == np.argsort(tasks[2][1]).tolist()
+    # the shipped artefact (plain coefficients) scores exactly like the fitted model
+    artefact = rankers.combined_artefact(model, {"fitted_on_tasks": ["a", "b"]})
+    np.testing.assert_allclose(rankers.artefact_scores(artefact, rankers.combined_features(test)), scores, rtol=1e-10)
+    with pytest.raises(ValueError, match="not a combined-predictor artefact"):
+        rankers.artefact_scores({**artefact, "features": ["x"]}, rankers.combined_features(test))
 
 
 def test_score_all_covers_every_peer_and_only_recorded_variants():
