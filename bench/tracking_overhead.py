@@ -48,12 +48,15 @@ def _recipe(args, evals: int, mode: str) -> Recipe:
 def _timed(args, spec, train, val) -> dict:
     """Alternating plain/window/fixed fine-tunes; wall times, β_eff times and the runs of the first repeat."""
     times = {m: [] for m in TIMED}
+    cpu = {m: [] for m in TIMED}
     beta_s = {m: [] for m in TIMED}
     first = {}
     order = list(TIMED)
     for r in range(args.repeats):
         for mode in order[r % 3:] + order[:r % 3]:  # rotate the order between repeats
+            c0 = time.process_time()
             run = fine_tune_candidate(spec, train, val, _recipe(args, args.evals_per_epoch, mode), progress=False)
+            cpu[mode].append(time.process_time() - c0)
             if run.status != "ok":
                 raise RuntimeError(f"{spec.name} ({mode}) failed: {run.error}")
             times[mode].append(run.wall_time_s)
@@ -62,8 +65,10 @@ def _timed(args, spec, train, val) -> dict:
     same = all(first[m].val_accuracy == first["plain"].val_accuracy and
                first[m].train_loss == first["plain"].train_loss for m in TIMED)
     med = {m: float(np.median(v)) for m, v in times.items()}
-    return {"wall_s": times, "beta_s": beta_s, "median_wall_s": med,
+    med_cpu = {m: float(np.median(v)) for m, v in cpu.items()}
+    return {"wall_s": times, "cpu_s": cpu, "beta_s": beta_s, "median_wall_s": med, "median_cpu_s": med_cpu,
             **{f"overhead_{m}": med[m] / med["plain"] - 1 for m in TIMED[1:]},
+            **{f"cpu_overhead_{m}": med_cpu[m] / med_cpu["plain"] - 1 for m in TIMED[1:]},
             **{f"beta_share_{m}": float(np.median(np.divide(beta_s[m], times[m]))) for m in TIMED[1:]},
             "identical_training": same, "images_per_s": first["plain"].images_per_s,
             "observations": len(first["plain"].epoch)}
@@ -98,20 +103,24 @@ def _markdown(out: dict, command: str) -> str:
               f"images at {out['image_size']} px, batch {out['batch_size']}, {out['epochs']} epochs, "
               f"{out['evals_per_epoch']} observations per epoch (the default rate), β batch {out['beta_batch']}, "
               f"`{out['variant']}` variant; medians of {out['repeats']} alternating repeats; total {out['seconds']:.0f} s)."),
-             "", ("| candidate | train img/s | plain (s) | validation (s) | fixed (s) | overhead validation | "
-                  "overhead fixed | β share validation | β share fixed | identical training |"),
+             "", ("| candidate | train img/s | CPU s plain / validation / fixed | CPU overhead validation | "
+                  "CPU overhead fixed | wall overhead validation | wall overhead fixed | β share validation | "
+                  "β share fixed | identical training |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         t = r["timed"]
-        m = t["median_wall_s"]
-        lines.append(f"| {name} | {t['images_per_s']:.1f} | {m['plain']:.1f} | {m['validation']:.1f} | {m['fixed']:.1f} | "
+        c = t["median_cpu_s"]
+        lines.append(f"| {name} | {t['images_per_s']:.1f} | {c['plain']:.1f} / {c['validation']:.1f} / {c['fixed']:.1f} | "
+                     f"{100 * t['cpu_overhead_validation']:+.1f} % | {100 * t['cpu_overhead_fixed']:+.1f} % | "
                      f"{100 * t['overhead_validation']:+.1f} % | {100 * t['overhead_fixed']:+.1f} % | "
                      f"{100 * t['beta_share_validation']:.2f} % | {100 * t['beta_share_fixed']:.2f} % | "
                      f"{'yes' if t['identical_training'] else 'NO'} |")
-    lines += ["", ("`overhead` = median wall time / median plain wall time − 1 (machine noise included); `β share` = the "
-                   "harness's own timer of β_eff work (β_eff on the probe; for fixed also the backbone pass over the "
-                   "fixed batch) / wall time of the same run. plain = the same fine-tune and validation passes with "
-                   "Recipe.track_beta=False."), "",
+    lines += ["", ("CPU overhead = median CPU time of the process (time.process_time, one torch thread, data loading in the "
+                   "process: --num-workers 0) / the plain run's − 1: the cost itself, little affected by the other "
+                   "jobs on the machine. Wall overhead = the same with wall time (machine noise included: the machine "
+                   "is shared). β share = the harness's own timer of β_eff work (β_eff on the probe; for fixed also "
+                   "the backbone pass over the fixed batch) / wall time of the same run. plain = the same fine-tune "
+                   "and validation passes with Recipe.track_beta=False."), "",
               f"## β_eff trajectories of one training run, three feature sources ({out['noise_evals']} observations per epoch)",
               "", ("| candidate | source | Spearman ρ vs fixed | Pearson r vs fixed | roughness | predicted acc | "
                    "last val acc |"), "|---|---|---|---|---|---|---|"]
@@ -137,7 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--evals-per-epoch", type=int, default=Recipe().evals_per_epoch)
     ap.add_argument("--noise-evals", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()

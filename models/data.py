@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import zipfile
 from collections import Counter
@@ -742,11 +743,13 @@ def make_loader(ds: ImageDataset, transform: Callable, channels: int, *, batch_s
                 ) -> torch.utils.data.DataLoader:
     """A ``DataLoader`` of ``TransformedImages(ds, transform, channels)`` yielding ``(x (B, C, H, W) float32,
     y (B,) int64)``. Shuffling and the workers' seeds come from a generator seeded with ``seed``, so the
-    order and the augmentations repeat for the same seed; workers persist across epochs (fork start)."""
+    order and the augmentations repeat for the same seed; workers persist across epochs (forked on Linux)."""
     gen = torch.Generator().manual_seed(int(seed))
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        kwargs = {"persistent_workers": True, "prefetch_factor": 2, "multiprocessing_context": "fork"}
+        kwargs = {"persistent_workers": True, "prefetch_factor": 2}
+        if sys.platform == "linux":  # forked workers share in-memory and memory-mapped images instead of pickling them
+            kwargs["multiprocessing_context"] = "fork"
     return torch.utils.data.DataLoader(
         TransformedImages(ds, transform, channels), batch_size=batch_size, shuffle=shuffle,
         drop_last=drop_last, generator=gen, num_workers=num_workers, pin_memory=pin_memory, **kwargs)

@@ -146,8 +146,9 @@ def fine_tune_candidate(
                          on_epoch, snapshots)
     hook = model.probe.register_forward_pre_hook(observer.see_features)
     try:
-        result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step, should_stop=should_stop,
-                       frozen=model.backbone if config.freeze_backbone else None, progress=progress, desc=spec.name)
+        result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step,
+                                should_stop=should_stop, frozen=model.backbone if config.freeze_backbone else None,
+                                progress=progress, desc=spec.name)
         run.train_time_s, run.images_per_s = result.seconds, result.images_per_s
     except DivergedError as exc:
         run.status, run.error = "failed", str(exc)
