@@ -73,7 +73,7 @@ def test_a_user_loop_with_the_tracker_reproduces_the_harness():
 
     ds = load_dataset("digits")
     train, val = split_dataset(ds.select(np.flatnonzero(np.arange(len(ds.y)) % 3 == 0)), val_fraction=0.25, seed=0)
-    config = ncap.Recipe(**{**TINY, "epochs": 3, "evals_per_epoch": 1})
+    config = ncap.Recipe(**{**TINY, "epochs": 3, "evals_per_epoch": 1, "beta_features": "window"})  # the rule this loop feeds
     spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
     run = fine_tune_candidate(spec, train, val, config, progress=False)
 
