@@ -1,9 +1,10 @@
 """Probe-width sweep and seed replication of the v1 benchmark (bench/results/full*, kept for the record; the
 v2 selection benchmark measures its noise ceiling itself).
 
-    python -m ncap.bench --probe-width 32 && python -m ncap.bench --probe-width 128 --max-magnitude-flops 1e12
-    python -m ncap.bench --seed 1
     python -m ncap.bench.sweep          # reads bench/results/full*/results.json, writes bench/results/sweep.{md,json,png}
+
+The full*/ folders were written by the v1 benchmark (``python -m ncap.bench [--probe-width W] [--seed S]`` up to
+commit 4f87011), whose options are gone; this summary still reads them.
 
 Decision rule (development tasks only, seed 0, the same rule as ``python -m ncap.bench`` uses for variant,
 t0 and number of observations): the width whose best ncap configuration has the highest mean Spearman ρ
