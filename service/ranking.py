@@ -5,6 +5,7 @@ The same function backs ``ncap rank``, ``ncap.rank`` and the web service. The do
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,13 @@ import numpy as np
 
 from ncap.capacitance.predictor import p_best, predict_final_accuracy, rank_order
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device
+from ncap.models.memory import candidate_failure
 from ncap.models.recipe import Recipe
 from ncap.models.registry import resolve_candidates
 from ncap.service.documents import CandidateRecord, DatasetInfo, RankingDocument
 
 __all__ = ["Cancelled", "format_table", "rank_runs", "run_ranking", "write_document"]
+log = logging.getLogger("ncap.ranking")
 ERROR_WIDTH = 60  # longer errors are cut in the table and printed in full below it
 
 
@@ -81,8 +84,9 @@ def _train_one(spec, train, val, config: Recipe, **hooks) -> CandidateRecord:
         run = fine_tune_candidate(spec, train, val, config, **hooks)
     except Cancelled:
         raise
-    except (RuntimeError, ValueError, OSError, KeyError) as exc:  # one broken candidate must not sink the rest
-        run = CandidateRun(candidate=spec.name, status="failed", error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # any failure of one candidate fails that candidate only; the traceback goes to the log
+        log.exception("candidate %s failed", spec.name)
+        run = CandidateRun(candidate=spec.name, status="failed", error=candidate_failure(exc))
     return candidate_record(run, config)
 
 
