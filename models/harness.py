@@ -54,6 +54,7 @@ class CandidateRun:
     wall_time_s: float = 0.0
     beta_time_s: float = 0.0  # part of wall_time_s spent measuring β_eff
     train_time_s: float = 0.0  # the training loop (data loading and optimiser steps), without observations
+    train_cpu_s: float = 0.0  # this process's CPU time in the training loop (loader workers not included)
     images_per_s: float | None = None  # training images per second of train_time_s
     feature_dim: int | None = None
     n_params: int | None = None
@@ -149,7 +150,7 @@ def fine_tune_candidate(
         result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step,
                                 should_stop=should_stop, frozen=model.backbone if config.freeze_backbone else None,
                                 progress=progress, desc=spec.name)
-        run.train_time_s, run.images_per_s = result.seconds, result.images_per_s
+        run.train_time_s, run.train_cpu_s, run.images_per_s = result.seconds, result.cpu_seconds, result.images_per_s
     except DivergedError as exc:
         run.status, run.error = "failed", str(exc)
     finally:

@@ -108,12 +108,15 @@ class StepInfo:
 
 @dataclass
 class TrainResult:
-    """Totals of one :func:`train` call. ``seconds`` excludes the time spent in ``on_step``."""
+    """Totals of one :func:`train` call. ``seconds`` (wall) and ``cpu_seconds`` (this process's CPU time)
+    exclude the time spent in ``on_step``."""
 
     steps: int = 0
     images: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     callback_seconds: float = 0.0
+    callback_cpu_seconds: float = 0.0
     epoch_losses: list[float] = field(default_factory=list)  # mean loss of each (partial) pass over the data
 
     @property
@@ -234,7 +237,7 @@ def train(model: nn.Module, loader: Iterable, settings: TrainSettings, *, device
     result = TrainResult()
     batch = getattr(loader, "batch_size", None) or 1
     bar = tqdm(total=total * batch, desc=desc, unit="img", unit_scale=True, disable=not progress, leave=False)
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     try:
         while result.steps < total:
             pass_loss, pass_n = 0.0, 0
@@ -267,15 +270,17 @@ def train(model: nn.Module, loader: Iterable, settings: TrainSettings, *, device
                 pass_loss, pass_n = pass_loss + value * len(y), pass_n + len(y)
                 bar.update(len(y))
                 if on_step is not None:
-                    t_cb = time.perf_counter()
+                    t_cb, c_cb = time.perf_counter(), time.process_time()
                     shown = on_step(StepInfo(result.steps, result.steps / steps_per_epoch, value, y, lr))
                     if shown:
                         bar.set_postfix(shown, refresh=False)
                     result.callback_seconds += time.perf_counter() - t_cb
+                    result.callback_cpu_seconds += time.process_time() - c_cb
                 if result.steps >= total:
                     break
             result.epoch_losses.append(pass_loss / max(pass_n, 1))
     finally:
         bar.close()
         result.seconds = time.perf_counter() - t_start - result.callback_seconds
+        result.cpu_seconds = time.process_time() - c_start - result.callback_cpu_seconds
     return result
