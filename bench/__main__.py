@@ -82,7 +82,7 @@ def collect(design: Design, specs: list, args) -> dict[str, dict]:
     for task_name in design.tasks:
         task = get_task(task_name)
         jobs = [(r, s) for s in specs for r in (*design.truth_recipes, design.short_recipe)]
-        if args.partial and not all(is_cached(r, task_name, s) for r, s in jobs):
+        if args.partial and not all(is_cached(r, task, s) for r, s in jobs):
             log(f"{task_name}: runs missing, left out of this partial report")
             continue
         entry = {"truth": [[] for _ in design.truth_recipes], "short": [], "static": []}
@@ -201,7 +201,7 @@ def choose_default(table: dict, fallback: dict, dev: list[str], primary: str) ->
     counts only where at most half the candidates fell back to their last accuracy."""
     eligible = {}
     for r in table[dev[0]][primary] if dev else []:
-        if r in ("successive-halving",) or r in rankers.PARTIAL:
+        if r.startswith("successive-halving") or r in rankers.PARTIAL:
             continue
         if r.startswith("ncap[") and np.mean([fallback[t][primary].get(r, 1.0) for t in dev]) > 0.5:
             continue

@@ -50,7 +50,7 @@ class Design:
     truth_seeds: tuple[int, ...] = (0, 1, 2)
     dense_evals_per_epoch: int = 4
     sparse_evals_per_epoch: int = 1
-    budget_fractions: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.5)
+    budget_fractions: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
     primary_fraction: float = 0.1
     resolution: int = RESOLUTION
     max_train: int | None = None

@@ -13,7 +13,9 @@ Families:
   smooth = the β_eff trajectory before the regression (``none``, ``median3`` running median of 3,
   ``mean3`` running mean of 3 consecutive observations = 3 probe windows);
 * early-curve peers: ``val-acc`` (last accuracy), ``tse-ema``, ``curve-extrapolation``;
-* budget peer: ``successive-halving`` (η = 2) with the same total compute (n candidates × budget);
+* budget peers: ``successive-halving`` (η = 2) and ``successive-halving[eta=3]`` (fewer rounds: defined at
+  smaller budgets) with the same total compute (n candidates × budget). Synchronous successive halving on
+  cached runs; ASHA's asynchronous promotions reduce to it when every run proceeds at the same speed;
 * training-free peers: ``logme``, ``h-score``, ``leep``, ``nce`` (LEEP/NCE only where a source head
   exists), ``source-accuracy`` (the zoo's source-task accuracy; others have none);
 * ``combined``: a BayesianRidge on within-task centred features (early accuracy, β_eff trajectory
@@ -234,6 +236,7 @@ PEERS: dict[str, Callable[[Signal], np.ndarray]] = {
     "tse-ema": tse_scores,
     "curve-extrapolation": curve_scores,
     "successive-halving": successive_halving_scores,
+    "successive-halving[eta=3]": lambda s: successive_halving_scores(s, eta=3),
     "combined": combined_scores,
     **{key: (lambda s, key=key: static_scores(s, key)) for key in STATIC},
 }

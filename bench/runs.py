@@ -6,8 +6,9 @@
 * **training-free scores** (:func:`cached_static_scores`): LogME, H-score, LEEP and NCE of the candidate's
   pretrained weights on the task's training split, at the benchmark's resolution.
 
-Cache: ``$NCAP_CACHE/bench/v2/<recipe key>/<task>/<candidate>-<weights key>.json`` and
-``$NCAP_CACHE/bench/v2/static-<key>/<task>/<candidate>-<weights key>.json``; ``--rebuild`` ignores it.
+Cache: ``$NCAP_CACHE/bench/v2/<recipe key>/<task>-<task key>/<candidate>-<weights key>.json`` and
+``$NCAP_CACHE/bench/v2/static-<key>/<task>-<task key>/<candidate>-<weights key>.json``; ``--rebuild`` ignores
+it. The task key hashes the task's split definition (:meth:`ncap.bench.tasks.Task.key`).
 The weights key hashes the candidate's architecture and weight file (a zoo entry's file name carries its
 pretraining recipe hash), so retrained weights never reuse stale runs.
 """
@@ -69,18 +70,18 @@ def _write_atomic(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_path(recipe: BenchRecipe, task: str, spec) -> Path:
-    return cache_root() / recipe.key() / task / f"{spec.name}-{weights_key(spec)}.json"
+def run_path(recipe: BenchRecipe, task: Task, spec) -> Path:
+    return cache_root() / recipe.key() / f"{task.name}-{task.key()}" / f"{spec.name}-{weights_key(spec)}.json"
 
 
-def is_cached(recipe: BenchRecipe, task: str, spec) -> bool:
+def is_cached(recipe: BenchRecipe, task: Task, spec) -> bool:
     return run_path(recipe, task, spec).is_file()
 
 
 def cached_run(spec, task: Task, recipe: BenchRecipe, *, rebuild: bool = False, progress: bool = False) -> dict:
     """The fine-tune of ``spec`` on ``task``'s fixed split with ``recipe``: loaded from the cache, or run
     and cached. The dict is :meth:`CandidateRun.to_dict` plus ``task``, ``recipe`` and ``recipe_key``."""
-    path = run_path(recipe, task.name, spec)
+    path = run_path(recipe, task, spec)
     if path.is_file() and not rebuild:
         return json.loads(path.read_text())
     train, val = task.split(recipe.max_train, recipe.max_val)
@@ -152,7 +153,7 @@ def cached_static_scores(spec, task: Task, recipe: BenchRecipe, *, rebuild: bool
     """:func:`static_scores`, cached per task split, resolution and candidate weights."""
     blob = json.dumps([recipe.max_train, recipe.max_val, recipe.recipe.image_size, CACHE_VERSION])
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    path = cache_root() / f"static-{key}" / task.name / f"{spec.name}-{weights_key(spec)}.json"
+    path = cache_root() / f"static-{key}" / f"{task.name}-{task.key()}" / f"{spec.name}-{weights_key(spec)}.json"
     if path.is_file() and not rebuild:
         return json.loads(path.read_text())
     doc = static_scores(spec, task, recipe)

@@ -78,3 +78,12 @@ def test_elpv_cells_split_by_type_into_a_dev_and_a_held_out_task():
     assert len(mono) == int(np.sum(types == "mono"))
     assert not tasks.get_task("elpv-mono").held_out and tasks.get_task("elpv-poly").held_out
     np.testing.assert_array_equal(np.sort(np.concatenate([mono.y, poly.y])), np.sort(y))
+
+
+def test_task_key_changes_with_the_split_definition():
+    import dataclasses
+
+    task = tasks.get_task("digits")
+    assert task.key() == tasks.get_task("digits").key()
+    assert dataclasses.replace(task, n_val=task.n_val - 1).key() != task.key()
+    assert len({t.key() for t in tasks.TASKS.values()}) == len(tasks.TASKS)
