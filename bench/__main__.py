@@ -113,6 +113,8 @@ def truth_table(design: Design, data: dict) -> dict:
         kept = bool(np.isfinite(ceiling) and ceiling >= CEILING_MIN) or not design.drop_below_ceiling
         out[task] = {"per_seed": per_seed.tolist(), "mean": mean.tolist(), "ceiling_pairs": pairs,
                      "ceiling": ceiling, "ceiling_min": float(np.min(pairs)) if pairs else float("nan"),
+                     # Spearman-Brown: the expected agreement of two independent means over k seeds (the truth is one)
+                     "ceiling_of_seed_mean": float(len(per_seed) * ceiling / (1 + (len(per_seed) - 1) * ceiling)),
                      "spread_points": float(100 * (np.nanmax(mean) - np.nanmin(mean))),
                      "std_points": float(100 * np.nanstd(mean)), "seed_std_points": float(100 * np.nanmean(np.nanstd(per_seed, 0))),
                      "kept": kept, "reason": None if kept else f"noise ceiling {ceiling:.2f} < {CEILING_MIN}",

@@ -72,11 +72,12 @@ def markdown(res: dict) -> str:
 
 def noise_lines(res: dict) -> list[str]:
     lines = ["## Noise ceiling and spread of the truth", "",
-             "| task | role | ceiling (mean of seed pairs) | min pair | spread of truths (points) | seed std (points) | kept |",
-             "|---|---|---|---|---|---|---|"]
+             ("| task | role | ceiling (mean of seed pairs) | min pair | of the seed mean (Spearman-Brown) | spread of "
+              "truths (points) | seed std (points) | kept |"), "|---|---|---|---|---|---|---|---|"]
     for t, tt in res["truth"].items():
         role = "held out" if res["design"]["splits"][t]["held_out"] else "dev"
-        lines.append(f"| {t} | {role} | {_fmt(tt['ceiling'])} | {_fmt(tt['ceiling_min'])} | {tt['spread_points']:.1f} | "
+        lines.append(f"| {t} | {role} | {_fmt(tt['ceiling'])} | {_fmt(tt['ceiling_min'])} | "
+                     f"{_fmt(tt.get('ceiling_of_seed_mean'))} | {tt['spread_points']:.1f} | "
                      f"{tt['seed_std_points']:.2f} | {kept_cell(tt)} |")
     return lines + [""]
 
