@@ -161,9 +161,9 @@ def _make_tasks() -> dict[str, Task]:
         Task("animal-mnist", "animal silhouettes (28x28), target pool A", lambda: _animal(0, False), 500, 1000),
         Task("elpv-mono", "solar-cell EL images, monocrystalline cells", lambda: _elpv("mono"), 500, 574,
              real_images=True),
+        Task("digits-noisy", "digits with Gaussian noise (sigma 0.25) and +-1 pixel shifts", _digits_noisy, 500, 1297),
         Task("elpv-poly", "solar-cell EL images, polycrystalline cells", lambda: _elpv("poly"), 500, 1050,
              held_out=True, real_images=True),
-        Task("digits-noisy", "digits with Gaussian noise (sigma 0.25) and +-1 pixel shifts", _digits_noisy, 500, 1297),
         Task("animal-mnist-inverted", "animal silhouettes, target pool B (disjoint from A), inverted",
              lambda: _animal(1, True), 500, 1000, held_out=True),
     ]
