@@ -63,8 +63,8 @@ class Recipe(BaseModel):
     weight_decay: Annotated[float, JOB, Field(ge=0, le=10, allow_inf_nan=False,
                                               description="AdamW weight decay.")] = 1e-4
     backbone_lr_scale: Annotated[float, JOB, Field(
-        gt=0, le=10, allow_inf_nan=False, description="Backbone learning rate as a fraction of lr (pretrained "
-                                                      "weights move less than the new probe).")] = 0.1
+        gt=0, le=10, allow_inf_nan=False, description="Backbone learning rate as a fraction of lr (< 1: "
+                                                      "pretrained weights move less than the new probe).")] = 1.0
     warmup_fraction: Annotated[float, JOB, Field(
         ge=0, le=0.5, allow_inf_nan=False, description="Share of the steps with a linear learning-rate "
                                                        "warm-up (per step).")] = 0.1
@@ -76,8 +76,8 @@ class Recipe(BaseModel):
     grad_clip_norm: Annotated[float | None, JOB, Field(
         gt=0, allow_inf_nan=False, description="Clip the gradient norm to this value; null = no clipping.")] = None
     augmentation: Annotated[Literal["light", "none"], JOB, Field(
-        description="Training augmentation: light = timm random resized crops (≥ 50 % of the area) and "
-                    "horizontal flips; none = the eval transform.")] = "light"
+        description="Training augmentation: light = timm random resized crops keeping 80-100 % of the area "
+                    "(no flips, no colour jitter); none = the eval transform.")] = "light"
     probe_width: Annotated[int, JOB, Field(
         ge=4, le=8192, description="First hidden width of the capacitance probe (then w/2, w/4, ...); 128 was "
                                    "chosen by the benchmark's width sweep.")] = 128
