@@ -38,6 +38,7 @@ All problems raise :class:`DataError` (a ``ValueError``) naming the file/member 
 """
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import struct
@@ -89,7 +90,7 @@ LIGHT_AUGMENTATION: dict[str, Any] = {"scale": (0.8, 1.0), "ratio": (0.9, 1 / 0.
 # ------------------------------------------------------------------------------------ lazy image arrays
 
 
-class LazyImages:
+class LazyImages(abc.ABC):
     """An (N, C, H, W) uint8-or-numeric image array read one image at a time, never held whole.
 
     Subclasses keep their source and an index array; :meth:`take` selects a subset without reading
@@ -98,6 +99,11 @@ class LazyImages:
     """
 
     indices: np.ndarray
+
+    @property
+    @abc.abstractmethod
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -119,12 +125,13 @@ class LazyImages:
         out = np.stack([self[i] for i in range(len(self))]) if len(self) else np.empty(self.shape, self.dtype)
         return out if dtype is None else out.astype(dtype)
 
+    @abc.abstractmethod
     def take(self, indices: Sequence[int] | np.ndarray) -> LazyImages:
-        raise NotImplementedError
+        """The images at ``indices`` of this view, as a view of the same kind (nothing is read)."""
 
+    @abc.abstractmethod
     def read(self, i: int) -> np.ndarray:
         """Image at position ``i`` of this view, (C, H, W)."""
-        raise NotImplementedError
 
 
 class FileImages(LazyImages):
