@@ -115,3 +115,17 @@ def test_every_command_prints_its_help(capsys):
             main([name, "--help"])
         assert exc.value.code == 0, name
         assert "usage: ncap" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--probe-width", "8192"], ["--max-memory-gb", "0.5"]])
+def test_rank_refuses_a_job_that_cannot_fit_before_any_training(tmp_path, capsys, extra):
+    """Issue 13's repro (probe width 8192 needs ~150 GB) and an explicit limit below the process's own base:
+    exit 2 with the estimate's reason, and nothing is trained or written."""
+    from ncap.service.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["rank", "--data", "digits", "--candidates", "resnet10t=random", "--epochs", "1", "--out", str(out),
+               "--quiet", "--no-plots", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and "exceeds the per-job limit" in err and "resnet10t=random" in err
+    assert not out.exists()

@@ -29,6 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--prune-report", type=float, default=None, metavar="SPARSITY", dest="prune_sparsity",
                    help="alias of --prune-sparsity")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--max-memory-gb", type=float, default=None, metavar="GB",
+                   help="per-job memory limit: the job's estimated peak memory is checked against it before any "
+                   "training (exit 2 when it does not fit) and the process is held to it (RLIMIT_DATA), so a wrong "
+                   "estimate fails one candidate with 'out of memory' instead of the host [default: no hard "
+                   "limit; the check uses 75%% of physical memory]")
     add_recipe_flags(p)
     p.set_defaults(func=run)
 
@@ -39,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = recipe_from_args(args)
+        check_memory(args, config)
         doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
                           progress=not args.quiet)
     except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
@@ -54,3 +60,16 @@ def run(args: argparse.Namespace) -> int:
         print("ncap rank: every candidate failed", file=sys.stderr)
         return 1
     return 0
+
+
+def check_memory(args: argparse.Namespace, config) -> None:
+    """Refuse (``MemoryBudgetError``, a ValueError: exit 2) a job whose estimated peak memory exceeds the limit,
+    before any training; with ``--max-memory-gb``, also hold this process to the limit."""
+    from ncap.models.memory import GB, apply_memory_limit, check_memory_budget, dataset_shape, default_memory_limit
+
+    if args.max_memory_gb is not None and args.max_memory_gb <= 0:
+        raise ValueError(f"--max-memory-gb must be > 0, got {args.max_memory_gb}")
+    limit = int(args.max_memory_gb * GB) if args.max_memory_gb else default_memory_limit()
+    check_memory_budget(args.candidates, config, dataset_shape(args.data), limit)
+    if args.max_memory_gb:
+        apply_memory_limit(limit)
