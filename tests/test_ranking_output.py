@@ -129,3 +129,25 @@ def test_rank_refuses_a_job_that_cannot_fit_before_any_training(tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 2 and "exceeds the per-job limit" in err and "resnet10t=random" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("beta_features", ["validation", "fixed"])
+def test_a_diverged_candidate_on_npz_data_says_its_loss_became_nan(tmp_path, beta_features):
+    """Issue 13, minor item: a run that diverges on .npz data used to fail with "x contains NaN or inf" (the
+    fixed probe batch went through the NaN backbone first); the reason is now the loss."""
+    import timm
+
+    from ncap.models.candidates import save_backbone
+    from ncap.service.ranking import run_ranking
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (60, 16, 16), dtype=np.uint8), y=np.arange(60) % 3)
+    backbone = timm.create_model("resnet10t", num_classes=0, in_chans=1)
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.fill_(float("nan"))
+    path = save_backbone(backbone, tmp_path / "nan.safetensors", arch="resnet10t", in_chans=1)
+    recipe = Recipe(epochs=1, image_size=16, probe_width=16, beta_batch_size=8, beta_features=beta_features)
+    doc = run_ranking(tmp_path / "d.npz", [f"bad:resnet10t={path}"], recipe, None, make_plots=False, progress=False)
+    (rec,) = doc.candidates
+    assert rec.status == "failed" and rec.error.startswith("training loss became nan"), rec.error
