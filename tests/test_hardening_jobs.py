@@ -1,6 +1,7 @@
 """Issue 13, worker and store: per-candidate isolation (defect 3), trainer deaths retried with finished
 candidates reused (defect 4), the memory limit enforced in the training process (defect 1), start-up
-cleanup of interrupted submissions (defect 8), /jobs/delete's store side and one-line errors (defect 9).
+cleanup of interrupted submissions (defect 8) and one-line errors (defect 9). The store's side of trainer
+deaths and of /jobs/delete is tested on both store backends in test_store.py.
 
 The training processes here are real (``python -m ncap.service.jobs``); their ranking functions are the fakes
 below, which train nothing but behave like a candidate that raises, kills its process or allocates too much."""
@@ -10,7 +11,6 @@ import json
 import mmap
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -125,26 +125,6 @@ def test_memory_outside_rlimit_data_is_stopped_by_the_watchdog(tmp_path):
     assert cands["a"]["state"] == "done"
 
 
-def test_trainer_death_bookkeeping(tmp_path):
-    """The store's side of a trainer death, without processes: the candidate in flight (the running one, else
-    the first unfinished) counts the crash; the job is requeued until the restart budget is spent."""
-    store = JobStore(str(tmp_path / "jobs.db"))
-    store.create_job("j", config={}, candidates=["a", "b", "c"], out_dir=tmp_path / "j")
-    store.claim_next()
-    store.save_candidate("j", {"candidate": "a", "status": "ok"})
-    assert store.in_flight_candidate("j") == "b"
-    store.record_epoch("j", "c", 0.5)  # c is the one marked running
-    assert store.in_flight_candidate("j") == "c"
-    assert store.record_trainer_death("j", "boom", max_candidate_crashes=2, max_restarts=1) == "queued"
-    assert {c["name"]: (c["state"], c["crashes"]) for c in store.candidates("j")} == {
-        "a": ("done", 0), "b": ("pending", 0), "c": ("pending", 1)}
-    store.claim_next()
-    assert store.record_trainer_death("j", "boom again", max_candidate_crashes=2, max_restarts=1) == "failed"
-    job = store.get_job("j")
-    assert job["error"] == "the training process died 2 times; last: boom again" and job["trainer_deaths"] == 2
-    assert store.record_trainer_death("j", "late", max_restarts=1) == "failed"  # a final job is left alone
-
-
 # ------------------------------------------------------------------------------------- store, data dir
 def test_clean_data_dir_removes_leftovers_of_dead_processes_only(tmp_path):
     store = JobStore(str(tmp_path / "jobs.db"))
@@ -157,46 +137,6 @@ def test_clean_data_dir_removes_leftovers_of_dead_processes_only(tmp_path):
     assert sorted(removed) == ["jobs/orphan", "staging/1-1", "tmp/ncap-npz-x"]
     assert (tmp_path / "jobs/kept/upload/d.npz").exists()
     assert (tmp_path / f"staging/{jobs.staging_owner()}/job/upload/d.npz").exists()  # this process is alive
-
-
-def test_commit_moves_files_and_row_together(tmp_path):
-    store = JobStore(str(tmp_path / "jobs.db"))
-    staged, final = tmp_path / "staging" / "j", tmp_path / "jobs" / "j"
-    staged.mkdir(parents=True)
-    (tmp_path / "jobs").mkdir()
-
-    def fail() -> None:
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        store.create_job("j", config={}, candidates=["a"], out_dir=final / "out", on_commit=fail)
-    assert store.get_job("j") is None and store.integrity_check() == "ok"
-    store.create_job("j", config={}, candidates=["a"], out_dir=final / "out", on_commit=lambda: staged.rename(final))
-    assert store.get_job("j") is not None and final.is_dir() and not staged.exists()
-
-
-def test_delete_job_and_schema_upgrade(tmp_path):
-    db = tmp_path / "old.db"
-    with sqlite3.connect(db) as conn:  # a store created before trainer_deaths / crashes existed
-        conn.executescript("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL, "
-                           "updated_at REAL NOT NULL, started_at REAL, finished_at REAL, run_started_at REAL, "
-                           "config TEXT NOT NULL, candidates TEXT NOT NULL, dataset_path TEXT, dataset_name TEXT, "
-                           "dataset_kind TEXT, dataset_bytes INTEGER NOT NULL DEFAULT 0, out_dir TEXT NOT NULL, "
-                           "cancel_requested INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, "
-                           "current_candidate TEXT, current_epoch REAL, epochs_this_run INTEGER NOT NULL DEFAULT 0, "
-                           "done_at_start INTEGER NOT NULL DEFAULT 0, error TEXT, error_detail TEXT, result TEXT);"
-                           "CREATE TABLE candidates (job_id TEXT NOT NULL, name TEXT NOT NULL, position INTEGER NOT "
-                           "NULL, state TEXT NOT NULL, epoch REAL, started_at REAL, finished_at REAL, wall_time REAL, "
-                           "record TEXT, error TEXT, PRIMARY KEY (job_id, name));")
-    store = JobStore(str(db))
-    store.create_job("j", config={}, candidates=["a"], out_dir=tmp_path / "j")
-    assert store.get_job("j")["trainer_deaths"] == 0 and store.candidates("j")[0]["crashes"] == 0
-    with pytest.raises(ValueError, match="queued; cancel it first"):
-        store.delete_job("j")
-    store.request_cancel("j")
-    assert store.delete_job("j")["id"] == "j"
-    assert store.get_job("j") is None and store.candidates("j") == [] and store.events("j") == []
-    assert store.delete_job("j") is None and store.integrity_check() == "ok"
 
 
 def test_candidate_failure_is_one_line():

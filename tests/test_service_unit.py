@@ -1,10 +1,10 @@
-"""Service parts without a server: job store, progress, worker (with a fake ranking function in a real
-training subprocess), settings, auth/limit middleware, upload checks, `ncap serve` checks."""
+"""Service parts without a server: progress, worker (with a fake ranking function in a real training
+subprocess), settings, auth/limit middleware, upload checks, `ncap serve` checks. The job store's own tests,
+on SQLite and PostgreSQL, are in test_store.py."""
 from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from ncap.service.security import (
     is_loopback,
     safe_filename,
 )
-from ncap.service.store import JobStore, StoreError, sqlite_path_from_url
+from ncap.service.store import JobStore
 
 
 # ----------------------------------------------------------------------------- fake ranking function
@@ -60,75 +60,6 @@ def fake_runner(dataset, candidates, config, out_dir, *, completed=None, on_cand
 def _new_job(store: JobStore, tmp: Path, candidates=("a", "b"), epochs=2, job_id="j1") -> dict:
     return store.create_job(job_id, config={"epochs": epochs, "seed": 0}, candidates=list(candidates),
                             out_dir=tmp / "jobs" / job_id / "out")
-
-
-# ------------------------------------------------------------------------------------------ store
-def test_store_urls(tmp_path):
-    assert sqlite_path_from_url(f"sqlite:///{tmp_path}/x.db") == Path(f"{tmp_path}/x.db")
-    assert sqlite_path_from_url("sqlite:///rel/x.db") == Path("rel/x.db")
-    assert sqlite_path_from_url(str(tmp_path / "y.db")) == tmp_path / "y.db"
-    for bad, words in [("postgresql://u@h/db", "PostgreSQL"), ("sqlite:///:memory:", "in-memory"),
-                       ("mysql://h/db", "unsupported")]:
-        with pytest.raises(StoreError, match=words):
-            sqlite_path_from_url(bad)
-    assert sqlite_path_from_url("sqlite+pysqlite:///rel/x.db?timeout=5") == Path("rel/x.db")  # SQLAlchemy's form
-    for bad, words in [("mysql://h/db", "only SQLite"), ("sqlite://x.db", "bad SQLite URL"),
-                       ("sqlite://", "in-memory"), ("://nothing", "cannot parse")]:
-        with pytest.raises(StoreError, match=words):
-            sqlite_path_from_url(bad)
-
-
-def test_store_writes_strict_json(tmp_path):
-    store = JobStore(f"sqlite:///{tmp_path}/s.db")
-    _new_job(store, tmp_path)
-    store.save_candidate("j1", {"candidate": "a", "status": "ok", "loss": float("nan"),
-                                "beta": np.array([1.0, np.inf]), "out": tmp_path / "a"})
-    with sqlite3.connect(tmp_path / "s.db") as db:
-        raw = db.execute("SELECT record FROM candidates WHERE name = 'a'").fetchone()[0]
-    assert json.loads(raw, parse_constant=pytest.fail) == {"candidate": "a", "status": "ok", "loss": None,
-                                                          "beta": [1.0, None], "out": str(tmp_path / "a")}
-
-
-def test_store_lifecycle_and_resume_semantics(tmp_path):
-    store = JobStore(f"sqlite:///{tmp_path}/jobs.db")
-    conn = sqlite3.connect(tmp_path / "jobs.db")
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    _new_job(store, tmp_path)
-    assert store.get_job("j1")["state"] == "queued"
-    job = store.claim_next()
-    assert job["id"] == "j1" and job["state"] == "running" and job["attempts"] == 1
-    assert store.claim_next() is None
-    store.record_epoch("j1", "a", 1.0, {"val_accuracy": 0.3})
-    assert store.save_candidate("j1", {"candidate": "a", "status": "ok", "wall_time_s": 1.5})
-    first = {c["name"]: c for c in store.candidates("j1")}["a"]
-    # a second record for a finished candidate never replaces the first
-    assert not store.save_candidate("j1", {"candidate": "a", "status": "ok", "wall_time_s": 9.0})
-    again = {c["name"]: c for c in store.candidates("j1")}["a"]
-    assert again["finished_at"] == first["finished_at"] and again["wall_time"] == 1.5
-    store.record_epoch("j1", "b", 1.0)
-    # the server dies: the job goes back to the queue, the finished candidate stays
-    store2 = JobStore(f"sqlite:///{tmp_path}/jobs.db")  # what a restarted server opens
-    assert store2.requeue_interrupted() == ["j1"]
-    cands = {c["name"]: c for c in store2.candidates("j1")}
-    assert cands["a"]["state"] == "done" and cands["b"]["state"] == "pending"
-    assert list(store2.completed_records("j1")) == ["a"]
-    job = store2.claim_next()
-    assert job["attempts"] == 2 and job["done_at_start"] == 1
-    kinds = [e["kind"] for e in store2.events("j1")]
-    assert kinds[:2] == ["submitted", "started"] and "requeued" in kinds and kinds[-1] == "resumed"
-
-
-def test_store_cancel(tmp_path):
-    store = JobStore(str(tmp_path / "jobs.db"))
-    _new_job(store, tmp_path, job_id="q")
-    assert store.request_cancel("q") == "cancelled"
-    assert store.claim_next() is None
-    _new_job(store, tmp_path, job_id="r")
-    store.claim_next()
-    assert store.request_cancel("r") == "running" and store.cancel_requested("r")
-    assert store.finish_job("r", "cancelled")
-    assert not store.finish_job("r", "done")  # final states are final
-    assert store.request_cancel("missing") is None
 
 
 def test_progress_summary_eta():
@@ -355,7 +286,6 @@ def test_ncap_serve_refuses_public_bind_without_token(tmp_path, monkeypatch, cap
 
 
 def test_jobs_module_json_safety():
-    import numpy as np
 
     out = jobs.to_jsonable({"a": np.float32(0.5), "b": np.arange(3), "c": Path("/x")})
     assert json.dumps(out) == '{"a": 0.5, "b": [0, 1, 2], "c": "/x"}'
