@@ -55,8 +55,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncap.models.archive import IMAGE_SUFFIXES, ArchiveError, DataError, is_ignored_member
+from ncap.models.archive import ArchiveError, DataError
 from ncap.models.named_datasets import NAMED, load_named_arrays
+from ncap.models.upload_checks import GRAY_MODES, image_folder_files
 
 __all__ = [
     "LIGHT_AUGMENTATION",
@@ -79,7 +80,6 @@ __all__ = [
 ]
 
 NAMED_DATASETS: dict[str, str] = {name: entry.description for name, entry in NAMED.items()}
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 #: timm training-transform arguments of the "light" augmentation: random resized crops keeping 80-100 % of the
 #: image area at aspect ratios 0.9-1.1 (timm's ImageNet default, 8-100 % and 3/4-4/3, is far too strong for a
 #: few epochs: on digits, crops keeping 50 % cost 14 points of accuracy after 4 epochs), no flips (digits,
@@ -541,48 +541,6 @@ def _load_npz(path: Path) -> ImageDataset:
 # folders and zips ---------------------------------------------------------------------------------------
 
 
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".") and not is_ignored_member(p.name) and p.name != "__MACOSX"
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p)
-
-
-def _find_root(root: Path) -> Path:
-    """Descend through single wrapper folders (e.g. ``data.zip`` → ``data/`` → class folders)."""
-    for _ in range(8):
-        subdirs = [d for d in root.iterdir() if d.is_dir() and _visible(d)]
-        images_here = [f for f in root.iterdir() if _is_image(f)]
-        if len(subdirs) == 1 and not images_here and any(d.is_dir() and _visible(d) for d in subdirs[0].iterdir()):
-            root = subdirs[0]
-        else:
-            break
-    return root
-
-
-def _list_images(root: Path, source_label: str, base: Path) -> tuple[list[str], list[Path], np.ndarray]:
-    """(class names, image paths, labels) of an ImageFolder."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and _visible(d))
-    if not classes:
-        raise DataError(f"{source_label}: no class subfolders found (expected one folder of images per class)")
-    paths: list[Path] = []
-    labels: list[int] = []
-    for k, cls in enumerate(classes):
-        found = sorted(
-            p for p in (root / cls).rglob("*")
-            if _is_image(p) and all(_visible(q) for q in p.relative_to(root).parents if q.name)
-        )
-        if not found:
-            raise DataError(f"{source_label}: class folder {(root / cls).relative_to(base).as_posix()!r} contains "
-                            f"no images (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
-        paths += found
-        labels += [k] * len(found)
-    if len(classes) < 2:
-        raise DataError(f"{source_label}: only one class ({classes[0]!r}); classification needs at least two")
-    return classes, paths, np.asarray(labels, dtype=np.int64)
-
-
 def _scan_headers(paths: list[Path], source_label: str, base: Path) -> tuple[str, tuple[int, int]]:
     """One pass over the file headers (Pillow reads no pixels here): the common mode and (H, W)."""
     from PIL import Image
@@ -604,7 +562,8 @@ def _scan_headers(paths: list[Path], source_label: str, base: Path) -> tuple[str
 def _load_folder(path: Path, *, source_label: str, image_size: tuple[int, int] | None,
                  member_base: Path | None = None, owner: object | None = None) -> ImageDataset:
     base = member_base or path
-    classes, paths, labels = _list_images(_find_root(path), source_label, base)
+    classes, files = image_folder_files(path, source_label)
+    paths, labels = [f for f, _ in files], np.asarray([k for _, k in files], dtype=np.int64)
     mode, size = _scan_headers(paths, source_label, base)
     images = FileImages(paths, mode, image_size or size, label=source_label, base=base, owner=owner)
     return ImageDataset(images, labels, classes, source_label, 255.0)

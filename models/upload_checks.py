@@ -300,7 +300,7 @@ def image_folder_files(path: Path, label: str | None = None) -> tuple[list[str],
     return classes, files
 
 
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 
 def check_image_folder(path: str | Path, *, label: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -326,7 +326,7 @@ def check_image_folder(path: str | Path, *, label: str | None = None, max_pixels
                                     f"the limit of {max_pixels}")
                 im.load()
                 sizes[im.size] += 1
-                all_gray &= im.mode in _GRAY_MODES
+                all_gray &= im.mode in GRAY_MODES
         except DataError:
             raise
         except Exception as exc:  # UnidentifiedImageError, OSError, DecompressionBombError, ...
