@@ -201,7 +201,7 @@ class JobStore:
                 sa.event.listen(self._engine, "connect", _sqlite_on_connect)
                 self._reader = self._engine
             else:
-                self._engine = sa.create_engine(parsed, pool_pre_ping=True)
+                self._engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
                 self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
             self._create_schema()
         except (SQLAlchemyError, ImportError) as exc:

@@ -272,3 +272,27 @@ def test_postgres_kill_9_requeues_only_the_dead_claimers_job(postgres_url, tmp_p
             p.kill()
             p.wait(10)
         store.close()
+
+
+def test_worker_trains_a_job_through_a_postgres_store(postgres_url, tmp_path):  # noqa: F811
+    """The service's worker on PostgreSQL: its training process (``python -m ncap.service.jobs --db URL``, with
+    test_service_unit's fake ranking function) writes epochs and finished candidates into the store."""
+    from ncap.service import jobs
+
+    store = JobStore(postgres_url)
+    _new_job(store, tmp_path, ["a", "b"], epochs=2)
+    worker = jobs.JobWorker(store, runner="test_service_unit:fake_runner", data_dir=tmp_path, poll_interval_s=0.1)
+    worker.start()
+    try:
+        for _ in range(600):
+            if store.get_job("j1")["state"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    assert store.get_job("j1")["state"] == "done", store.get_job("j1")
+    assert [(c["name"], c["state"]) for c in store.candidates("j1")] == [("a", "done"), ("b", "done")]
+    assert [c["candidate"] for c in store.get_result("j1")["candidates"]] == ["a", "b"]
+    assert [(e["candidate"], e["detail"]["epoch"]) for e in store.events("j1", "epoch")] == [
+        ("a", 1.0), ("a", 2.0), ("b", 1.0), ("b", 2.0)]
+    store.close()
