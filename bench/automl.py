@@ -125,7 +125,7 @@ def trajectories(candidates, lrs, task: str, epochs: int, seed: int, progress: b
         data = frozen_features(name, task)
         for lr in lrs:
             key = f"{name}@lr={lr:g}"
-            blob = json.dumps([task, name, lr, epochs, seed, Recipe().to_dict(), "v2"], sort_keys=True)
+            blob = json.dumps([task, name, lr, epochs, seed, Recipe().run_dict(), "v2"], sort_keys=True)
             path = ncap_cache_root() / "bench" / "automl" / "runs" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)

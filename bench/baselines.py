@@ -3,7 +3,8 @@
 All scores follow one convention: **higher = better**, so they can be fed
 directly to :mod:`bench.evaluation`.
 
-- :func:`tse_ema` -- training speed estimation (Ru et al., NeurIPS 2021).
+- :func:`tse_ema` -- training speed estimation (Ru et al., NeurIPS 2021); lives in
+  :mod:`ncap.capacitance.ranking_rules` (a rule `ncap rank` can rank by), re-exported here.
 - :func:`learning_curve_extrapolation` -- fit ``a - b t^-c`` and extrapolate.
 - :func:`successive_halving` -- spend an epoch budget by repeatedly halving the pool.
 - :func:`static_prior` -- the candidate's source (e.g. ImageNet) accuracy.
@@ -20,6 +21,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from ncap.capacitance.ranking_rules import tse_ema  # one home: the ranking rules `ncap rank` uses
+
 __all__ = [
     "CurvePrediction",
     "SuccessiveHalvingResult",
@@ -28,89 +31,6 @@ __all__ = [
     "successive_halving",
     "tse_ema",
 ]
-
-
-# --------------------------------------------------------------------------- TSE-EMA
-
-
-def _epoch_means(train_losses, steps_per_epoch) -> np.ndarray:
-    if isinstance(train_losses, np.ndarray) and train_losses.ndim == 1:
-        nested = False
-    else:
-        try:
-            items = list(train_losses)
-        except TypeError:
-            raise ValueError("train_losses must be a sequence of losses.") from None
-        if not items:
-            raise ValueError("train_losses is empty.")
-        nested = all(np.ndim(item) == 1 for item in items)
-        if not nested and any(np.ndim(item) != 0 for item in items):
-            raise ValueError(
-                "train_losses must be a flat sequence of per-epoch (or per-step) losses, or a "
-                "sequence of per-epoch sequences of per-step losses."
-            )
-    if nested:
-        if steps_per_epoch is not None:
-            raise ValueError("steps_per_epoch is only meaningful for a flat sequence of per-step losses.")
-        epochs = [np.asarray(item, dtype=np.float64) for item in items]
-        if any(e.size == 0 for e in epochs):
-            raise ValueError("train_losses contains an epoch without any step loss.")
-        return np.array([e.mean() for e in epochs])
-    flat = np.asarray(train_losses, dtype=np.float64).ravel()
-    if flat.size == 0:
-        raise ValueError("train_losses is empty.")
-    if steps_per_epoch is None:
-        return flat
-    if (
-        isinstance(steps_per_epoch, bool)
-        or not isinstance(steps_per_epoch, numbers.Integral)
-        or steps_per_epoch < 1
-    ):
-        raise ValueError(f"steps_per_epoch must be a positive integer; got {steps_per_epoch!r}.")
-    if flat.size % steps_per_epoch:
-        raise ValueError(
-            f"{flat.size} step losses is not a whole number of epochs of {steps_per_epoch} steps."
-        )
-    return flat.reshape(-1, steps_per_epoch).mean(axis=1)
-
-
-def tse_ema(train_losses, gamma: float = 0.9, *, steps_per_epoch: int | None = None) -> float:
-    """Training speed estimation with exponential weighting (TSE-EMA), negated.
-
-    Ru, Lyle, Schut, Fil, van der Wilk & Gal, "Speedy Performance Estimation for
-    Neural Architecture Search", NeurIPS 2021. With ``T`` epochs observed and
-    ``L_t`` the mean of the training losses of the ``B_t`` minibatch steps of
-    epoch ``t`` (the loss of each step as logged during training, not re-evaluated)::
-
-        TSE-EMA = sum_{t=1}^{T} gamma^(T - t) * L_t,   L_t = (1/B_t) sum_i loss_{t,i}
-
-    Later epochs weigh more; ``gamma = 1`` is the plain TSE (sum of epoch losses).
-    A model that trains faster has a smaller TSE, so this returns ``-TSE-EMA``
-    (higher = better). Only compare candidates observed for the same ``T``.
-
-    Parameters
-    ----------
-    train_losses : sequence
-        Either per-epoch losses, shape (T,); or per-step losses grouped by epoch,
-        a sequence of T sequences (may be ragged); or flat per-step losses of
-        shape (T * steps_per_epoch,) together with ``steps_per_epoch``.
-    gamma : float in (0, 1], default=0.9
-        Decay of the weight of earlier epochs.
-    steps_per_epoch : int, optional
-        Number of steps per epoch for a flat per-step sequence.
-
-    Returns
-    -------
-    float
-        ``-TSE-EMA``. A NaN loss (diverged training) gives NaN, which
-        :mod:`bench.evaluation` ranks last; an infinite loss gives ``-inf``.
-    """
-    if not (isinstance(gamma, numbers.Real) and 0.0 < gamma <= 1.0):
-        raise ValueError(f"gamma must be in (0, 1]; got {gamma!r}.")
-    losses = _epoch_means(train_losses, steps_per_epoch)
-    weights = float(gamma) ** np.arange(losses.size - 1, -1, -1, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        return -float(np.sum(weights * losses))
 
 
 # ----------------------------------------------------------------- learning curves

@@ -46,7 +46,7 @@ class BenchRecipe:
         return {**self.recipe.to_dict(), "max_train": self.max_train, "max_val": self.max_val}
 
     def key(self) -> str:
-        blob = json.dumps({"recipe": self.recipe.to_dict(), "max_train": self.max_train, "max_val": self.max_val,
+        blob = json.dumps({"recipe": self.recipe.run_dict(), "max_train": self.max_train, "max_val": self.max_val,
                            "v": CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from ncap.capacitance.line_graph import VARIANTS
+from ncap.capacitance.ranking_rules import DEFAULT_RULE, RuleName
 from ncap.models.probe import probe_width_spec
 
 __all__ = ["Exposure", "Recipe", "VariantName", "exposed_fields", "plain_value_errors"]
@@ -48,6 +49,9 @@ def plain_value_errors(model: type[BaseModel], value, info: ValidationInfo):
     if choices and value not in choices:
         raise ValueError(f"unknown {info.field_name} {value!r}; choose from {', '.join(choices)}")
     return value
+
+
+POST_HOC = frozenset({"ranker"})  # settings applied to a finished run; they never change the training
 
 
 class Recipe(BaseModel):
@@ -106,6 +110,11 @@ class Recipe(BaseModel):
     val_fraction: Annotated[float, JOB, Field(gt=0, lt=1, description="Share of the dataset held out for "
                                                                     "validation (stratified).")] = 0.2
     t0: Annotated[int, JOB, Field(ge=0, le=100, description="Predictor: leading observations skipped.")] = 1
+    ranker: Annotated[RuleName, JOB, Field(
+        description="Rule the candidates are ranked by (capacitance/ranking_rules.py): beta_eff = accuracy "
+                    "predicted at β_eff = 0 (Algorithm 1); val_acc = last validation accuracy; tse_ema = training "
+                    "speed (Ru et al. 2021). β_eff and its prediction are reported whatever the rule; the "
+                    "default is the selection benchmark's choice.")] = DEFAULT_RULE
     prune_sparsity: Annotated[float | None, JOB, Field(
         gt=0, lt=1, description="Attach a pruning report per candidate: magnitude-prune the fine-tuned probe "
                                 "to this sparsity and fit power laws to its degree distributions.")] = None
@@ -151,6 +160,11 @@ class Recipe(BaseModel):
     def to_dict(self) -> dict:
         """Plain JSON-able dict (tuples as lists)."""
         return self.model_dump(mode="json")
+
+    def run_dict(self) -> dict:
+        """:meth:`to_dict` without the settings that only read a finished run (:data:`POST_HOC`): what a
+        cached fine-tuning run depends on, so cache keys stay valid when only those change."""
+        return {k: v for k, v in self.to_dict().items() if k not in POST_HOC}
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:

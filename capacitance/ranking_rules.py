@@ -1,0 +1,159 @@
+"""Ranking rules: how one candidate's short fine-tuning run becomes the score ``ncap rank`` ranks it by.
+
+Every rule reads the same observed run (per observation: validation accuracy ``a_t``, mean training loss
+``L_t`` since the previous observation, β_eff ``β_t``) and returns a :class:`RuleScore` (score, higher =
+better, and a standard deviation where the rule has one, for P(best)):
+
+* ``beta_eff``: Algorithm 1 (:func:`ncap.capacitance.predictor.predict_final_accuracy`): the accuracy
+  predicted at β_eff = 0 by a Bayesian ridge fit of ``a_t`` on ``β_t`` (t ≥ t0), ± its predictive std.
+* ``val_acc``: the last observed accuracy ``a_T``, ± its binomial standard error ``sqrt(a_T (1 - a_T) / n_val)``.
+* ``tse_ema``: training speed estimation (Ru et al., NeurIPS 2021), ``-Σ_t γ^(T-t) L_t`` with γ = 0.9;
+  no std (P(best) is not defined for it).
+
+The selection benchmark (``ncap.bench``) scores these same functions; its result sets the default rule
+(:data:`DEFAULT_RULE`, read by ``Recipe.ranker``).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+
+__all__ = ["DEFAULT_RULE", "RANKING_RULES", "RuleName", "RuleScore", "score_run", "tse_ema"]
+
+RuleName = Literal["beta_eff", "val_acc", "tse_ema"]
+DEFAULT_RULE: RuleName = "beta_eff"
+
+
+@dataclass(frozen=True)
+class RuleScore:
+    """A candidate's score under one rule: ``score`` (NaN = cannot be scored, ranks last), ``std`` (NaN = the
+    rule has none), ``method`` (how it was computed) and ``flags`` (what was dropped or fell back)."""
+
+    score: float
+    std: float = math.nan
+    method: str = ""
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _epoch_means(train_losses, steps_per_epoch) -> np.ndarray:
+    if isinstance(train_losses, np.ndarray) and train_losses.ndim == 1:
+        nested = False
+    else:
+        try:
+            items = list(train_losses)
+        except TypeError:
+            raise ValueError("train_losses must be a sequence of losses.") from None
+        if not items:
+            raise ValueError("train_losses is empty.")
+        nested = all(np.ndim(item) == 1 for item in items)
+        if not nested and any(np.ndim(item) != 0 for item in items):
+            raise ValueError(
+                "train_losses must be a flat sequence of per-epoch (or per-step) losses, or a "
+                "sequence of per-epoch sequences of per-step losses."
+            )
+    if nested:
+        if steps_per_epoch is not None:
+            raise ValueError("steps_per_epoch is only meaningful for a flat sequence of per-step losses.")
+        epochs = [np.asarray(item, dtype=np.float64) for item in items]
+        if any(e.size == 0 for e in epochs):
+            raise ValueError("train_losses contains an epoch without any step loss.")
+        return np.array([e.mean() for e in epochs])
+    flat = np.asarray(train_losses, dtype=np.float64).ravel()
+    if flat.size == 0:
+        raise ValueError("train_losses is empty.")
+    if steps_per_epoch is None:
+        return flat
+    if (
+        isinstance(steps_per_epoch, bool)
+        or not isinstance(steps_per_epoch, numbers.Integral)
+        or steps_per_epoch < 1
+    ):
+        raise ValueError(f"steps_per_epoch must be a positive integer; got {steps_per_epoch!r}.")
+    if flat.size % steps_per_epoch:
+        raise ValueError(
+            f"{flat.size} step losses is not a whole number of epochs of {steps_per_epoch} steps."
+        )
+    return flat.reshape(-1, steps_per_epoch).mean(axis=1)
+
+
+def tse_ema(train_losses, gamma: float = 0.9, *, steps_per_epoch: int | None = None) -> float:
+    """Training speed estimation with exponential weighting (TSE-EMA), negated.
+
+    Ru, Lyle, Schut, Fil, van der Wilk & Gal, "Speedy Performance Estimation for
+    Neural Architecture Search", NeurIPS 2021. With ``T`` epochs observed and
+    ``L_t`` the mean of the training losses of the ``B_t`` minibatch steps of
+    epoch ``t`` (the loss of each step as logged during training, not re-evaluated)::
+
+        TSE-EMA = sum_{t=1}^{T} gamma^(T - t) * L_t,   L_t = (1/B_t) sum_i loss_{t,i}
+
+    Later epochs weigh more; ``gamma = 1`` is the plain TSE (sum of epoch losses).
+    A model that trains faster has a smaller TSE, so this returns ``-TSE-EMA``
+    (higher = better). Only compare candidates observed for the same ``T``.
+
+    Parameters
+    ----------
+    train_losses : sequence
+        Either per-epoch losses, shape (T,); or per-step losses grouped by epoch,
+        a sequence of T sequences (may be ragged); or flat per-step losses of
+        shape (T * steps_per_epoch,) together with ``steps_per_epoch``.
+    gamma : float in (0, 1], default=0.9
+        Decay of the weight of earlier epochs.
+    steps_per_epoch : int, optional
+        Number of steps per epoch for a flat per-step sequence.
+
+    Returns
+    -------
+    float
+        ``-TSE-EMA``. A NaN loss (diverged training) gives NaN, which
+        :mod:`bench.evaluation` ranks last; an infinite loss gives ``-inf``.
+    """
+    if not (isinstance(gamma, numbers.Real) and 0.0 < gamma <= 1.0):
+        raise ValueError(f"gamma must be in (0, 1]; got {gamma!r}.")
+    losses = _epoch_means(train_losses, steps_per_epoch)
+    weights = float(gamma) ** np.arange(losses.size - 1, -1, -1, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return -float(np.sum(weights * losses))
+
+
+def _beta_eff_rule(beta, denominators, accuracy, losses, n_val, t0) -> RuleScore:
+    from ncap.capacitance.predictor import predict_final_accuracy
+
+    p = predict_final_accuracy(beta, accuracy, t0=t0, denominators=denominators if len(denominators) else None)
+    return RuleScore(p.accuracy, p.std, p.method, tuple(p.flags))
+
+
+def _val_acc_rule(beta, denominators, accuracy, losses, n_val, t0) -> RuleScore:
+    a = float(accuracy[-1])
+    std = math.sqrt(a * (1.0 - a) / n_val) if n_val and math.isfinite(a) else math.nan
+    return RuleScore(a, std, "last_accuracy")
+
+
+def _tse_ema_rule(beta, denominators, accuracy, losses, n_val, t0) -> RuleScore:
+    return RuleScore(tse_ema(losses) if len(losses) else math.nan, math.nan, "tse_ema")
+
+
+RANKING_RULES: dict[str, Callable[..., RuleScore]] = {
+    "beta_eff": _beta_eff_rule,
+    "val_acc": _val_acc_rule,
+    "tse_ema": _tse_ema_rule,
+}
+assert tuple(RANKING_RULES) == get_args(RuleName)
+
+
+def score_run(rule: str, *, beta_eff: Sequence[float], val_accuracy: Sequence[float], train_loss: Sequence[float],
+              beta_denominator: Sequence[float] = (), n_val: int | None = None, t0: int = 1) -> RuleScore:
+    """Score one observed run (per-observation series of equal length T) under ``rule`` (a key of
+    :data:`RANKING_RULES`). An empty run scores NaN; ``beta_eff`` raises ``ValueError`` as the predictor does
+    for malformed input."""
+    if rule not in RANKING_RULES:
+        raise ValueError(f"unknown ranking rule {rule!r}; choose from {', '.join(RANKING_RULES)}")
+    acc = np.asarray(val_accuracy, dtype=float)
+    if acc.size == 0:
+        return RuleScore(math.nan, math.nan, "none", ("no observations",))
+    return RANKING_RULES[rule](np.asarray(beta_eff, dtype=float), np.asarray(beta_denominator, dtype=float), acc,
+                               np.asarray(train_loss, dtype=float), n_val, t0)
