@@ -18,8 +18,9 @@ from ncap.models.memory import candidate_failure
 from ncap.models.recipe import Recipe
 from ncap.models.registry import resolve_candidates
 from ncap.service.documents import CandidateRecord, DatasetInfo, RankingDocument
+from ncap.service.executors import Executor, Hooks, LocalExecutor, load_training_data
 
-__all__ = ["Cancelled", "format_table", "rank_runs", "run_ranking", "write_document"]
+__all__ = ["Cancelled", "failed_record", "format_table", "rank_runs", "run_ranking", "write_document"]
 log = logging.getLogger("ncap.ranking")
 ERROR_WIDTH = 60  # longer errors are cut in the table and printed in full below it
 
@@ -79,6 +80,11 @@ def mark_pareto(records: list[CandidateRecord]) -> list[CandidateRecord]:
     return [r.model_copy(update={"pareto": bool(f)}) for r, f in zip(records, pareto_front(acc, lat))]
 
 
+def failed_record(name: str, error: str, config: Recipe) -> CandidateRecord:
+    """The record of a candidate that failed with the one-line reason ``error``."""
+    return candidate_record(CandidateRun(candidate=name, status="failed", error=error), config)
+
+
 def _train_one(spec, train, val, config: Recipe, **hooks) -> CandidateRecord:
     try:
         run = fine_tune_candidate(spec, train, val, config, **hooks)
@@ -86,43 +92,37 @@ def _train_one(spec, train, val, config: Recipe, **hooks) -> CandidateRecord:
         raise
     except Exception as exc:  # any failure of one candidate fails that candidate only; the traceback goes to the log
         log.exception("candidate %s failed", spec.name)
-        run = CandidateRun(candidate=spec.name, status="failed", error=candidate_failure(exc))
+        return failed_record(spec.name, candidate_failure(exc), config)
     return candidate_record(run, config)
 
 
 def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
                 completed: dict[str, dict] | None = None,
+                on_candidate_start: Callable[[str], None] | None = None,
                 on_candidate_done: Callable[[CandidateRecord], None] | None = None,
                 on_epoch: Callable[[str, float, dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                make_plots: bool = True, progress: bool = True) -> RankingDocument:
+                make_plots: bool = True, progress: bool = True, executor: Executor | None = None) -> RankingDocument:
     """Rank ``candidates`` on ``dataset`` (path or named dataset; None = the embedded digits).
 
     ``completed`` maps candidate names to records of a previous interrupted run: they are reused, not
-    retrained. ``should_stop()`` is polled between steps and raises ``Cancelled``.
+    retrained. ``should_stop()`` is polled between steps and raises ``Cancelled``. ``executor`` runs the
+    fine-tunes (default :class:`~ncap.service.executors.LocalExecutor`: one after another in this process;
+    a :class:`~ncap.service.executors.RayExecutor` runs them as Ray tasks); hooks are called the same way.
     """
-    from tqdm.auto import tqdm
-
-    from ncap.models.data import load_dataset, split_dataset
-
     t0 = time.perf_counter()
-    ds = load_dataset(dataset)
-    train, val = split_dataset(ds, val_fraction=config.val_fraction, seed=config.seed)
+    ds, data = load_training_data(dataset, config)
     specs = resolve_candidates(candidates, progress=progress)
     completed = {k: CandidateRecord.model_validate(v) for k, v in (completed or {}).items()}
-    records = []
-    for spec in tqdm(specs, desc="candidates", unit="model", disable=not progress):
-        done = completed.get(spec.name)
-        if done is not None and done.status in ("ok", "failed"):
-            records.append(done.model_copy(update={"reused": True}))
-            continue
-        rec = _train_one(spec, train, val, config, progress=progress, on_epoch=on_epoch, should_stop=should_stop)
-        records.append(rec)
-        if on_candidate_done:
-            on_candidate_done(rec)
+    reused = {s.name: completed[s.name].model_copy(update={"reused": True}) for s in specs
+              if s.name in completed and completed[s.name].status in ("ok", "failed")}
+    hooks = Hooks(on_candidate_start, on_epoch, on_candidate_done, should_stop, progress)
+    trained = (executor or LocalExecutor()).run([s for s in specs if s.name not in reused], data, config, hooks,
+                                                train=_train_one, fail=failed_record)
+    records = [reused.get(s.name) or trained[s.name] for s in specs]
     doc = RankingDocument(
         candidates=mark_pareto(rank_runs(records, seed=config.seed)), config=config,
-        dataset=DatasetInfo(source=ds.source, n_images=len(ds.y), n_train=len(train.y), n_val=len(val.y),
+        dataset=DatasetInfo(source=ds.source, n_images=len(ds.y), n_train=len(data.train.y), n_val=len(data.val.y),
                             classes=ds.class_names, image_shape=list(ds.x.shape[1:])),
         device=str(resolve_device(config.device)), wall_time_s=time.perf_counter() - t0)
     if out_dir is not None:

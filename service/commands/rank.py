@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ncap.service.commands.recipe_flags import add_recipe_flags, recipe_from_args
+from ncap.service.executors import DEFAULT_MAX_RETRIES, EXECUTORS, make_executor
 
 
 def register(subparsers) -> None:
@@ -34,8 +35,40 @@ def register(subparsers) -> None:
                    "training (exit 2 when it does not fit) and the process is held to it (RLIMIT_DATA), so a wrong "
                    "estimate fails one candidate with 'out of memory' instead of the host [default: no hard "
                    "limit; the check uses 75%% of physical memory]")
+    add_executor_flags(p)
     add_recipe_flags(p)
     p.set_defaults(func=run)
+
+
+def add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """--executor, the Ray options and --manifest (see docs/ray.md)."""
+    g = p.add_argument_group("scale-out (docs/ray.md)")
+    g.add_argument("--executor", choices=EXECUTORS, default="local", help="where the fine-tunes run: 'local' "
+                   "one after another in this process, 'ray' each candidate as one Ray task [default: %(default)s]")
+    g.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT", help="Ray cluster to join ('auto': "
+                   "the cluster this machine belongs to); default: start a private local Ray on 127.0.0.1")
+    g.add_argument("--cpus-per-candidate", type=float, default=None, metavar="C",
+                   help="Ray CPUs per candidate task (fractions allowed) [default: 1]")
+    g.add_argument("--gpus-per-candidate", type=float, default=None, metavar="G",
+                   help="Ray GPUs per candidate task (fractions allowed, e.g. 0.25) [default: 0]")
+    g.add_argument("--max-retries", type=int, default=None, metavar="N", help="times a candidate whose Ray "
+                   f"worker or node died is run again [default: {DEFAULT_MAX_RETRIES}]")
+    g.add_argument("--manifest", type=Path, default=None, metavar="FILE.toml", help="batch-rank the datasets "
+                   "listed in FILE.toml into one folder each under --out, plus summary.md/json; rerunning "
+                   "resumes (finished pairs are skipped). Excludes --data and --candidates")
+
+
+def executor_from_args(args: argparse.Namespace):
+    """The executor the flags ask for; ``ValueError`` for Ray options without ``--executor ray``."""
+    ray_options = {"address": args.ray_address, "num_cpus": args.cpus_per_candidate,
+                   "num_gpus": args.gpus_per_candidate, "max_retries": args.max_retries}
+    given = {k: v for k, v in ray_options.items() if v is not None}
+    if args.executor != "ray" and given:
+        flags = ", ".join(f"--{f}" for f, k in (("ray-address", "address"), ("cpus-per-candidate", "num_cpus"),
+                                                ("gpus-per-candidate", "num_gpus"), ("max-retries", "max_retries"))
+                          if k in given)
+        raise ValueError(f"{flags} need(s) --executor ray")
+    return make_executor(args.executor, **given)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,9 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = recipe_from_args(args)
+        executor = executor_from_args(args)
+        if args.manifest is not None:
+            return run_manifest_command(args, config, executor)
         check_memory(args, config)
-        doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
-                          progress=not args.quiet)
+        with executor:
+            doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
+                              progress=not args.quiet, executor=executor)
     except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"ncap rank: error: {exc}", file=sys.stderr)
         return 2
@@ -62,10 +99,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_manifest_command(args: argparse.Namespace, config, executor) -> int:
+    """``ncap rank --manifest``: check the whole manifest first (``ValueError``: exit 2), then rank every
+    dataset; exit 1 when a dataset failed or none of its candidates succeeded."""
+    from ncap.service.manifest import load_manifest, run_manifest, summary_markdown
+
+    if args.data is not None or args.candidates is not None:
+        raise ValueError("--manifest lists the datasets and candidates: drop --data/--candidates")
+    entries = load_manifest(args.manifest, config)
+    for entry in entries:
+        check_memory(argparse.Namespace(max_memory_gb=None, candidates=entry.candidates, data=entry.data),
+                     entry.config)
+    if args.max_memory_gb is not None:
+        check_memory(args, config)
+    with executor:
+        rows = run_manifest(entries, args.out, executor, make_plots=not args.no_plots, progress=not args.quiet)
+    print("\n" + summary_markdown(rows) + f"\nWrote {args.out / 'summary.md'} and one folder per dataset.")
+    return 0 if all(r["error"] is None and r["best"] for r in rows) else 1
+
+
 def check_memory(args: argparse.Namespace, config) -> None:
     """Refuse (``MemoryBudgetError``, a ValueError: exit 2) a job whose estimated peak memory exceeds the limit,
     before any training; with ``--max-memory-gb``, also hold this process to the limit."""
-    from ncap.models.memory import GB, apply_memory_limit, check_memory_budget, dataset_shape, default_memory_limit
+    from ncap.models.memory import (
+        GB,
+        apply_memory_limit,
+        check_memory_budget,
+        dataset_shape,
+        default_memory_limit,
+    )
 
     if args.max_memory_gb is not None and args.max_memory_gb <= 0:
         raise ValueError(f"--max-memory-gb must be > 0, got {args.max_memory_gb}")
