@@ -95,7 +95,7 @@ CANDIDATES = sa.Table(
 )
 EVENTS = sa.Table(
     "events", METADATA,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),  # SQLite: INTEGER
     sa.Column("job_id", sa.Text, nullable=False),
     sa.Column("ts", sa.Double, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),
@@ -197,7 +197,8 @@ class JobStore:
         try:
             if self.is_sqlite:
                 self.path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-                self._engine = sa.create_engine(parsed, connect_args={"timeout": 30.0, "check_same_thread": False})
+                self._engine = sa.create_engine(parsed, connect_args={"timeout": 30.0, "check_same_thread": False},
+                                                pool_size=8, max_overflow=56)  # ~ one per API thread, as before
                 sa.event.listen(self._engine, "connect", _sqlite_on_connect)
                 self._reader = self._engine
             else:

@@ -2,7 +2,8 @@
 (tests/pg_fixture.py). Lifecycle and resume semantics, strict JSON, cancel, trainer deaths, deletion,
 files committed with their row, schema upgrades of old SQLite files, and exclusivity across processes:
 two processes claiming from one store never claim a job twice, and on PostgreSQL a ``kill -9`` of a
-claiming process hands its job back to the queue while a live process's job stays with it."""
+claiming process hands its job back to the queue while a live process's job stays with it, and two service
+workers (replicas) sharing a PostgreSQL store run every job once."""
 from __future__ import annotations
 
 import json
@@ -274,25 +275,45 @@ def test_postgres_kill_9_requeues_only_the_dead_claimers_job(postgres_url, tmp_p
         store.close()
 
 
-def test_worker_trains_a_job_through_a_postgres_store(postgres_url, tmp_path):  # noqa: F811
-    """The service's worker on PostgreSQL: its training process (``python -m ncap.service.jobs --db URL``, with
-    test_service_unit's fake ranking function) writes epochs and finished candidates into the store."""
-    from ncap.service import jobs
+_REPLICA = """
+import sys, time
+from pathlib import Path
+from ncap.service import jobs
+from ncap.service.store import JobStore
+store = JobStore(sys.argv[1])
+worker = jobs.JobWorker(store, runner="test_service_unit:fake_runner", data_dir=Path(sys.argv[2]), poll_interval_s=0.1)
+worker.start()  # takes its data dir's lock, requeues interrupted jobs, then claims
+while store.count_jobs("queued") or store.count_jobs("running"):
+    time.sleep(0.1)
+worker.stop()
+"""
 
+
+def test_two_service_workers_share_a_postgres_store(postgres_url, tmp_path):  # noqa: F811
+    """Two replicas' workers (own data dirs, one PostgreSQL store, real training processes ``python -m
+    ncap.service.jobs --db URL`` with test_service_unit's fake ranking function): the second one starts while
+    the first runs a job, and its start-up requeue leaves that job alone. Every job runs once, to the end."""
     store = JobStore(postgres_url)
-    _new_job(store, tmp_path, ["a", "b"], epochs=2)
-    worker = jobs.JobWorker(store, runner="test_service_unit:fake_runner", data_dir=tmp_path, poll_interval_s=0.1)
-    worker.start()
+    ids = ["j0", "j1"]
+    for job_id in ids:
+        _new_job(store, tmp_path, ["a"], epochs=1, job_id=job_id)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the trainers import test_service_unit
+    replicas = [subprocess.Popen([sys.executable, "-c", _REPLICA, postgres_url, str(tmp_path / "replica0")], env=env)]
     try:
         for _ in range(600):
-            if store.get_job("j1")["state"] in ("done", "failed", "cancelled"):
+            if store.count_jobs("running") or store.count_jobs("done"):
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
+        replicas.append(subprocess.Popen([sys.executable, "-c", _REPLICA, postgres_url, str(tmp_path / "replica1")],
+                                         env=env))
+        assert [p.wait(120) for p in replicas] == [0, 0]
     finally:
-        worker.stop()
-    assert store.get_job("j1")["state"] == "done", store.get_job("j1")
-    assert [(c["name"], c["state"]) for c in store.candidates("j1")] == [("a", "done"), ("b", "done")]
-    assert [c["candidate"] for c in store.get_result("j1")["candidates"]] == ["a", "b"]
-    assert [(e["candidate"], e["detail"]["epoch"]) for e in store.events("j1", "epoch")] == [
-        ("a", 1.0), ("a", 2.0), ("b", 1.0), ("b", 2.0)]
+        for p in replicas:
+            p.kill()
+    assert [(j["id"], j["state"], j["attempts"]) for j in sorted(store.list_jobs(), key=lambda j: j["id"])] == [
+        (job_id, "done", 1) for job_id in ids]
+    assert not any(store.events(job_id, "requeued") for job_id in ids)
+    for job_id in ids:  # each trainer wrote its epoch and its candidate into the store
+        assert [(e["candidate"], e["detail"]["epoch"]) for e in store.events(job_id, "epoch")] == [("a", 1.0)]
+        assert [c["candidate"] for c in store.get_result(job_id)["candidates"]] == ["a"]
     store.close()
