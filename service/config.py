@@ -15,9 +15,9 @@ import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -86,6 +86,18 @@ class ServiceSettings(BaseSettings):
     poll_interval_s: float = Field(0.5, gt=0, description="How often the worker looks for work.")
     api_threads: int = Field(16, ge=1, description="Threads serving synchronous endpoints.")
 
+    # scale-out (docs/ray.md)
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Where a job's candidates train: 'local' one after another in the training process, "
+        "'ray' each candidate as one task on the Ray cluster at ray_address (concurrently).")
+    ray_address: str | None = Field(
+        None, description="Ray cluster of executor 'ray': 'auto' (the cluster this machine belongs to) or "
+        "HOST:PORT of its head. Required with executor 'ray'.")
+    max_concurrent_jobs: int = Field(1, ge=1, le=1000, description="Jobs trained at once with executor 'ray' "
+                                     "(each in its own training process); the local executor runs one at a time.")
+    ray_cpus_per_candidate: float = Field(1.0, gt=0, description="Ray CPUs per candidate task (fractions allowed).")
+    ray_gpus_per_candidate: float = Field(0.0, ge=0, description="Ray GPUs per candidate task (fractions allowed).")
+
     @field_validator("token")
     @classmethod
     def _strip_token(cls, value: str | None) -> str | None:
@@ -93,6 +105,19 @@ class ServiceSettings(BaseSettings):
             return None
         value = value.strip()
         return value or None
+
+    @model_validator(mode="after")
+    def _check_ray(self) -> ServiceSettings:
+        if self.executor == "ray" and not self.ray_address:
+            raise ValueError("executor 'ray' needs ray_address ('auto' or HOST:PORT of a running cluster, e.g. "
+                             "one started with `ray start --head --node-ip-address 127.0.0.1`)")
+        if self.ray_address:
+            from ncap.service.executors import check_ray_address, check_resource
+
+            check_ray_address(self.ray_address)
+            check_resource("ray_cpus_per_candidate", self.ray_cpus_per_candidate, positive=True)
+            check_resource("ray_gpus_per_candidate", self.ray_gpus_per_candidate, positive=False)
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -27,8 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ncap.models.harness import Cancelled
-
 __all__ = ["DEFAULT_MAX_RETRIES", "EXECUTORS", "Hooks", "LocalExecutor", "RayExecutor", "TrainingData",
            "load_training_data", "make_executor"]
 log = logging.getLogger("ncap.executors")
@@ -230,6 +228,8 @@ class RayExecutor(Executor):
     def _collect(self, pending: dict, events, config, hooks: Hooks, fail: FailFn) -> dict[str, Any]:
         import ray
         from tqdm.auto import tqdm
+
+        from ncap.models.training import Cancelled
 
         records: dict[str, Any] = {}
         epochs: dict[str, float] = {}

@@ -154,14 +154,19 @@ def clean_data_dir(store: JobStore, data_dir: Path) -> list[str]:
 # worker thread (API process)
 # --------------------------------------------------------------------------------------------------
 class JobWorker:
-    """Runs queued jobs one at a time, each in its own training process."""
+    """Runs queued jobs, each in its own training process: one at a time with the local executor; with
+    ``executor="ray"`` up to ``max_concurrent_jobs`` at once, their candidates as tasks on the Ray cluster at
+    ``ray_address`` (``ray_options``: ``num_cpus``/``num_gpus`` per candidate)."""
 
     def __init__(self, store: JobStore, *, runner: str, data_dir: Path, train_threads: int = 1,
                  train_nice: int = 10, cancel_grace_s: float = 30.0, poll_interval_s: float = 0.5,
                  python: str = sys.executable, env: dict[str, str] | None = None,
                  memory_limit_bytes: int | None = None, max_trainer_restarts: int = 3,
-                 max_candidate_crashes: int = 2):
+                 max_candidate_crashes: int = 2, executor: str = "local", ray_address: str | None = None,
+                 max_concurrent_jobs: int = 1, ray_options: dict[str, float] | None = None):
         self.store = store
+        self.executor, self.ray_address, self.ray_options = executor, ray_address, dict(ray_options or {})
+        self.max_concurrent_jobs = int(max_concurrent_jobs) if executor == "ray" else 1
         self.memory_limit_bytes = memory_limit_bytes
         self.max_trainer_restarts = int(max_trainer_restarts)
         self.max_candidate_crashes = int(max_candidate_crashes)
@@ -178,8 +183,25 @@ class JobWorker:
         self.requeued: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._proc: subprocess.Popen | None = None
+        self._procs: dict[str, subprocess.Popen] = {}  # job id -> its training process
+        self._job_threads: dict[str, threading.Thread] = {}  # concurrent jobs (executor 'ray')
         self._lock_fd: int | None = None
+
+    @classmethod
+    def from_settings(cls, store: JobStore, settings, **overrides) -> JobWorker:
+        """A worker configured by :class:`~ncap.service.config.ServiceSettings` (``overrides`` win)."""
+        names = ("runner", "train_threads", "train_nice", "cancel_grace_s", "poll_interval_s", "max_trainer_restarts",
+                 "executor", "ray_address", "max_concurrent_jobs")
+        kwargs = {name: getattr(settings, name) for name in names}
+        kwargs.update(data_dir=settings.resolved_data_dir, memory_limit_bytes=settings.job_memory_limit_bytes,
+                      ray_options={"num_cpus": settings.ray_cpus_per_candidate,
+                                   "num_gpus": settings.ray_gpus_per_candidate})
+        return cls(store, **{**kwargs, **overrides})
+
+    @property
+    def running_jobs(self) -> list[str]:
+        """Ids of the jobs whose training process runs now."""
+        return list(self._procs)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -189,11 +211,12 @@ class JobWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _terminate(proc, grace=min(timeout, 5.0))
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for proc in list(self._procs.values()):
+            if proc.poll() is None:
+                _terminate(proc, grace=min(timeout, 5.0))
+        for thread in [self._thread, *self._job_threads.values()]:
+            if thread is not None:
+                thread.join(timeout)
         self._release_lock()
 
     @property
@@ -237,26 +260,43 @@ class JobWorker:
             if self.requeued:
                 log.warning("resuming %d interrupted job(s): %s", len(self.requeued), ", ".join(self.requeued))
             while not self._stop.is_set():
-                job = self.store.claim_next()
+                self._job_threads = {k: t for k, t in self._job_threads.items() if t.is_alive()}
+                job = self.store.claim_next() if len(self._job_threads) < self.max_concurrent_jobs else None
                 if job is None:
                     self._stop.wait(self.poll_interval_s)
-                    continue
-                self.current_job = job["id"]
-                try:
-                    self._run_job(job)
-                except Exception as exc:  # keep the worker alive whatever happens to one job
-                    log.exception("job %s: worker error", job["id"])  # the traceback: server log only
-                    self.store.finish_job(job["id"], FAILED, error=f"worker error: {type(exc).__name__}")
-                finally:
-                    self.current_job = None
+                elif self.max_concurrent_jobs == 1:
+                    self._run_claimed(job)
+                else:  # executor 'ray': this job's trainer drives its candidates on the cluster; claim more
+                    thread = threading.Thread(target=self._run_claimed, args=(job,), name=f"ncap-job-{job['id']}",
+                                              daemon=True)
+                    self._job_threads[job["id"]] = thread
+                    thread.start()
         except Exception:  # pragma: no cover - the store is gone; readiness will report it
             log.exception("job worker stopped")
+
+    def _run_claimed(self, job: dict) -> None:
+        self.current_job = job["id"]
+        try:
+            self._run_job(job)
+        except Exception as exc:  # keep the worker alive whatever happens to one job
+            log.exception("job %s: worker error", job["id"])  # the traceback: server log only
+            self.store.finish_job(job["id"], FAILED, error=f"worker error: {type(exc).__name__}")
+        finally:
+            self.current_job = next(iter(self._procs), None)
 
     def _command(self, job_id: str) -> list[str]:
         return [self.python, "-m", "ncap.service.jobs", "--db", self.store.url, "--job", job_id,
                 "--runner", self.runner, "--threads", str(self.train_threads), "--nice", str(self.train_nice),
                 "--parent", str(os.getpid())] + (
-                    ["--memory-limit", str(self.memory_limit_bytes)] if self.memory_limit_bytes else [])
+                    ["--memory-limit", str(self.memory_limit_bytes)] if self.memory_limit_bytes else []) + (
+                    self._ray_args() if self.executor == "ray" else [])
+
+    def _ray_args(self) -> list[str]:
+        args = ["--executor", "ray", "--ray-address", str(self.ray_address)]
+        for key in ("num_cpus", "num_gpus"):
+            if key in self.ray_options:
+                args += [f"--{key.replace('_', '-')}", str(self.ray_options[key])]
+        return args
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)
@@ -281,12 +321,12 @@ class JobWorker:
             log_start = logf.tell()
             proc = subprocess.Popen(self._command(job_id), stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=subprocess.STDOUT, env=self._child_env(), close_fds=True)
-        self._proc = proc
+        self._procs[job_id] = proc
         over_memory = False
         try:
             over_memory = self._watch(proc, job_id)
         finally:
-            self._proc = None
+            self._procs.pop(job_id, None)
         if self._stop.is_set():
             return
         after = self.store.get_job(job_id)
@@ -443,13 +483,15 @@ def _one_line_errors(doc: dict) -> dict:
 
 
 def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
-              parent: int | None = None, stop_poll_s: float = 0.25) -> str:
+              parent: int | None = None, stop_poll_s: float = 0.25, executor=None) -> str:
     """Run one job with ``runner`` and record everything in ``store``. Returns the final state.
 
     Per-candidate isolation: when the runner raises for one candidate (whatever the exception), that
     candidate is stored ``failed`` with a one-line reason, its traceback goes to the log, and the runner is
     called again with every finished candidate as ``completed`` (reused, not retrained), so the rest of
-    the job goes on. A problem of the whole job (its dataset, its candidate list) fails the job."""
+    the job goes on. A problem of the whole job (its dataset, its candidate list) fails the job.
+
+    ``executor`` (an :class:`~ncap.service.executors.Executor`) is passed on to a runner that declares it."""
     from ncap.models.memory import candidate_failure
 
     job = store.get_job(job_id)
@@ -490,6 +532,10 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
                               "should_stop": should_stop, "make_plots": True, "progress": False}
     if _declares(runner, "on_candidate_start"):
         kwargs["on_candidate_start"] = on_candidate_start
+    if executor is not None:
+        if not _declares(runner, "executor"):
+            raise SystemExit(f"runner {runner!r} takes no executor: use executor 'local' with it")
+        kwargs["executor"] = executor
     dataset = job.get("dataset_path") or None
     for _attempt in range(len(job["candidates"]) + 1):
         completed = store.completed_records(job_id)
@@ -543,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by this much")
     parser.add_argument("--memory-limit", type=int, default=None,
                         help="RLIMIT_DATA of this process in bytes (ncap.models.memory.apply_memory_limit)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--num-cpus", type=float, default=1.0, help="Ray CPUs per candidate")
+    parser.add_argument("--num-gpus", type=float, default=0.0, help="Ray GPUs per candidate")
     args = parser.parse_args(argv)
     if args.memory_limit:
         from ncap.models.memory import apply_memory_limit
@@ -564,7 +614,16 @@ def main(argv: list[str] | None = None) -> int:
         pass
     store = JobStore(args.db)
     runner = pkgutil.resolve_name(args.runner)  # 'package.module:function'
-    state = train_job(store, args.job, runner, parent=args.parent)
+    executor = None
+    if args.executor == "ray":  # this process is the Ray driver of the job; its tasks die with it
+        from ncap.service.executors import RayExecutor
+
+        executor = RayExecutor(args.ray_address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+    try:
+        state = train_job(store, args.job, runner, parent=args.parent, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     log.info("job %s: %s", args.job, state)
     return 0 if state in (DONE, CANCELLED) else 1
 

@@ -77,9 +77,9 @@ class ManifestEntry:
         return {"data": self.data, "recipe": self.config.model_dump(mode="json")}
 
 
-def _fields(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg'].removeprefix('Value error, ')}"
-                     for e in exc.errors())
+def _fields(exc: ValidationError, prefix: str = "") -> str:
+    return "; ".join(f"{prefix}{'.'.join(str(p) for p in e['loc']) or '(file)'}: "
+                     f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
 
 
 def load_manifest(path: Path, base: Recipe) -> list[ManifestEntry]:
@@ -109,7 +109,7 @@ def load_manifest(path: Path, base: Recipe) -> list[ManifestEntry]:
         try:
             config = Recipe.model_validate({**base.model_dump(), **manifest.recipe, **table.recipe})
         except ValidationError as exc:
-            raise ValueError(f"{where} ({name}): recipe.{_fields(exc)}") from None
+            raise ValueError(f"{where} ({name}): {_fields(exc, prefix='recipe.')}") from None
         candidates = table.candidates if table.candidates is not None else manifest.candidates
         try:
             check_candidates(candidates)
