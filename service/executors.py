@@ -23,6 +23,8 @@ import abc
 import functools
 import logging
 import math
+import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,6 +170,9 @@ class RayExecutor(Executor):
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.max_retries, self.local_cpus, self.temp_dir = int(max_retries), local_cpus, temp_dir
         self._connected = False
+        self._events = None  # one progress queue per executor, shared by concurrent runs (the manifest's)
+        self._inbox: dict[str, list[tuple]] = {}  # events drained for another run, by run id
+        self._lock = threading.Lock()
 
     def connect(self) -> None:
         """Join the cluster at ``address``, or start the private local one (no-op when Ray is initialised)."""
@@ -200,9 +205,26 @@ class RayExecutor(Executor):
     def close(self) -> None:
         import ray
 
+        if self._events is not None and ray.is_initialized():
+            self._events.shutdown(force=True)
+        self._events = None
         if self._connected:
             ray.shutdown()
             self._connected = False
+
+    def _queue(self):
+        with self._lock:
+            if self._events is None:
+                self._events = _event_queue()
+            return self._events
+
+    def _drain(self, run_id: str) -> list[tuple]:
+        """This run's queued (kind, candidate, epoch, metrics) events, in order; others' are kept for them."""
+        with self._lock:
+            n = self._events.qsize()
+            for run, *event in self._events.get_nowait_batch(n) if n else []:
+                self._inbox.setdefault(run, []).append(tuple(event))
+            return self._inbox.pop(run_id, [])
 
     def run(self, specs, data, config, hooks, *, train, fail):
         import ray
@@ -211,21 +233,22 @@ class RayExecutor(Executor):
             return {}
         self.connect()
         self._check_fits()
-        events = _event_queue()
+        events, run_id = self._queue(), uuid.uuid4().hex
         shipped = _DataPath(data.source, data.val_fraction, data.seed) if data.lazy else ray.put((data.train, data.val))
         task = ray.remote(_candidate_task)
         threads = max(1, math.floor(self.num_cpus))
         pending = {task.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
                                 retry_exceptions=False, name=f"ncap:{spec.name}")
-                   .remote(train, spec, shipped, config, events, threads): spec for spec in specs}
+                   .remote(train, spec, shipped, config, (events, run_id), threads): spec for spec in specs}
         try:
-            return self._collect(pending, events, config, hooks, fail)
+            return self._collect(pending, run_id, config, hooks, fail)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            events.shutdown(force=True)
+            with self._lock:
+                self._inbox.pop(run_id, None)
 
-    def _collect(self, pending: dict, events, config, hooks: Hooks, fail: FailFn) -> dict[str, Any]:
+    def _collect(self, pending: dict, run_id: str, config, hooks: Hooks, fail: FailFn) -> dict[str, Any]:
         import ray
         from tqdm.auto import tqdm
 
@@ -236,7 +259,7 @@ class RayExecutor(Executor):
         with tqdm(total=len(pending) * config.epochs, desc="epochs", unit="epoch", disable=not hooks.progress) as bar:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-                _forward(events, hooks, epochs)  # a task's events are queued before it returns
+                _forward(self._drain(run_id), hooks, epochs)  # a task's events are queued before it returns
                 bar.n = round(sum(epochs.values()), 2)
                 bar.refresh()
                 for ref in ready:
@@ -279,10 +302,9 @@ def _event_queue():
     return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
 
-def _forward(events, hooks: Hooks, epochs: dict[str, float]) -> None:
-    """Pass the queued (kind, candidate, epoch, metrics) events on to the hooks, in order."""
-    n = events.qsize()
-    for kind, name, epoch, metrics in events.get_nowait_batch(n) if n else []:
+def _forward(events: list[tuple], hooks: Hooks, epochs: dict[str, float]) -> None:
+    """Pass (kind, candidate, epoch, metrics) events on to the hooks, in order."""
+    for kind, name, epoch, metrics in events:
         epochs[name] = epoch
         if kind == "start":
             hooks.start(name)
@@ -304,18 +326,20 @@ def _worker_data(path: _DataPath) -> TrainingData:
     return load_training_data(path.source, path)[1]
 
 
-def _candidate_task(train: TrainFn, spec, data, config, events, threads: int):
-    """Body of one Ray task: fine-tune ``spec`` and return its record; progress goes to ``events``."""
+def _candidate_task(train: TrainFn, spec, data, config, channel: tuple, threads: int):
+    """Body of one Ray task: fine-tune ``spec`` and return its record; progress goes to ``channel``, a
+    (queue, run id) pair."""
     import torch
 
+    events, run_id = channel
     torch.set_num_threads(threads)
     if isinstance(data, _DataPath):
         data = _worker_data(data)
         data = (data.train, data.val)
     train_set, val_set = data
-    events.put(("start", spec.name, 0.0, {}))
+    events.put((run_id, "start", spec.name, 0.0, {}))
 
     def on_epoch(name: str, epoch: float, metrics: dict) -> None:
-        events.put(("epoch", name, float(epoch), dict(metrics or {})))
+        events.put((run_id, "epoch", name, float(epoch), dict(metrics or {})))
 
     return train(spec, train_set, val_set, config, progress=False, on_epoch=on_epoch, should_stop=None)

@@ -157,11 +157,11 @@ def _same(a, b) -> None:
 
 def test_ray_gives_the_local_ranking_and_predictions(cluster, data, local_doc):
     events: list[tuple] = []
-    doc = run_ranking(str(data / "packed.npz"), CANDIDATES, Recipe(**TINY), None, progress=False,
-                      executor=RayExecutor(cluster.address),
-                      on_candidate_start=lambda n: events.append(("start", n)),
-                      on_epoch=lambda n, e, m: events.append(("epoch", n, e, m["val_accuracy"])),
-                      on_candidate_done=lambda r: events.append(("done", r.candidate)))
+    with RayExecutor(cluster.address) as executor:  # joins the cluster this module connected to
+        doc = run_ranking(str(data / "packed.npz"), CANDIDATES, Recipe(**TINY), None, progress=False,
+                          executor=executor, on_candidate_start=lambda n: events.append(("start", n)),
+                          on_epoch=lambda n, e, m: events.append(("epoch", n, e, m["val_accuracy"])),
+                          on_candidate_done=lambda r: events.append(("done", r.candidate)))
     assert [r.candidate for r in doc.candidates] == [r.candidate for r in local_doc.candidates]
     for mine, theirs in zip(doc.candidates, local_doc.candidates):
         _same(mine, theirs)
@@ -223,11 +223,11 @@ def test_a_dead_node_costs_only_its_candidate(cluster, data, local_doc):
 
     def rank() -> None:
         try:
-            result["doc"] = run_ranking(
-                str(data / "mapped.npz"), CANDIDATES, Recipe(**TINY), None, progress=False,
-                executor=RayExecutor(cluster.address, max_retries=2),
-                on_candidate_start=lambda n: starts.__setitem__(n, starts.get(n, 0) + 1),
-                on_candidate_done=lambda r: finished.append(r.candidate))
+            with RayExecutor(cluster.address, max_retries=2) as executor:
+                result["doc"] = run_ranking(
+                    str(data / "mapped.npz"), CANDIDATES, Recipe(**TINY), None, progress=False, executor=executor,
+                    on_candidate_start=lambda n: starts.__setitem__(n, starts.get(n, 0) + 1),
+                    on_candidate_done=lambda r: finished.append(r.candidate))
         except Exception as exc:  # noqa: BLE001 - surfaced by the assertions below
             result["error"] = exc
 
