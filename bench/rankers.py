@@ -141,8 +141,10 @@ def curve_scores(signal: Signal) -> np.ndarray:
 
 def successive_halving_scores(signal: Signal, eta: int = 2) -> np.ndarray:
     """Successive halving with the signal's total compute (n × budget epochs), reading the seed-0 full runs:
-    evaluating a candidate after u observation intervals reads its accuracy there (= resuming training,
-    with fixed seeds). NaN when the budget is below one interval per candidate and round."""
+    evaluating a candidate after u observation intervals (the first observation's epoch) reads its accuracy
+    at the last observation up to that epoch (= resuming training, with fixed seeds; past the dense early
+    window the truth run observes once per epoch). NaN when the budget is below one interval per candidate
+    and round."""
     runs = signal.full_runs
     n = len(runs)
     epochs = [np.asarray(r["epoch"], float) for r in runs]
@@ -150,8 +152,8 @@ def successive_halving_scores(signal: Signal, eta: int = 2) -> np.ndarray:
     units = int(np.floor(signal.budget_epochs / interval + 1e-9))
 
     def evaluate(i, u):
-        acc = runs[i]["val_accuracy"]
-        return acc[min(u, len(acc)) - 1] if runs[i]["status"] == "ok" and acc else float("nan")
+        acc, seen = runs[i]["val_accuracy"], int(np.searchsorted(epochs[i], u * interval + 1e-9, side="right"))
+        return acc[max(seen, 1) - 1] if runs[i]["status"] == "ok" and acc else float("nan")
 
     try:
         res = successive_halving(list(range(n)), evaluate, total_budget=n * units, eta=eta)

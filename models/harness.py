@@ -171,6 +171,16 @@ def fine_tune_candidate(
     return run
 
 
+def observation_steps(config: Recipe, steps_per_epoch: int) -> set[int]:
+    """The optimiser steps (1-based) after which the harness observes: the ends of each 1/evals_per_epoch of an
+    epoch, or ``config.observe_at_epochs`` rounded to whole steps (at least step 1)."""
+    if config.observe_at_epochs is not None:
+        return {max(1, round(e * steps_per_epoch)) for e in config.observe_at_epochs}
+    per_epoch = min(config.evals_per_epoch, steps_per_epoch)
+    return {e * steps_per_epoch + round(j * steps_per_epoch / per_epoch)
+            for e in range(config.epochs) for j in range(1, per_epoch + 1)}
+
+
 class _Observer:
     """The harness's per-step callback: records an observation at the steps that end each 1/evals_per_epoch
     of an epoch (rounded to whole steps) and hands the tracker the features of ``config.beta_features``.
@@ -186,9 +196,7 @@ class _Observer:
         self.device, self.steps_per_epoch, self.on_epoch = device, steps_per_epoch, on_epoch
         self.mode = config.beta_features if config.track_beta else "off"
         self.fixed = None if fixed is None else (fixed[0].to(device), fixed[1].to(device))
-        per_epoch = min(config.evals_per_epoch, steps_per_epoch)
-        self.observe_at = {e * steps_per_epoch + round(j * steps_per_epoch / per_epoch)
-                           for e in range(config.epochs) for j in range(1, per_epoch + 1)}
+        self.observe_at = observation_steps(config, steps_per_epoch)
         self.snaps: list | None = [] if snapshots is not None else None
         self.features: torch.Tensor | None = None
         self.val_features: list[torch.Tensor] | None = None  # filled during a validation pass

@@ -133,6 +133,9 @@ class Recipe(BaseModel):
         description="Variants recorded besides `variant` (benchmark).")] = ()
     extra_variants_until: Annotated[float | None, INTERNAL, Field(
         ge=0, description="Record the extra variants only up to this epoch (cost).")] = None
+    observe_at_epochs: Annotated[tuple[float, ...] | None, INTERNAL, Field(
+        description="Observe at exactly these epochs (rounded to whole steps) instead of evals_per_epoch times per "
+                    "epoch (benchmark: dense early observations, then only what the truth needs).")] = None
     max_snapshots: Annotated[int, INTERNAL, Field(ge=0, description="Probe weight snapshots kept.")] = 16
     track_beta: Annotated[bool, INTERNAL, Field(
         description="False = the same fine-tune and observations without β_eff (overhead baseline).")] = True
@@ -140,6 +143,13 @@ class Recipe(BaseModel):
         description="Measure each candidate's inference latency after fine-tuning.")] = True
 
     _plain_errors = field_validator("*", mode="before")(classmethod(lambda cls, v, info: plain_value_errors(cls, v, info)))
+
+    @model_validator(mode="after")
+    def _check_observation_epochs(self) -> Recipe:
+        e = self.observe_at_epochs
+        if e is not None and (not e or list(e) != sorted(set(e)) or e[0] <= 0 or e[-1] > self.epochs):
+            raise ValueError(f"observe_at_epochs must be increasing epochs in (0, epochs={self.epochs}], got {list(e)}")
+        return self
 
     @model_validator(mode="after")
     def _drop_duplicate_variants(self) -> Recipe:

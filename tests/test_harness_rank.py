@@ -165,3 +165,18 @@ def test_gpu_real_script_smoke_path(tmp_path):
     assert row["status"] == "ok" and row["rank"] == 1 and row["input_size"] == [3, 32, 32]
     assert row["images_per_s"] > 0 and 0 <= row["predicted_accuracy"] <= 1 and out["smoke"] and out["device"]
     assert "efficientnet_lite0.in1k" in (tmp_path / "gpu_real-smoke.md").read_text()
+
+
+def test_observation_schedule_changes_only_when_it_looks(digits_small):
+    """observe_at_epochs (the benchmark's dense-then-sparse schedule): observations land exactly there, and the
+    accuracy at a shared epoch equals that of the uniform schedule (observing does not change training)."""
+    train, val = digits_small
+    spec = CandidateSpec(name="r", arch="mobilenetv3_small_050", source="random", kwargs={"in_chans": 1})
+    uniform = fine_tune_candidate(spec, train, val, Recipe(**TINY, track_beta=False), progress=False)
+    sparse = fine_tune_candidate(spec, train, val, Recipe(**TINY, track_beta=False, observe_at_epochs=(0.5, 2.0)),
+                                 progress=False)
+    assert len(uniform.epoch) == 4 and sparse.epoch == [uniform.epoch[0], uniform.epoch[-1]]  # rounded to steps alike
+    assert sparse.val_accuracy == [uniform.val_accuracy[0], uniform.val_accuracy[-1]]
+    for bad in [(), (1.0, 0.5), (0.0, 1.0), (1.0, 3.0)]:
+        with pytest.raises(ValueError, match="observe_at_epochs"):
+            Recipe(**TINY, observe_at_epochs=bad)
