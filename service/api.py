@@ -406,7 +406,7 @@ class NcapService:
             max_trainer_restarts=self.settings.max_trainer_restarts)
         self._validate_lock = threading.BoundedSemaphore(2)
         log.info("ncap service: data dir %s, store %s, bound to %s, auth %s, per-job memory limit %.1f GB",
-                 self.data_dir, self.store.url, hosts or "(in-process)",
+                 self.data_dir, self.store.display_url, hosts or "(in-process)",
                  "token" if self.settings.token else "loopback only", self.settings.job_memory_limit_bytes / 2**30)
 
     @bentoml.on_startup

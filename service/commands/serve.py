@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="service settings file (TOML or JSON); NCAP_* environment variables override it")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="uploads, job outputs and the default job database (default ~/.ncap/service)")
-    p.add_argument("--db", default=None, help="job store URL, e.g. sqlite:////var/lib/ncap/jobs.db")
+    p.add_argument("--db", default=None, help="job store URL: sqlite:////var/lib/ncap/jobs.db (default: jobs.db in the data dir) or postgresql://user@host/db (psycopg 3; the password from PGPASSWORD or ~/.pgpass, never in the URL: it would show in the process list)")
     p.add_argument("--max-upload-mb", type=float, default=None, help="largest dataset upload (default 200)")
     p.add_argument("--max-job-memory-gb", type=float, default=None,
                    help="per-job memory limit: larger estimates are refused at submit, and the training process "
