@@ -83,10 +83,28 @@ def time_ray(data: str, candidates: list[str], workers: int) -> dict:
     try:
         cold = time_job(data, candidates, executor)
         warm = time_job(data, candidates, executor)
-        rate = event_rate() if workers == 1 else None
+        rate, roundtrip = (event_rate(), task_roundtrip()) if workers == 1 else (None, None)
     finally:
         executor.close()
-    return {"start_s": start, "cold_s": cold, "job_s": warm, "events_per_s": rate}
+    return {"start_s": start, "cold_s": cold, "job_s": warm, "events_per_s": rate, "roundtrip_s": roundtrip}
+
+
+def task_roundtrip(n: int = 50) -> float:
+    """Median seconds to submit a no-op one-CPU task and get its result from a warm worker: Ray's own
+    scheduling and RPC cost per task, without training, imports or data."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def noop() -> None:
+        return None
+
+    ray.get(noop.remote())
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        ray.get(noop.remote())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def event_rate(n: int = 300) -> float:
@@ -145,6 +163,7 @@ def summarise(runs: dict[str, list[dict]], n: int) -> dict:
     return {"configs": table, "overhead_per_task_warm_s": (med("ray-1", "job_s") - local) / n,
             "overhead_per_task_cold_s": (med("ray-1", "cold_s") - local) / n,
             "events_per_s": statistics.median(r["events_per_s"] for r in runs["ray-1"]),
+            "noop_task_roundtrip_s": statistics.median(r["roundtrip_s"] for r in runs["ray-1"]),
             "speedup_2_vs_1_workers": med("ray-1", "job_s") / med("ray-2", "job_s")}
 
 
@@ -185,7 +204,8 @@ def write(result: dict, out: Path) -> None:
         lines.append(f"| {name} | {row['job_s']:.1f} | {row['candidates_per_hour']:.0f} | "
                      f"{row['throughput_vs_local']:.2f} | {cold} | {start} |")
     lines += ["", (f"Per-task overhead of Ray over the local executor: {s['overhead_per_task_warm_s']:.2f} s warm "
-              f"(workers reused), {s['overhead_per_task_cold_s']:.2f} s cold (worker start + imports). "
+              f"(workers reused), {s['overhead_per_task_cold_s']:.2f} s cold (worker start + imports); a no-op "
+               f"task's round trip: {1000 * s['noop_task_roundtrip_s']:.1f} ms. "
               f"2 workers vs 1: {s['speedup_2_vs_1_workers']:.2f}x. Driver progress events: "
               f"{s['events_per_s']:.0f}/s."), "", "## Throughput model", "",
               "Assumptions: " + ", ".join(f"{k} = {v}" for k, v in result["assumptions"].items()) + "; overhead per "

@@ -35,6 +35,11 @@ log = logging.getLogger("ncap.executors")
 EXECUTORS = ("local", "ray")
 DEFAULT_MAX_RETRIES = 3  # a task whose worker or node dies is run again this many times, then reported failed
 POLL_S = 0.2  # how often the Ray driver forwards progress and polls should_stop
+# Ray kills a worker idle for 1 s once the node has more workers than CPUs (the progress queue's actor counts):
+# between two candidates the next one then pays a new process and torch's import (~2.4 s a task measured,
+# bench/results/ray_scale.md). Idle workers are kept for a minute instead; set the same on `ray start` nodes
+# (env RAY_idle_worker_killing_time_threshold_ms=60000, docs/ray.md).
+KEEP_IDLE_WORKERS = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 TrainFn = Callable[..., Any]  # (spec, train, val, config, *, progress, on_epoch, should_stop) -> CandidateRecord
 FailFn = Callable[[str, str, Any], Any]  # (candidate name, reason, config) -> failed CandidateRecord
@@ -182,7 +187,7 @@ class RayExecutor(Executor):
             return
         if self.address is None:
             ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=self.local_cpus,
-                     include_dashboard=False, _temp_dir=self.temp_dir)
+                     include_dashboard=False, _temp_dir=self.temp_dir, _system_config=KEEP_IDLE_WORKERS)
         else:
             ray.init(address=self.address)
         self._connected = True

@@ -98,7 +98,9 @@ def cluster(tmp_path_factory):
     env = {**os.environ, **auth, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
            # a dead node is noticed in ~3 s instead of ~30 s
            "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
-           "RAY_health_check_failure_threshold": "3"}
+           "RAY_health_check_failure_threshold": "3",
+           # workers stay for the next candidate (as ncap's own local Ray does: executors.KEEP_IDLE_WORKERS)
+           "RAY_idle_worker_killing_time_threshold_ms": "60000"}
     patch = pytest.MonkeyPatch()
     for key, value in {**auth, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}.items():
         patch.setenv(key, value)  # this driver and the service's trainers authenticate with the token
