@@ -45,7 +45,11 @@ class CandidateRecord(_Document):
     error: str | None = Field(None, description="Why a failed candidate failed.")
     predicted_accuracy: float | None = Field(None, description="Predicted final validation accuracy (0..1).")
     predicted_std: float | None = Field(None, description="Predictive standard deviation.")
-    p_best: float = Field(0.0, description="P(this candidate is the best), Monte Carlo over the predictions.")
+    score: float | None = Field(None, description="Score under the ranking rule (config.ranker), higher = "
+                                                   "better: the β_eff prediction, the last accuracy or -TSE-EMA.")
+    score_std: float | None = Field(None, description="Standard deviation of the score, where the rule has one.")
+    p_best: float | None = Field(0.0, description="P(this candidate is the best), Monte Carlo over N(score, "
+                                                  "score_std²); null when the rule has no std (tse_ema).")
     observed_accuracy: float | None = Field(None, description="Validation accuracy at the last observation.")
     prediction_method: str | None = Field(None, description="beta_extrapolation | fallback_last | none")
     prediction_flags: list[str] = Field(default_factory=list, description="What the predictor dropped or "

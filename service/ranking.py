@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ncap.capacitance.predictor import p_best, predict_final_accuracy, rank_order
+from ncap.capacitance.predictor import p_best, rank_order
+from ncap.capacitance.ranking_rules import score_run
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device
 from ncap.models.memory import candidate_failure
 from ncap.models.recipe import Recipe
@@ -38,22 +39,43 @@ def candidate_record(run: CandidateRun, config: Recipe) -> CandidateRecord:
         pruning_report=run.pruning)
     if run.status == "ok" and run.val_accuracy:
         try:
-            p = predict_final_accuracy(run.beta_eff.get(v, []), run.val_accuracy, t0=config.t0,
-                                       denominators=run.beta_denominator.get(v, []))
-            rec = rec.model_copy(update={"predicted_accuracy": p.accuracy, "predicted_std": p.std,
+            p = score_run("beta_eff", beta_eff=rec.beta_eff, val_accuracy=rec.val_accuracy, train_loss=rec.train_loss,
+                          beta_denominator=rec.beta_denominator, t0=config.t0)
+            rec = rec.model_copy(update={"predicted_accuracy": p.score, "predicted_std": p.std,
                                          "prediction_method": p.method, "prediction_flags": list(p.flags)})
         except ValueError as exc:
             rec = rec.model_copy(update={"prediction_method": "none", "prediction_flags": [str(exc)]})
     return rec
 
 
-def rank_runs(records: list[CandidateRecord], seed: int = 0) -> list[CandidateRecord]:
-    """Fill ``rank`` and ``p_best`` and sort by rank (failed candidates last, p_best 0)."""
-    means = np.array([np.nan if r.predicted_accuracy is None else r.predicted_accuracy for r in records])
-    stds = np.array([np.nan if r.predicted_std is None else r.predicted_std for r in records])
-    probs = p_best(means, stds, seed=seed)
+def rule_score(rec: CandidateRecord, ranker: str, t0: int, n_val: int | None) -> tuple[float, float]:
+    """(score, std) of one record under the ranking rule ``ranker`` (NaN, NaN for a failed or unscorable one);
+    ``beta_eff`` reuses the record's prediction."""
+    if rec.status != "ok" or not rec.val_accuracy:
+        return np.nan, np.nan
+    if ranker == "beta_eff":
+        return (np.nan if rec.predicted_accuracy is None else rec.predicted_accuracy,
+                np.nan if rec.predicted_std is None else rec.predicted_std)
+    s = score_run(ranker, beta_eff=rec.beta_eff, val_accuracy=rec.val_accuracy, train_loss=rec.train_loss,
+                  beta_denominator=rec.beta_denominator, n_val=n_val, t0=t0)
+    return s.score, s.std
+
+
+def rank_runs(records: list[CandidateRecord], seed: int = 0, ranker: str = "beta_eff", t0: int = 1,
+              n_val: int | None = None) -> list[CandidateRecord]:
+    """Fill ``score`` (under the ranking rule ``ranker``, ``capacitance/ranking_rules.py``), ``rank`` and
+    ``p_best`` and sort by rank (failed candidates last). P(best) is Monte Carlo over N(score, std²) when the
+    rule has a std for every scored candidate (beta_eff, val_acc), else None (tse_ema)."""
+    scored = np.array([rule_score(r, ranker, t0, n_val) for r in records], dtype=float).reshape(-1, 2)
+    means, stds = scored[:, 0], scored[:, 1]
+    ok = np.isfinite(means)
+    has_std = bool(ok.any()) and bool(np.isfinite(stds[ok]).all())
+    probs = p_best(means, stds, seed=seed) if has_std else np.full(len(records), np.nan)
     ranks = rank_order(means)
-    ranked = [r.model_copy(update={"rank": int(k), "p_best": float(pb)}) for r, k, pb in zip(records, ranks, probs)]
+    ranked = [r.model_copy(update={"rank": int(k), "score": float(m) if np.isfinite(m) else None,
+                                   "score_std": float(sd) if np.isfinite(sd) else None,
+                                   "p_best": float(pb) if np.isfinite(pb) else None})
+              for r, k, m, sd, pb in zip(records, ranks, means, stds, probs)]
     return sorted(ranked, key=lambda r: r.rank)
 
 
@@ -74,8 +96,9 @@ def pareto_front(accuracy: np.ndarray, latency: np.ndarray) -> np.ndarray:
 
 
 def mark_pareto(records: list[CandidateRecord]) -> list[CandidateRecord]:
-    """Set ``pareto`` on each record from predicted accuracy and batch-1 latency."""
-    acc = np.array([np.nan if r.predicted_accuracy is None else r.predicted_accuracy for r in records])
+    """Set ``pareto`` on each record from its ranking score (the front does not change under a monotone
+    transform, so any rule's score works) and batch-1 latency."""
+    acc = np.array([np.nan if r.score is None else r.score for r in records])
     lat = np.array([r.latency_ms.get(1, np.nan) for r in records])
     return [r.model_copy(update={"pareto": bool(f)}) for r, f in zip(records, pareto_front(acc, lat))]
 
@@ -121,7 +144,8 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
                                                 train=_train_one, fail=failed_record)
     records = [reused.get(s.name) or trained[s.name] for s in specs]
     doc = RankingDocument(
-        candidates=mark_pareto(rank_runs(records, seed=config.seed)), config=config,
+        candidates=mark_pareto(rank_runs(records, seed=config.seed, ranker=config.ranker, t0=config.t0,
+                                               n_val=len(data.val.y))), config=config,
         dataset=DatasetInfo(source=ds.source, n_images=len(ds.y), n_train=len(data.train.y), n_val=len(data.val.y),
                             classes=ds.class_names, image_shape=list(ds.x.shape[1:])),
         device=str(resolve_device(config.device)), wall_time_s=time.perf_counter() - t0)
@@ -162,10 +186,26 @@ def _cost_cells(r: CandidateRecord) -> tuple[str, str]:
     return params, ms
 
 
+SCORE_COLUMNS = {"val_acc": "ranked by: last acc", "tse_ema": "ranked by: -TSE-EMA"}
+
+
+def _score_cell(r: CandidateRecord, ranker: str) -> str:
+    if r.score is None:
+        return "—"
+    if ranker == "tse_ema":
+        return f"{r.score:.3f}"
+    return f"{100 * r.score:.1f}" + (f" ± {100 * r.score_std:.1f}" if r.score_std is not None else "")
+
+
 def format_table(doc: RankingDocument, pareto_only: bool = False) -> str:
     """Plain-text ranking table for the terminal; long errors are cut and printed in full below it.
-    ``pareto_only`` keeps the candidates on the accuracy-latency Pareto front, fastest first."""
-    rows = [("rank", "candidate", "predicted acc", "P(best)", "last acc", "params", "ms/img b1 / b64", "status")]
+    ``pareto_only`` keeps the candidates on the score-latency Pareto front, fastest first. Under a ranking
+    rule other than beta_eff, the score the candidates are ranked by gets its own column; the β_eff
+    prediction is always shown."""
+    ranker = doc.config.ranker
+    extra = (SCORE_COLUMNS[ranker],) if ranker in SCORE_COLUMNS else ()
+    rows = [("rank", "candidate", *extra, "predicted acc (β_eff)", "P(best)", "last acc", "params", "ms/img b1 / b64",
+             "status")]
     errors = []
     records = doc.candidates
     if pareto_only:
@@ -176,10 +216,10 @@ def format_table(doc: RankingDocument, pareto_only: bool = False) -> str:
         status, full_error = _status_cell(r)
         if full_error:
             errors.append(f"{r.candidate}: {full_error}")
-        rows.append((str(r.rank), r.candidate + (" *" if r.pareto else ""), pred, f"{r.p_best:.2f}", last,
-                     *_cost_cells(r), status))
+        rows.append((str(r.rank), r.candidate + (" *" if r.pareto else ""), *((_score_cell(r, ranker),) if extra else ()),
+                     pred, "—" if r.p_best is None else f"{r.p_best:.2f}", last, *_cost_cells(r), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    note = ["", "* on the Pareto front of predicted accuracy against batch-1 latency"] if any(r.pareto for r in records) else []
+    note = ["", "* on the Pareto front of the ranking score against batch-1 latency"] if any(r.pareto for r in records) else []
     return "\n".join(lines + note + (["", "Errors:", *errors] if errors else []))

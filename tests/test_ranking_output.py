@@ -72,7 +72,7 @@ def test_table_cuts_long_errors_and_prints_them_below():
 
 
 def test_pareto_view_lists_the_front_fastest_first():
-    recs = [CandidateRecord(candidate=n, rank=k, predicted_accuracy=a, latency_ms={1: t, 64: t / 4})
+    recs = [CandidateRecord(candidate=n, rank=k, predicted_accuracy=a, score=a, latency_ms={1: t, 64: t / 4})
             for k, (n, a, t) in enumerate([("big", 0.9, 10.0), ("small", 0.8, 1.0), ("worse", 0.7, 5.0)], 1)]
     doc = _doc(mark_pareto(recs))
     assert [r.pareto for r in doc.candidates] == [True, True, False]
@@ -151,3 +151,32 @@ def test_a_diverged_candidate_on_npz_data_says_its_loss_became_nan(tmp_path, bet
     doc = run_ranking(tmp_path / "d.npz", [f"bad:resnet10t={path}"], recipe, None, make_plots=False, progress=False)
     (rec,) = doc.candidates
     assert rec.status == "failed" and rec.error.startswith("training loss became nan"), rec.error
+
+
+def _trajectory_record(name, acc, loss, pred):
+    return CandidateRecord(candidate=name, val_accuracy=acc, train_loss=loss, beta_eff=[3.0, 2.0, 1.0],
+                           predicted_accuracy=pred, predicted_std=0.05)
+
+
+@pytest.mark.parametrize("ranker, order", [("beta_eff", ["a", "b", "c"]), ("val_acc", ["b", "c", "a"]),
+                                           ("tse_ema", ["c", "b", "a"])])
+def test_the_ranking_rule_decides_the_order_and_the_table_shows_its_score(ranker, order):
+    """a: best β_eff prediction; b: best last accuracy; c: fastest-falling training loss. Each rule ranks its
+    own winner first; β_eff's prediction stays in every record; P(best) only where the rule has a std."""
+    from ncap.service.ranking import rank_runs
+
+    recs = [_trajectory_record("a", [0.5, 0.6, 0.62], [2.0, 1.8, 1.7], 0.95),
+            _trajectory_record("b", [0.5, 0.7, 0.80], [2.0, 1.5, 1.2], 0.70),
+            _trajectory_record("c", [0.5, 0.7, 0.75], [1.0, 0.6, 0.4], 0.60),
+            CandidateRecord(candidate="failed", status="failed", error="boom")]
+    ranked = rank_runs(recs, ranker=ranker, n_val=400)
+    assert [r.candidate for r in ranked] == [*order, "failed"]
+    assert [r.predicted_accuracy for r in ranked[:3]] == [{"a": 0.95, "b": 0.70, "c": 0.60}[n] for n in order]
+    if ranker == "tse_ema":
+        assert all(r.p_best is None for r in ranked) and ranked[0].score == pytest.approx(-(0.81 * 1.0 + 0.9 * 0.6 + 0.4))
+    else:
+        assert sum(r.p_best for r in ranked) == pytest.approx(1.0) and ranked[-1].p_best == 0
+    doc = RankingDocument(candidates=ranked, config=Recipe(ranker=ranker),
+                          dataset=DatasetInfo(source="x", n_images=10, n_train=8, n_val=2, classes=["a", "b"]))
+    header = format_table(doc).splitlines()[0]
+    assert ("ranked by" in header) == (ranker != "beta_eff") and "predicted acc (β_eff)" in header
