@@ -153,7 +153,7 @@ def evaluate(design: Design, data: dict, args) -> dict:
     table = {t: {sig: {r: metric_values(*scored(r, s, truth[t]["mean"])) for r, s in sc.items()}
                  for sig, sc in scores[t].items()} for t in data}
     primary = f"prefix@{design.primary_fraction:g}"
-    default, choice = choose_default(table, fallback, dev, primary)
+    default, choice = choose_default(table, fallback, dev, "short")  # what `ncap rank` itself runs
     summaries = {group: {sig: {r: summarise([scored(r, scores[t][sig][r], truth[t]["mean"]) for t in tasks],
                                             n_boot=args.n_boot)
                                for r in report.shown_rankers(table, default)}
@@ -197,22 +197,28 @@ def fit_combined_models(signals: dict, dev: list[str]) -> None:
             sig.extra["combined_model"] = rankers.fit_combined(train) if train else None
 
 
-def choose_default(table: dict, fallback: dict, dev: list[str], primary: str) -> tuple[str, dict]:
-    """The ranker with the highest development-task mean ρ at the primary signal, among those ``ncap rank``
-    can compute from its own run (not successive halving, which needs the full runs); an ncap configuration
-    counts only where at most half the candidates fell back to their last accuracy."""
-    eligible = {}
-    for r in table[dev[0]][primary] if dev else []:
-        if r.startswith("successive-halving") or r in rankers.PARTIAL:
+def choose_default(table: dict, fallback: dict, dev: list[str], signal: str) -> tuple[str, dict]:
+    """``ncap rank``'s default: the ranker with the highest development-task mean ρ on ``signal`` among those
+    ``ncap rank`` can compute from its own run (:func:`rankers.product_settings`); an ncap configuration counts
+    only where at most half the candidates fell back to their last accuracy. The choice records every eligible
+    ranker's mean, the best ranker overall (which may not be available to ``ncap rank``) and the settings."""
+    means = {}
+    for r in table[dev[0]][signal] if dev else []:
+        if r in rankers.PARTIAL or (r.startswith("ncap[") and np.mean([fallback[t][signal].get(r, 1.0) for t in dev]) > 0.5):
             continue
-        if r.startswith("ncap[") and np.mean([fallback[t][primary].get(r, 1.0) for t in dev]) > 0.5:
-            continue
-        vals = [table[t][primary][r]["rho"] for t in dev]
-        eligible[r] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        vals = [table[t][signal][r]["rho"] for t in dev]
+        means[r] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+    def key(r):
+        return np.nan_to_num(means[r], nan=-9), r == rankers.NCAP_DEFAULT
+
+    eligible = [r for r in means if rankers.product_settings(r) is not None]
     if not eligible:
         return rankers.NCAP_DEFAULT, {}
-    best = max(eligible, key=lambda r: (np.nan_to_num(eligible[r], nan=-9), r == rankers.NCAP_DEFAULT))
-    return best, {"dev_mean_rho_at_primary": eligible}
+    best = max(eligible, key=key)
+    return best, {"signal": signal, "dev_mean_rho": {r: means[r] for r in eligible},
+                  "best_overall": max(means, key=key), "best_overall_dev_mean_rho": means[max(means, key=key)],
+                  "ncap_rank_settings": rankers.product_settings(best)}
 
 
 def paired_table(table: dict, default: str, dev: list[str], held: list[str]) -> dict:

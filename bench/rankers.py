@@ -244,6 +244,20 @@ PEERS: dict[str, Callable[[Signal], np.ndarray]] = {
 }
 
 
+def product_settings(ranker: str) -> dict | None:
+    """The ``ncap rank`` settings (:class:`~ncap.models.recipe.Recipe` fields) under which ``ncap rank`` ranks by
+    ``ranker`` from its own run; None for a ranker it cannot compute (successive halving needs other runs;
+    curve extrapolation, smoothing, training-free scores and the combined predictor are not ranking rules)."""
+    if ranker == "val-acc":
+        return {"ranker": "val_acc"}
+    if ranker == "tse-ema":
+        return {"ranker": "tse_ema"}
+    if ranker.startswith("ncap["):
+        variant, t0, smooth = parse_ncap_name(ranker)
+        return {"ranker": "beta_eff", "variant": variant, "t0": t0} if smooth == "none" else None
+    return None
+
+
 def score_all(signal: Signal) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """({ranker: scores (n_candidates,)}, {ncap configuration: fallback rate}) for one task and signal."""
     scores, fallback = {}, {}

@@ -64,10 +64,23 @@ def markdown(res: dict) -> str:
                 lines += [f"## {title}, {sig} ({label})", "", *summary_table(summ, default), ""]
     lines += [("¹ LEEP/NCE need a source head (ImageNet models: theirs; random initialisations: their random head; "
               "the zoo saves none) and source accuracy exists for the zoo only: these are scored on the candidates "
-              "they cover."), "", (f"Default ranker (highest development-task mean ρ at {primary}, among the rankers "
-              f"`ncap rank` can compute): **{default}**."), ""]
+              "they cover."), "", *default_lines(res), ""]
     lines += noise_lines(res) + budget_lines(res) + ideas_lines(res) + paired_lines(res) + truth_lines(res)
     return "\n".join(lines)
+
+
+def default_lines(res: dict) -> list[str]:
+    """Which ranker became `ncap rank`'s default, on what evidence, and the best ranker overall."""
+    c, default = res.get("default_choice") or {}, res["default_ranker"]
+    if not c:
+        return [f"Default ranker: **{default}** (no development task yet: the previous default stays)."]
+    line = (f"Default ranker of `ncap rank` and the service: **{default}** (settings "
+            f"`{c['ncap_rank_settings']}`): the highest development-task mean ρ on `{c['signal']}` "
+            f"({_fmt(c['dev_mean_rho'][default])}) among the rankers `ncap rank` can compute from its own run.")
+    if c["best_overall"] != default:
+        line += (f" The best ranker overall on the development tasks is **{c['best_overall']}** "
+                 f"({_fmt(c['best_overall_dev_mean_rho'])}), which `ncap rank` cannot compute from its own run.")
+    return [line]
 
 
 def noise_lines(res: dict) -> list[str]:

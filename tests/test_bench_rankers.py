@@ -103,3 +103,15 @@ def test_score_all_covers_every_peer_and_only_recorded_variants():
     assert set(fallback) == {n for n in scores if n.startswith("ncap[")}
     assert np.isnan(scores["leep"]).all() and scores["logme"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert np.isnan(scores["combined"]).all()  # nothing fitted
+
+
+def test_product_settings_name_what_ncap_rank_can_compute():
+    from ncap.bench.rankers import NCAP_DEFAULT, product_settings
+    from ncap.models.recipe import Recipe
+
+    assert product_settings("val-acc") == {"ranker": "val_acc"} and product_settings("tse-ema") == {"ranker": "tse_ema"}
+    assert product_settings(NCAP_DEFAULT) == {"ranker": "beta_eff", "variant": "support", "t0": 1}
+    for name in ("successive-halving", "combined", "logme", "curve-extrapolation", "ncap[support,t0=1,smooth=median3]"):
+        assert product_settings(name) is None, name
+    for name in ("val-acc", "tse-ema", "ncap[default,t0=2,smooth=none]"):
+        Recipe(**product_settings(name))  # valid settings of the recipe
