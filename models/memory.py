@@ -372,6 +372,18 @@ def default_memory_limit(fraction: float = 0.75) -> int:
     return int(fraction * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def available_memory() -> int:
+    """Bytes of memory available to a new job now (``MemAvailable`` of /proc/meminfo; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return default_memory_limit(fraction=1.0)
+
+
 def apply_memory_limit(limit_bytes: int) -> None:
     """Limit this process (and children it starts later) to ``limit_bytes`` of data segment
     (``RLIMIT_DATA``; see the module docstring for why not ``RLIMIT_AS``)."""

@@ -34,7 +34,8 @@ def register(subparsers) -> None:
                    help="per-job memory limit: the job's estimated peak memory is checked against it before any "
                    "training (exit 2 when it does not fit) and the process is held to it (RLIMIT_DATA), so a wrong "
                    "estimate fails one candidate with 'out of memory' instead of the host [default: no hard "
-                   "limit; the check uses 75%% of physical memory]")
+                   "limit; the check refuses what exceeds the machine's physical memory and warns above the memory "
+                   "available now]")
     add_executor_flags(p)
     add_recipe_flags(p)
     p.set_defaults(func=run)
@@ -124,14 +125,20 @@ def check_memory(args: argparse.Namespace, config) -> None:
     from ncap.models.memory import (
         GB,
         apply_memory_limit,
+        available_memory,
         check_memory_budget,
         dataset_shape,
         default_memory_limit,
+        format_bytes,
     )
 
     if args.max_memory_gb is not None and args.max_memory_gb <= 0:
         raise ValueError(f"--max-memory-gb must be > 0, got {args.max_memory_gb}")
-    limit = int(args.max_memory_gb * GB) if args.max_memory_gb else default_memory_limit()
-    check_memory_budget(args.candidates, config, dataset_shape(args.data), limit)
+    limit = int(args.max_memory_gb * GB) if args.max_memory_gb else default_memory_limit(fraction=1.0)
+    est = check_memory_budget(args.candidates, config, dataset_shape(args.data), limit)
     if args.max_memory_gb:
         apply_memory_limit(limit)
+    elif est.total > available_memory():
+        print(f"ncap rank: warning: estimated peak memory {est.describe()} for candidate {est.candidate!r} exceeds "
+              f"the {format_bytes(available_memory())} available now; it may be killed if other processes keep "
+              f"their memory", file=sys.stderr)
