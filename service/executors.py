@@ -27,6 +27,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["DEFAULT_MAX_RETRIES", "EXECUTORS", "Hooks", "LocalExecutor", "RayExecutor", "TrainingData",
@@ -69,6 +70,8 @@ def load_training_data(source, config) -> tuple[Any, TrainingData]:
 
     ds = load_dataset(source)
     train, val = split_dataset(ds, val_fraction=config.val_fraction, seed=config.seed)
+    if source is not None and Path(source).expanduser().exists():  # a worker's cwd is not ours: absolute
+        source = Path(source).expanduser().resolve()
     return ds, TrainingData(train, val, None if source is None else str(source), config.val_fraction, config.seed)
 
 

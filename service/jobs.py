@@ -482,6 +482,52 @@ def _one_line_errors(doc: dict) -> dict:
     return doc
 
 
+class _JobHooks:
+    """The callbacks a runner gets for one job: every start, epoch and finished candidate goes straight into the
+    store; ``should_stop`` reads the job's cancel flag (at most every ``stop_poll_s``) and exits the process
+    when the server (``parent``) is gone."""
+
+    def __init__(self, store: JobStore, job_id: str, parent: int | None, stop_poll_s: float):
+        self.store, self.job_id, self.parent, self.stop_poll_s = store, job_id, parent, stop_poll_s
+        self.started: list[str] = []
+        self._checked_at, self._cancelled = 0.0, False
+
+    def should_stop(self) -> bool:
+        if self.parent is not None and os.getppid() != self.parent:
+            os._exit(3)  # the server died: leave the job 'running' so the next server resumes it
+        now = time.monotonic()
+        if now - self._checked_at >= self.stop_poll_s:
+            self._checked_at, self._cancelled = now, self.store.cancel_requested(self.job_id)
+        return bool(self._cancelled)
+
+    def on_candidate_start(self, name: str) -> None:
+        self.started.append(str(name))
+        self.store.mark_candidate_started(self.job_id, str(name))
+
+    def on_epoch(self, candidate: str, epoch: float, metrics: dict | None = None) -> None:
+        self.store.record_epoch(self.job_id, str(candidate), float(epoch), to_jsonable(metrics or {}))
+
+    def on_candidate_done(self, record) -> None:
+        from ncap.models.memory import candidate_failure
+
+        record = to_jsonable(record)
+        failed = str(record.get("status", "")).lower() in FAILED_STATUSES
+        if failed and record.get("error"):
+            record["error"] = candidate_failure(str(record["error"]))
+        self.store.save_candidate(self.job_id, record, failed=failed)
+
+    def runner_kwargs(self, runner: Callable, executor) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"on_candidate_done": self.on_candidate_done, "on_epoch": self.on_epoch,
+                                  "should_stop": self.should_stop, "make_plots": True, "progress": False}
+        if _declares(runner, "on_candidate_start"):
+            kwargs["on_candidate_start"] = self.on_candidate_start
+        if executor is not None:
+            if not _declares(runner, "executor"):
+                raise SystemExit(f"runner {runner!r} takes no executor: use executor 'local' with it")
+            kwargs["executor"] = executor
+        return kwargs
+
+
 def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
               parent: int | None = None, stop_poll_s: float = 0.25, executor=None) -> str:
     """Run one job with ``runner`` and record everything in ``store``. Returns the final state.
@@ -491,7 +537,9 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
     called again with every finished candidate as ``completed`` (reused, not retrained), so the rest of
     the job goes on. A problem of the whole job (its dataset, its candidate list) fails the job.
 
-    ``executor`` (an :class:`~ncap.service.executors.Executor`) is passed on to a runner that declares it."""
+    ``executor`` (an :class:`~ncap.service.executors.Executor`) is passed on to a runner that declares it; a
+    candidate's own failure never raises there (it comes back as a failed record), so whatever the runner
+    raises with an executor fails the job."""
     from ncap.models.memory import candidate_failure
 
     job = store.get_job(job_id)
@@ -502,55 +550,23 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
     config = dict(job["config"])
     # the entries as submitted (labels, '=random') if recorded, else the candidate names
     candidates = list(config.get("candidates") or job["candidates"]) or None
-    last_check = [0.0, False]
-    started: list[str] = []
-
-    def should_stop() -> bool:
-        if parent is not None and os.getppid() != parent:
-            os._exit(3)  # the server died: leave the job 'running' so the next server resumes it
-        now = time.monotonic()
-        if now - last_check[0] >= stop_poll_s:
-            last_check[0] = now
-            last_check[1] = store.cancel_requested(job_id)
-        return bool(last_check[1])
-
-    def on_candidate_start(name: str) -> None:
-        started.append(str(name))
-        store.mark_candidate_started(job_id, str(name))
-
-    def on_epoch(candidate: str, epoch: float, metrics: dict | None = None) -> None:
-        store.record_epoch(job_id, str(candidate), float(epoch), to_jsonable(metrics or {}))
-
-    def on_candidate_done(record) -> None:
-        record = to_jsonable(record)
-        failed = str(record.get("status", "")).lower() in FAILED_STATUSES
-        if failed and record.get("error"):
-            record["error"] = candidate_failure(str(record["error"]))
-        store.save_candidate(job_id, record, failed=failed)
-
-    kwargs: dict[str, Any] = {"on_candidate_done": on_candidate_done, "on_epoch": on_epoch,
-                              "should_stop": should_stop, "make_plots": True, "progress": False}
-    if _declares(runner, "on_candidate_start"):
-        kwargs["on_candidate_start"] = on_candidate_start
-    if executor is not None:
-        if not _declares(runner, "executor"):
-            raise SystemExit(f"runner {runner!r} takes no executor: use executor 'local' with it")
-        kwargs["executor"] = executor
+    hooks = _JobHooks(store, job_id, parent, stop_poll_s)
+    kwargs = hooks.runner_kwargs(runner, executor)
     dataset = job.get("dataset_path") or None
     for _attempt in range(len(job["candidates"]) + 1):
         completed = store.completed_records(job_id)
         for name in completed:
             store.add_event(job_id, "candidate_reused", name)
-        started.clear()
+        hooks.started.clear()
         try:
             doc = runner(dataset, candidates, job_recipe(config), out_dir, completed=completed, **kwargs)
             break
         except Exception as exc:
-            if type(exc).__name__ == "Cancelled" or should_stop():
+            if type(exc).__name__ == "Cancelled" or hooks.should_stop():
                 store.finish_job(job_id, CANCELLED, error="cancelled")
                 return CANCELLED
             log.exception("job %s: the ranking raised", job_id)  # the traceback: train.log, never the client
-            culprit = started[-1] if started else (
+            culprit = None if executor is not None else hooks.started[-1] if hooks.started else (
                 None if "on_candidate_start" in kwargs or _setup_error(exc) else store.in_flight_candidate(job_id))
             if culprit is None or culprit in store.completed_records(job_id):
                 error = candidate_failure(exc).replace(str(out_dir.parent) + os.sep, "")  # no server paths
@@ -562,6 +578,11 @@ def train_job(store: JobStore, job_id: str, runner: Callable[..., dict], *,
     else:  # every candidate raised and the runner still did not finish
         store.finish_job(job_id, FAILED, error="every candidate failed")
         return FAILED
+    return _finish(store, job_id, doc, config, completed)
+
+
+def _finish(store: JobStore, job_id: str, doc, config: dict, completed: dict) -> str:
+    """Store the runner's document as the job's result (and the candidates it reported only there)."""
     doc = to_jsonable(doc)
     if not isinstance(doc, dict):
         doc = {"result": doc}

@@ -2,7 +2,7 @@
 with `ray start` on 127.0.0.1 (one CPU each, temporary HOME and temp dir) and killed by PID at the end.
 
 In order: equality with the local executor (same ranking, same predictions, bit for bit on CPU with fixed
-seeds), the service with executor 'ray' (submit, status while running, result), and a fault: the extra node
+seeds), the service with executor 'ray' (submit, status while running, result), a cancel, and a fault: the extra node
 is killed while a candidate runs there; the ranking still finishes, the lost candidate is retried on the
 head, and no candidate that had finished is trained again. The fault test runs last (the node stays dead).
 """
@@ -213,6 +213,28 @@ def test_service_runs_jobs_on_ray_concurrently(cluster, data, local_doc, tmp_pat
         assert rec["predicted_accuracy"] == reference[cand].predicted_accuracy
         assert rec["beta_eff"] == reference[cand].beta_eff
 
+
+
+def test_a_cancel_stops_the_running_tasks(cluster, data):
+    """should_stop() turning true while candidates run on Ray raises Cancelled at the driver's next poll and
+    cancels the tasks: no candidate reports done, and the cluster's CPUs are free again."""
+    from ncap.models.harness import Cancelled
+
+    started, done, stop = [], [], threading.Event()
+
+    def on_start(name: str) -> None:
+        started.append(name)
+        stop.set()
+
+    with RayExecutor(cluster.address) as executor, pytest.raises(Cancelled):
+        run_ranking(str(data / "packed.npz"), CANDIDATES, Recipe(**{**TINY, "epochs": 3}), None, progress=False,
+                    executor=executor, on_candidate_start=on_start, should_stop=stop.is_set,
+                    on_candidate_done=done.append)
+    assert started and not done
+    deadline = time.time() + 60
+    while ray.available_resources().get("CPU", 0) < 2:
+        assert time.time() < deadline, ray.available_resources()
+        time.sleep(0.2)
 
 def test_a_dead_node_costs_only_its_candidate(cluster, data, local_doc):
     """Kill the extra node (its `ray start` process, raylet and workers, by PID) while a candidate runs there
