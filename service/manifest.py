@@ -197,6 +197,7 @@ def rank_entry(entry: ManifestEntry, out_root: Path, executor, *, make_plots: bo
     ok = best.status == "ok"
     return {**row, "candidates": len(doc.candidates), "failed": sum(r.status == "failed" for r in doc.candidates),
             "reused": sum(r.reused for r in doc.candidates), "best": best.candidate if ok else None,
+            "ranked_by": entry.config.ranker, "score": best.score if ok else None,
             "predicted_accuracy": best.predicted_accuracy if ok else None, "p_best": best.p_best if ok else None,
             "wall_time_s": round(doc.wall_time_s, 2)}
 
@@ -226,14 +227,17 @@ def run_manifest(entries: list[ManifestEntry], out_root: Path, executor, *, make
 
 def summary_markdown(rows: list[dict]) -> str:
     """The summary rows as a Markdown table (one line per dataset)."""
-    head = "| dataset | best candidate | predicted acc | P(best) | candidates | failed | reused | time (s) | status |"
+    head = ("| dataset | best candidate | ranked by | score | predicted acc | P(best) | candidates | failed | reused "
+            "| time (s) | status |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if r["error"]:
-            lines.append(f"| {r['dataset']} | — | — | — | — | — | — | — | error: {r['error']} |")
+            lines.append(f"| {r['dataset']} |" + " — |" * 9 + f" error: {r['error']} |")
             continue
         acc = "—" if r["predicted_accuracy"] is None else f"{100 * r['predicted_accuracy']:.1f}"
         pb = "—" if r["p_best"] is None else f"{r['p_best']:.2f}"
-        lines.append(f"| {r['dataset']} | {r['best'] or '—'} | {acc} | {pb} | {r['candidates']} | {r['failed']} | "
+        score = "—" if r["score"] is None else f"{r['score']:.4g}"
+        lines.append(f"| {r['dataset']} | {r['best'] or '—'} | {r['ranked_by']} | {score} | {acc} | {pb} | "
+                     f"{r['candidates']} | {r['failed']} | "
                      f"{r['reused']} | {r['wall_time_s']:.0f} | ok |")
     return "\n".join(lines) + "\n"

@@ -95,3 +95,15 @@ def test_two_datasets_rank_and_a_rerun_skips_finished_pairs(folder, tmp_path, ca
     assert _rank(path, out) == 0
     trained = sorted(line for line in capsys.readouterr().out.splitlines() if line.endswith(" ok"))
     assert trained == sorted([f"second: {A} ok", f"second: {B} ok"])
+
+
+def test_a_dataset_that_fails_to_load_is_an_error_row_and_exit_1(folder, tmp_path):
+    """The up-front check reads only headers; an image array holding NaN fails when the dataset loads, which
+    ends that dataset (an error row in the summary), not the run."""
+    x = np.full((20, 1, 8, 8), np.nan, dtype=np.float32)
+    np.savez(folder / "nan.npz", x=x, y=np.arange(20) % 2)
+    path = _write(folder, f'[[datasets]]\ndata = "nan.npz"\ncandidates = ["{A}"]\n')
+    assert _rank(path, tmp_path / "out") == 1
+    (row,) = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert row["dataset"] == "nan" and "NaN" in row["error"]
+    assert "error: " in (tmp_path / "out" / "summary.md").read_text()
