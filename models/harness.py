@@ -60,6 +60,7 @@ class CandidateRun:
     n_params: int | None = None
     input_size: list[int] | None = None  # (C, H, W) the candidate was fed
     latency_ms: dict[int, float] = field(default_factory=dict)  # batch size -> inference ms per image
+    weights_remap: dict | None = None  # how a checkpoint with other key names was mapped by order and shape
     pruning: dict | None = None  # pruning report of the probe (Recipe.prune_sparsity)
 
     def to_dict(self) -> dict:
@@ -139,6 +140,7 @@ def fine_tune_candidate(
     train_loader, val_loader, fixed, val_labels, input_size = _loaders(data_cfg, train, val, config, device)
     run.feature_dim, run.input_size = model.probe.in_features, list(input_size)
     run.n_params = sum(p.numel() for p in model.parameters())
+    run.weights_remap = getattr(model.backbone, "ncap_weight_remap", None)
     tracker = BetaEffTracker(model.probe, variant=config.variant, extra_variants=config.extra_variants,
                              extra_variants_until=config.extra_variants_until, batch_size=config.beta_batch_size,
                              max_magnitude_flops=config.max_magnitude_flops, t0=config.t0, enabled=config.track_beta)

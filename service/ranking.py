@@ -36,7 +36,7 @@ def candidate_record(run: CandidateRun, config: Recipe) -> CandidateRecord:
         epoch=run.epoch, beta_numerator=run.beta_numerator.get(v, []), beta_denominator=run.beta_denominator.get(v, []),
         beta_eff_variants=run.beta_eff, wall_time_s=run.wall_time_s, beta_time_s=run.beta_time_s,
         train_time_s=run.train_time_s, feature_dim=run.feature_dim, n_params=run.n_params,
-        pruning_report=run.pruning)
+        latency_ms=run.latency_ms, weights_remap=run.weights_remap, pruning_report=run.pruning)
     if run.status == "ok" and run.val_accuracy:
         try:
             p = score_run("beta_eff", beta_eff=rec.beta_eff, val_accuracy=rec.val_accuracy, train_loss=rec.train_loss,

@@ -333,3 +333,24 @@ def test_read_state_dict_unwraps_and_keeps_metadata(tmp_path):
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match=r"list\.pth"):
         read_state_dict(tmp_path / "list.pth")
+
+
+def test_ranking_record_carries_the_remap_and_the_measured_latency(tmp_path):
+    """A foreign-key checkpoint's remap and the batch-1/64 latency reach the ranking document's record."""
+    import numpy as np
+    import timm
+
+    from ncap.models.recipe import Recipe
+    from ncap.service.ranking import run_ranking
+
+    full = timm.create_model("resnet10t", num_classes=3)  # RGB stem: the gray images are repeated to 3 channels
+    torch.save({"state_dict": _renamed(full.state_dict())}, tmp_path / "foreign.pth")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (60, 16, 16), dtype=np.uint8), y=np.arange(60) % 3)
+    recipe = Recipe(epochs=1, image_size=16, probe_width=16, beta_batch_size=8, batch_size=16, num_workers=0)
+    doc = run_ranking(tmp_path / "d.npz", [f"resnet10t={tmp_path / 'foreign.pth'}"], recipe, None, make_plots=False,
+                      progress=False)
+    (rec,) = doc.candidates
+    assert rec.status == "ok", rec.error
+    assert rec.weights_remap["file"].endswith("foreign.pth") and rec.weights_remap["n_tensors"] == len(full.state_dict())
+    assert set(rec.latency_ms) == {1, 64} and all(v > 0 for v in rec.latency_ms.values())
