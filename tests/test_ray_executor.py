@@ -215,6 +215,29 @@ def test_service_runs_jobs_on_ray_concurrently(cluster, data, local_doc, tmp_pat
 
 
 
+
+def test_concurrent_rankings_share_one_executor(cluster, data, local_doc):
+    """Two rankings at once on one executor (as `ncap rank --manifest` runs its datasets): each gets exactly
+    its own candidates' progress events, in order, and the local executor's results."""
+    reference = {r.candidate: r for r in local_doc.candidates}
+    events: dict[str, list] = {CANDIDATES[0]: [], CANDIDATES[2]: []}
+    docs: dict[str, object] = {}
+
+    def rank(cand: str, executor: RayExecutor) -> None:
+        docs[cand] = run_ranking(str(data / "packed.npz"), [cand], Recipe(**TINY), None, progress=False,
+                                 executor=executor, on_epoch=lambda n, e, m: events[cand].append((n, e)))
+
+    with RayExecutor(cluster.address) as executor:
+        threads = [threading.Thread(target=rank, args=(c, executor)) for c in events]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+    for cand, seen in events.items():
+        (rec,) = docs[cand].candidates
+        assert seen == [(cand, e) for e in rec.epoch]  # nothing of the other ranking, nothing lost
+        assert rec.val_accuracy == reference[cand].val_accuracy and rec.beta_eff == reference[cand].beta_eff
+
 def test_a_cancel_stops_the_running_tasks(cluster, data):
     """should_stop() turning true while candidates run on Ray raises Cancelled at the driver's next poll and
     cancels the tasks: no candidate reports done, and the cluster's CPUs are free again."""
