@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -86,6 +87,7 @@ def time_ray(data: str, candidates: list[str], workers: int) -> dict:
         rate, roundtrip = (event_rate(), task_roundtrip()) if workers == 1 else (None, None)
     finally:
         executor.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     return {"start_s": start, "cold_s": cold, "job_s": warm, "events_per_s": rate, "roundtrip_s": roundtrip}
 
 
