@@ -398,12 +398,7 @@ class NcapService:
         self.data_dir = self.settings.resolved_data_dir
         (self.data_dir / JOBS_DIR).mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.settings.resolved_db_url)
-        self.worker = JobWorker(
-            self.store, runner=self.settings.runner, data_dir=self.data_dir,
-            train_threads=self.settings.train_threads, train_nice=self.settings.train_nice,
-            cancel_grace_s=self.settings.cancel_grace_s, poll_interval_s=self.settings.poll_interval_s,
-            memory_limit_bytes=self.settings.job_memory_limit_bytes,
-            max_trainer_restarts=self.settings.max_trainer_restarts)
+        self.worker = JobWorker.from_settings(self.store, self.settings, data_dir=self.data_dir)
         self._validate_lock = threading.BoundedSemaphore(2)
         log.info("ncap service: data dir %s, store %s, bound to %s, auth %s, per-job memory limit %.1f GB",
                  self.data_dir, self.store.display_url, hosts or "(in-process)",

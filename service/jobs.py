@@ -104,18 +104,31 @@ def progress_summary(job: dict, candidates: list[dict], now: float | None = None
 JOBS_DIR, STAGING_DIR, TMP_DIR = "jobs", "staging", "tmp"
 
 
+DB_URL_ENV = "NCAP_TRAINER_DB_URL"
+
+
 def staging_owner() -> str:
-    """Name of this process's staging folder: ``<pid>-<start time>``, so that a leftover of a dead process
-    is told apart from the folder of a live one (even when a pid is reused)."""
+    """Name of this process's staging folder: ``<host>-<pid>-<start time>``, so that a leftover of a dead process
+    is told apart from the folder of a live one (even when a pid is reused), and replicas on other hosts sharing
+    the data dir are never judged by this one."""
+    import socket
+
     import psutil
 
-    return f"{os.getpid()}-{int(psutil.Process().create_time())}"
+    return f"{socket.gethostname()}-{os.getpid()}-{int(psutil.Process().create_time())}"
 
 
 def _owner_alive(name: str) -> bool:
+    """Whether the process that owns staging folder ``name`` lives; a folder of another host counts as alive
+    (only its own host can tell). Names without a host (``<pid>-<start>``, older versions) are this host's."""
+    import socket
+
     import psutil
 
-    pid, _, started = name.partition("-")
+    parts = name.rsplit("-", 2)
+    host, pid, started = parts if len(parts) == 3 else (socket.gethostname(), *name.partition("-")[::2])
+    if host != socket.gethostname():
+        return True
     try:
         return pid.isdigit() and int(psutil.Process(int(pid)).create_time()) == int(started)
     except (psutil.Error, ValueError):
@@ -285,7 +298,7 @@ class JobWorker:
             self.current_job = next(iter(self._procs), None)
 
     def _command(self, job_id: str) -> list[str]:
-        return [self.python, "-m", "ncap.service.jobs", "--db", self.store.url, "--job", job_id,
+        return [self.python, "-m", "ncap.service.jobs", "--job", job_id,  # the store URL goes by environment
                 "--runner", self.runner, "--threads", str(self.train_threads), "--nice", str(self.train_nice),
                 "--parent", str(os.getpid())] + (
                     ["--memory-limit", str(self.memory_limit_bytes)] if self.memory_limit_bytes else []) + (
@@ -308,6 +321,7 @@ class JobWorker:
         tmp = self.data_dir / TMP_DIR  # the trainer's temp files live here: start-up removes leftovers
         tmp.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmp)
+        env[DB_URL_ENV] = self.store.url  # not on the command line: a password in the URL would show in `ps`
         return env
 
     def _run_job(self, job: dict) -> None:
@@ -602,7 +616,8 @@ def _finish(store: JobStore, job_id: str, doc, config: dict, completed: dict) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ncap.service.jobs", description="Train one ranking job.")
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db", default=os.environ.get(DB_URL_ENV),
+                        help=f"job store URL [default: ${DB_URL_ENV}, which the service sets]")
     parser.add_argument("--job", required=True)
     parser.add_argument("--runner", required=True)
     parser.add_argument("--threads", type=int, default=1)
@@ -615,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=float, default=1.0, help="Ray CPUs per candidate")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="Ray GPUs per candidate")
     args = parser.parse_args(argv)
+    if not args.db:
+        parser.error(f"no job store: give --db or set {DB_URL_ENV}")
     if args.memory_limit:
         from ncap.models.memory import apply_memory_limit
 

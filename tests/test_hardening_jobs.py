@@ -129,12 +129,17 @@ def test_memory_outside_rlimit_data_is_stopped_by_the_watchdog(tmp_path):
 def test_clean_data_dir_removes_leftovers_of_dead_processes_only(tmp_path):
     store = JobStore(str(tmp_path / "jobs.db"))
     store.create_job("kept", config={"epochs": 1}, candidates=["a"], out_dir=tmp_path / "jobs" / "kept" / "out")
+    import socket
+
+    here = socket.gethostname()
     for rel in ("jobs/kept/upload/d.npz", "jobs/orphan/upload/d.npz", "staging/1-1/job/upload/d.npz",
+                f"staging/{here}-1-1/job/upload/d.npz", "staging/other-host.example-1-1/job/upload/d.npz",
                 f"staging/{jobs.staging_owner()}/job/upload/d.npz", "tmp/ncap-npz-x/x.npy"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     removed = jobs.clean_data_dir(store, tmp_path)
-    assert sorted(removed) == ["jobs/orphan", "staging/1-1", "tmp/ncap-npz-x"]
+    assert sorted(removed) == sorted(["jobs/orphan", "staging/1-1", f"staging/{here}-1-1", "tmp/ncap-npz-x"])
+    assert (tmp_path / "staging/other-host.example-1-1").exists()  # a replica on another host judges its own
     assert (tmp_path / "jobs/kept/upload/d.npz").exists()
     assert (tmp_path / f"staging/{jobs.staging_owner()}/job/upload/d.npz").exists()  # this process is alive
 
@@ -148,3 +153,13 @@ def test_candidate_failure_is_one_line():
     assert len(candidate_failure(KeyError("x" * 1000))) == 300
     assert candidate_failure("RuntimeError: CUDA out of memory. Tried to allocate 2 GiB", GB) == \
         "out of memory (limit 1.0 GB)"
+
+
+def test_the_store_url_reaches_the_trainer_by_environment_not_by_command_line(tmp_path):
+    """A PostgreSQL URL may hold a password: `ps` shows command lines, so it goes by environment."""
+    store = JobStore(str(tmp_path / "jobs.db"))
+    worker = jobs.JobWorker(store, runner="ncap.service.ranking:run_ranking", data_dir=tmp_path)
+    assert store.url not in " ".join(worker._command("j"))
+    assert worker._child_env()[jobs.DB_URL_ENV] == store.url
+    with pytest.raises(SystemExit):  # the trainer refuses to start without a store
+        jobs.main(["--job", "j", "--runner", "x:y"]) if jobs.DB_URL_ENV not in os.environ else pytest.skip("env set")
