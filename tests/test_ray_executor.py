@@ -9,7 +9,6 @@ head, and no candidate that had finished is trained again. The fault test runs l
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -94,7 +93,7 @@ def cluster(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
     port = _free_port()
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # Ray's ports open on all interfaces
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.environ["RAY_AUTH_TOKEN"]}  # the session token (conftest.py)
     env = {**os.environ, **auth, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
            # a dead node is noticed in ~3 s instead of ~30 s
            "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
