@@ -56,3 +56,20 @@ def test_unknown_zoo_name():
     # real zoo entries differ in architecture, source data and pretraining length
     assert len({e.arch for e in zoo.ZOO.values()}) >= 4 and len({e.source for e in zoo.ZOO.values()}) >= 3
     assert len({e.epochs for e in zoo.ZOO.values()}) >= 3 and len(zoo.ZOO) >= 8
+
+
+def test_pretraining_runs_at_a_fixed_thread_count_and_restores_the_callers(monkeypatch):
+    """CPU float sums depend on the thread count: zoo weights are reproducible only at one count."""
+    import torch
+
+    from ncap.models import zoo
+
+    seen = []
+    monkeypatch.setattr(zoo, "pretrain_at_fixed_threads", lambda entry, progress: seen.append(torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        zoo.pretrain(zoo.ZOO["resnet18-mnist"], progress=False)
+        assert seen == [zoo.ZOO_THREADS] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
