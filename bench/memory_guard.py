@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ncap.models.memory import available_memory
+
 RESULTS = Path(__file__).parent / "results"
 LIMIT_GB = 2
 SMALL = {"epochs": 1, "image_size": 32, "evals_per_epoch": 2}
@@ -71,21 +73,16 @@ def _status(pid: int, key: str) -> int:
     return int(text.split(f"{key}:")[1].split()[0]) * 1024
 
 
-def _mem_available() -> int:
-    text = Path("/proc/meminfo").read_text()
-    return int(text.split("MemAvailable:")[1].split()[0]) * 1024
-
-
 def wrong_estimate(srv) -> dict:
     """Part 2: the job with an 'oversized' candidate; the trainer's peak RSS and the host's lowest available
     memory are sampled every 0.2 s while it runs."""
     cands = ["first:resnet10t=random", "oversized:resnet10t=random", "last:mobilenetv3_small_050=random"]
     job = srv.submit({**SMALL, "candidates": cands}).json()["job_id"]
-    peak, low, stop = [0], [_mem_available()], threading.Event()
+    peak, low, stop = [0], [available_memory()], threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            low[0] = min(low[0], _mem_available())
+            low[0] = min(low[0], available_memory())
             trainer = srv.roles().get("trainer")
             if trainer is not None:
                 try:

@@ -138,7 +138,7 @@ def check_memory(args: argparse.Namespace, config) -> None:
     est = check_memory_budget(args.candidates, config, dataset_shape(args.data), limit)
     if args.max_memory_gb:
         apply_memory_limit(limit)
-    elif est.total > available_memory():
+    elif est.total > (available := available_memory()):
         print(f"ncap rank: warning: estimated peak memory {est.describe()} for candidate {est.candidate!r} exceeds "
-              f"the {format_bytes(available_memory())} available now; it may be killed if other processes keep "
+              f"the {format_bytes(available)} available now; it may be killed if other processes keep "
               f"their memory", file=sys.stderr)
