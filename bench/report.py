@@ -7,7 +7,7 @@ import numpy as np
 
 from ncap.bench import rankers
 
-__all__ = ["markdown", "plots", "shown_rankers"]
+__all__ = ["headline_lines", "markdown", "plots", "shown_rankers"]
 
 
 def shown_rankers(table: dict, default: str) -> list[str]:
@@ -56,6 +56,9 @@ def markdown(res: dict) -> str:
              (f"Truth: {d['truth']}. Early signals: the prefix of the seed-0 truth run at a fraction of its epochs "
              f"(`prefix@f`), and ncap's own short run with the `ncap rank` defaults (`short`, "
              f"{100 * res['compute']['short_fraction_of_full']:.0f} % of a full fine-tune's epochs)."), ""]
+    if res["summaries"]:
+        lines += ["## Summary: held-out tasks, then development tasks (regret in accuracy points)", "",
+                  *headline_lines(res), ""]
     for group, title in (("held_out", "Held-out tasks"), ("dev", "Development tasks")):
         for sig in (primary, "short"):
             summ = res["summaries"].get(group, {}).get(sig)
@@ -67,6 +70,30 @@ def markdown(res: dict) -> str:
               "they cover."), "", *default_lines(res), ""]
     lines += noise_lines(res) + budget_lines(res) + ideas_lines(res) + paired_lines(res) + truth_lines(res)
     return "\n".join(lines)
+
+
+def headline_lines(res: dict) -> list[str]:
+    """One table: every ranker on the held-out tasks (ρ and regret with 95 % intervals, at the primary budget and
+    on ncap's short run), then the same on the development tasks (the README's benchmark section opens with it)."""
+    default, primary, summ = res["default_ranker"], res["primary_signal"], res["summaries"]
+    groups = [g for g in ("held_out", "dev") if g in summ]
+    if not groups:
+        return []
+    head = ["ranker"]
+    for g in groups:
+        who = "held out" if g == "held_out" else "dev"
+        head += [f"{who}: ρ @{primary.split('@')[1]} [95 % CI]", f"{who}: regret @{primary.split('@')[1]}",
+                 f"{who}: ρ short [95 % CI]", f"{who}: regret short"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in shown_rankers(res["table"], default):
+        name = (f"**{r}** (default)" if r == default else r) + (" ¹" if r in rankers.PARTIAL else "")
+        cells = [name]
+        for g in groups:
+            for sig in (primary, "short"):
+                s = summ[g].get(sig, {}).get(r)
+                cells += [_ci(s, "rho", 2), _ci(s, "regret", 1)] if s else ["—", "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def default_lines(res: dict) -> list[str]:

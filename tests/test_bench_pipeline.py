@@ -61,3 +61,16 @@ def test_report_renders_with_the_choice(results, tmp_path):
     assert "Default ranker of `ncap rank`" in md and results["default_ranker"] in md
     report.plots(results, tmp_path)
     assert any(tmp_path.glob("*.png"))
+
+
+def test_headline_table_puts_held_out_first_and_shows_every_ranker(results):
+    lines = report.headline_lines(results)
+    header = lines[0]
+    assert header.index("held out: ρ") < header.index("dev: ρ")
+    rows = lines[2:]
+    assert len(rows) == len(report.shown_rankers(results["table"], results["default_ranker"]))
+    default_row = next(r for r in rows if "(default)" in r)
+    rho = results["summaries"]["held_out"][results["primary_signal"]][results["default_ranker"]]["rho"]
+    assert f"{rho:.2f}" in default_row.split("|")[2]
+    md = report.markdown({**results, "command": "python -m ncap.bench", "machine": "test", "bench_wall_time_s": 1.0})
+    assert md.index("## Summary: held-out tasks, then development tasks") < md.index("## Held-out tasks,")
