@@ -80,16 +80,16 @@ def collect(design: Design, specs: list, args) -> dict[str, dict]:
     n_jobs = len(design.tasks) * len(specs) * (len(design.truth_recipes) + 1)
     done = 0
     for task_name in design.tasks:
-        task = get_task(task_name)
-        jobs = [(r, s) for s in specs for r in (*design.truth_recipes, design.short_recipe)]
+        task, at = get_task(task_name), design.for_task(task_name)  # the design at the task's resolution
+        jobs = [(r, s) for s in specs for r in (*at.truth_recipes, at.short_recipe)]
         if args.partial and not all(is_cached(r, task, s) for r, s in jobs):
             log(f"{task_name}: runs missing, left out of this partial report")
             continue
         entry = {"truth": [[] for _ in design.truth_recipes], "short": [], "static": []}
         for spec in specs:
-            entry["static"].append({**cached_static_scores(spec, task, design.static_recipe, rebuild=args.rebuild),
+            entry["static"].append({**cached_static_scores(spec, task, at.static_recipe, rebuild=args.rebuild),
                                     "source-accuracy": design.source_accuracy(spec.name)})
-            for i, recipe in enumerate((*design.truth_recipes, design.short_recipe)):
+            for i, recipe in enumerate((*at.truth_recipes, at.short_recipe)):
                 t0 = time.perf_counter()
                 run = cached_run(spec, task, recipe, rebuild=args.rebuild, progress=False)
                 (entry["short"] if i == len(design.truth_recipes) else entry["truth"][i]).append(run)
