@@ -74,3 +74,15 @@ def test_headline_table_puts_held_out_first_and_shows_every_ranker(results):
     assert f"{rho:.2f}" in default_row.split("|")[2]
     md = report.markdown({**results, "command": "python -m ncap.bench", "machine": "test", "bench_wall_time_s": 1.0})
     assert md.index("## Summary: held-out tasks, then development tasks") < md.index("## Held-out tasks,")
+
+
+def test_a_task_resolution_changes_only_that_tasks_recipes():
+    from ncap.bench.design import full_design
+
+    d = full_design()
+    elpv, digits = d.for_task("elpv-mono"), d.for_task("digits")
+    assert elpv.base_recipe().image_size == 64 and digits.base_recipe().image_size == d.resolution == 32
+    assert digits.short_recipe.key() == d.short_recipe.key()
+    assert elpv.short_recipe.key() != d.short_recipe.key()
+    assert [r.key() for r in digits.truth_recipes] == [r.key() for r in d.truth_recipes]
+    assert d.describe()["task_resolution_px"]["elpv-poly"] == 64
