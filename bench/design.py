@@ -7,7 +7,8 @@ Full design (CPU, 2 cores):
   random initialisation of EfficientNet-Lite0 and ResNet-18.
 * 6 tasks (``ncap.bench.tasks``): 4 development, 2 held out (one of real images).
 * One common resolution, :data:`RESOLUTION` px, for every candidate (native 224-260 px does not fit the
-  CPU budget); gray images are repeated over 3 channels for the ImageNet models.
+  CPU budget), except the elpv tasks at :data:`ELPV_RESOLUTION` (their defects vanish at 32 px); gray images
+  are repeated over 3 channels for the ImageNet models.
 * Truth: 10 epochs with the ``ncap rank`` recipe (AdamW, warm-up then cosine decay to 0) except
   :data:`RECIPE_OVERRIDES` (no augmentation, the backbone at the full lr, batch 32), seeds 0, 1, 2; the truth of a candidate is the mean of the
   three final validation accuracies. Seed 0 observes 4 times per epoch up to the largest budget (50 %, and
