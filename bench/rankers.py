@@ -37,7 +37,7 @@ from ncap.capacitance.predictor import CrossRunPredictor, predict_final_accuracy
 VARIANTS = ("default", "support", "magnitude")
 T0S = (0, 1, 2)
 SMOOTHERS = ("none", "median3", "mean3")
-NCAP_DEFAULT = "ncap[support,t0=1,smooth=none]"  # what `ncap rank` computes with its defaults
+NCAP_DEFAULT = "ncap[support,t0=1,smooth=none]"  # β_eff (Algorithm 1) as `ncap rank` computes it with its defaults
 STATIC = ("logme", "h-score", "leep", "nce", "source-accuracy")
 PARTIAL = ("leep", "nce", "source-accuracy")
 COMBINED_FEATURES = ("last_accuracy", "accuracy_slope", "ncap_prediction", "log_last_beta", "log_beta_slope",
