@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     design = quick_design() if args.quick else full_design()
     if args.tasks:
         design = design.restricted(args.tasks)
+    if args.task_resolution:
+        design = design.with_task_resolution(dict(args.task_resolution))
     specs = design.resolve_candidates(progress=not args.quiet)
     data = collect(design, specs, args)
     if not data:

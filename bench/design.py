@@ -74,6 +74,13 @@ class Design:
         """This design at ``task``'s resolution (:attr:`task_resolution`, else the common :attr:`resolution`)."""
         return replace(self, resolution=self.task_resolution.get(task, self.resolution))
 
+    def with_task_resolution(self, resolution: dict[str, int]) -> Design:
+        """This design with some tasks at another resolution (``--task-resolution``)."""
+        unknown = [t for t in resolution if t not in self.tasks]
+        if unknown:
+            raise SystemExit(f"--task-resolution: tasks not in the {self.name} design: {', '.join(unknown)}")
+        return replace(self, task_resolution={**self.task_resolution, **resolution})
+
     def base_recipe(self, **changes) -> Recipe:
         return Recipe.from_dict({**Recipe().to_dict(), **RECIPE_OVERRIDES, **PINNED_PREDICTOR, "image_size": self.resolution,
                                  "num_workers": 0, "measure_latency": False, **changes})

@@ -86,3 +86,22 @@ def test_a_task_resolution_changes_only_that_tasks_recipes():
     assert elpv.short_recipe.key() != d.short_recipe.key()
     assert [r.key() for r in digits.truth_recipes] == [r.key() for r in d.truth_recipes]
     assert d.describe()["task_resolution_px"]["elpv-poly"] == 64
+
+
+def test_task_resolution_option_parses_overrides_and_refuses_bad_values():
+    import argparse as ap_mod
+
+    from ncap.bench.design import full_design
+    from ncap.bench.options import add_arguments, command
+
+    ap = ap_mod.ArgumentParser()
+    add_arguments(ap)
+    args = ap.parse_args(["--task-resolution", "elpv-mono=96"])
+    assert args.task_resolution == [("elpv-mono", 96)] and "--task-resolution elpv-mono=96" in command(args)
+    d = full_design().with_task_resolution(dict(args.task_resolution))
+    assert d.for_task("elpv-mono").resolution == 96 and d.for_task("elpv-poly").resolution == 64
+    for bad in ("elpv-mono", "elpv-mono=x", "=96", "elpv-mono=4"):
+        with pytest.raises(SystemExit):
+            ap.parse_args(["--task-resolution", bad])
+    with pytest.raises(SystemExit, match="not in the full design"):
+        full_design().with_task_resolution({"nope": 96})
