@@ -87,14 +87,14 @@ def collect(design: Design, specs: list, args) -> dict[str, dict]:
         if args.partial and not all(is_cached(r, task, s) for r, s in jobs):
             log(f"{task_name}: runs missing, left out of this partial report")
             continue
-        entry = {"truth": [[] for _ in design.truth_recipes], "short": [], "static": []}
+        entry = {"truth": [[] for _ in at.truth_recipes], "short": [], "static": []}
         for spec in specs:
             entry["static"].append({**cached_static_scores(spec, task, at.static_recipe, rebuild=args.rebuild),
                                     "source-accuracy": design.source_accuracy(spec.name)})
             for i, recipe in enumerate((*at.truth_recipes, at.short_recipe)):
                 t0 = time.perf_counter()
                 run = cached_run(spec, task, recipe, rebuild=args.rebuild, progress=False)
-                (entry["short"] if i == len(design.truth_recipes) else entry["truth"][i]).append(run)
+                (entry["short"] if i == len(at.truth_recipes) else entry["truth"][i]).append(run)
                 done += 1
                 log(f"[{done}/{n_jobs}] {task_name:22s} {spec.name:26s} {design.run_label(i):8s} "
                     f"acc {100 * rankers.final_accuracy(run):5.1f}%  ({time.perf_counter() - t0:.0f} s)")

@@ -48,7 +48,7 @@ def command(args: argparse.Namespace) -> str:
     parts = ["python -m ncap.bench", *(["--quick"] if args.quick else []), *(["--partial"] if args.partial else [])]
     if args.tasks:
         parts.append("--tasks " + " ".join(args.tasks))
-    if getattr(args, "task_resolution", None):
+    if args.task_resolution:
         parts.append("--task-resolution " + " ".join(f"{t}={px}" for t, px in args.task_resolution))
     if args.n_boot != 1000:
         parts.append(f"--n-boot {args.n_boot}")
