@@ -330,7 +330,8 @@ def check_image_folder(path: str | Path, *, label: str | None = None, max_pixels
         except DataError:
             raise
         except Exception as exc:  # UnidentifiedImageError, OSError, DecompressionBombError, ...
-            raise DataError(f"{label}: unreadable image {member!r} ({type(exc).__name__}: {exc})") from exc
+            reason = str(exc).replace(str(p), member).replace(str(path), label)  # PIL names the server's path
+            raise DataError(f"{label}: unreadable image {member!r} ({type(exc).__name__}: {reason})") from exc
     w, h = sizes.most_common(1)[0][0]
     counts = Counter(k for _p, k in files)
     return DatasetSummary(len(files), (1 if all_gray else 3, int(h), int(w)),

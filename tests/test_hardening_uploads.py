@@ -150,3 +150,7 @@ def test_image_folder_check_refuses_huge_and_broken_images(tmp_path):
     (tmp_path / "b" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     with pytest.raises(DataError, match=r"d.zip: unreadable image 'b/1.png'"):
         check_image_folder(tmp_path, label="d.zip")
+    (tmp_path / "b" / "1.png").write_bytes(b"not an image")  # PIL's own message names the file's full path
+    with pytest.raises(DataError, match=r"unreadable image 'b/1.png' \(UnidentifiedImageError: .*'b/1.png'") as err:
+        check_image_folder(tmp_path, label="d.zip")
+    assert str(tmp_path) not in str(err.value)  # the server's folders never reach the user
