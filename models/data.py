@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from ncap.models.archive import ArchiveError, DataError
 from ncap.models.named_datasets import NAMED, load_named_arrays
-from ncap.models.upload_checks import GRAY_MODES, image_folder_files
+from ncap.models.upload_checks import GRAY_MODES, image_folder_files, unreadable_image
 
 __all__ = [
     "LIGHT_AUGMENTATION",
@@ -166,8 +166,7 @@ class FileImages(LazyImages):
             with Image.open(path) as im:
                 return im.convert(self.mode)
         except Exception as exc:  # UnidentifiedImageError, OSError (truncated), DecompressionBombError, ...
-            member = path.relative_to(self.base).as_posix()
-            raise DataError(f"{self.label}: unreadable image {member!r} ({type(exc).__name__}: {exc})") from exc
+            raise unreadable_image(self.label, Path(self.base), Path(path), exc) from exc
 
     def read(self, i: int) -> np.ndarray:
         from PIL import Image
@@ -553,8 +552,7 @@ def _scan_headers(paths: list[Path], source_label: str, base: Path) -> tuple[str
                 sizes[im.size] += 1
                 all_gray &= im.mode in GRAY_MODES
         except Exception as exc:  # UnidentifiedImageError, OSError, DecompressionBombError, ...
-            raise DataError(f"{source_label}: unreadable image {p.relative_to(base).as_posix()!r} "
-                            f"({type(exc).__name__}: {exc})") from exc
+            raise unreadable_image(source_label, Path(base), Path(p), exc) from exc
     w, h = sizes.most_common(1)[0][0]
     return ("L" if all_gray else "RGB"), (h, w)
 

@@ -40,6 +40,7 @@ __all__ = [
     "image_folder_files",
     "npz_image_shape",
     "read_npz_headers",
+    "unreadable_image",
 ]
 
 DEFAULT_CHUNK_BYTES = 16 * 1024**2
@@ -300,6 +301,14 @@ def image_folder_files(path: Path, label: str | None = None) -> tuple[list[str],
     return classes, files
 
 
+def unreadable_image(label: str, root: Path, file: Path, exc: BaseException) -> DataError:
+    """The error for an image PIL cannot decode: named by its path inside the upload; PIL's own message names
+    the file's full path on this machine, which is replaced by that name (and ``root`` by ``label``)."""
+    member = file.relative_to(root).as_posix()
+    reason = str(exc).replace(str(file), member).replace(str(root), label)
+    return DataError(f"{label}: unreadable image {member!r} ({type(exc).__name__}: {reason})")
+
+
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 
@@ -330,8 +339,7 @@ def check_image_folder(path: str | Path, *, label: str | None = None, max_pixels
         except DataError:
             raise
         except Exception as exc:  # UnidentifiedImageError, OSError, DecompressionBombError, ...
-            reason = str(exc).replace(str(p), member).replace(str(path), label)  # PIL names the server's path
-            raise DataError(f"{label}: unreadable image {member!r} ({type(exc).__name__}: {reason})") from exc
+            raise unreadable_image(label, path, p, exc) from exc
     w, h = sizes.most_common(1)[0][0]
     counts = Counter(k for _p, k in files)
     return DatasetSummary(len(files), (1 if all_gray else 3, int(h), int(w)),
