@@ -76,9 +76,7 @@ class Design:
 
     def with_task_resolution(self, resolution: dict[str, int]) -> Design:
         """This design with some tasks at another resolution (``--task-resolution``)."""
-        unknown = [t for t in resolution if t not in self.tasks]
-        if unknown:
-            raise SystemExit(f"--task-resolution: tasks not in the {self.name} design: {', '.join(unknown)}")
+        self._refuse_unknown_tasks(resolution, "--task-resolution")
         return replace(self, task_resolution={**self.task_resolution, **resolution})
 
     def base_recipe(self, **changes) -> Recipe:
@@ -145,10 +143,15 @@ class Design:
         return f"seed{self.truth_seeds[i]}" if i < len(self.truth_seeds) else "short"
 
     def restricted(self, tasks) -> Design:
-        unknown = [t for t in tasks if t not in self.tasks]
-        if unknown:
-            raise SystemExit(f"tasks not in the {self.name} design: {', '.join(unknown)}; known: {', '.join(self.tasks)}")
+        self._refuse_unknown_tasks(tasks, "--tasks")
         return replace(self, tasks=tuple(tasks))
+
+    def _refuse_unknown_tasks(self, names, option: str) -> None:
+        """Exit 2 with the reason when ``option`` names a task this design does not have."""
+        unknown = [t for t in names if t not in self.tasks]
+        if unknown:
+            raise SystemExit(f"{option}: tasks not in the {self.name} design: {', '.join(unknown)}; "
+                             f"known: {', '.join(self.tasks)}")
 
     def describe(self) -> dict:
         return {"name": self.name, "candidates": self.candidate_names, "tasks": list(self.tasks),
