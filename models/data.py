@@ -39,6 +39,8 @@ All problems raise :class:`DataError` (a ``ValueError``) naming the file/member 
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 import os
 import shutil
 import struct
@@ -303,6 +305,22 @@ class ImageDataset:
         idx = np.asarray(indices, dtype=np.int64)
         x = self.x.take(idx) if isinstance(self.x, LazyImages) else self.x[idx]
         return ImageDataset(x, self.y[idx], list(self.class_names), source or self.source, self.max_value)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the labels, the class names, the value scale and every image's bytes in order (a file's
+        own bytes for image files), read one image at a time: any changed, added, removed or reordered image
+        changes it."""
+        h = hashlib.sha256(json.dumps([self.class_names, float(self.max_value)]).encode())
+        h.update(np.ascontiguousarray(self.y).tobytes())
+        x = self.x
+        for i in range(len(self)):
+            if isinstance(x, FileImages):
+                h.update(Path(x.paths[int(x.indices[i])]).read_bytes())
+            else:
+                a = np.ascontiguousarray(x[i])
+                h.update(f"{a.dtype}{a.shape}".encode())
+                h.update(a.tobytes())
+        return h.hexdigest()
 
     def float_images(self) -> np.ndarray:
         """Every image as float32 (N, C, H, W) in [0, 1], in memory: only for small sets (pruning, tests)."""

@@ -32,6 +32,7 @@ import torch
 from ncap.capacitance.tracker import BetaEffTracker
 from ncap.models import training
 from ncap.models.recipe import Recipe
+from ncap.models.probe import CandidateModel
 from ncap.models.training import Cancelled, DivergedError, TrainSettings, evaluate_accuracy, seed_everything
 
 __all__ = ["Cancelled", "CandidateRun", "evaluate_accuracy", "fine_tune_candidate", "probe_pruning_report",
@@ -55,6 +56,8 @@ class CandidateRun:
     beta_time_s: float = 0.0  # part of wall_time_s spent measuring β_eff
     train_time_s: float = 0.0  # the training loop (data loading and optimiser steps), without observations
     train_cpu_s: float = 0.0  # this process's CPU time in the training loop (loader workers not included)
+    cache_time_s: float = 0.0  # trainable top/probe: building (or opening) the activation cache
+    cache_reused: bool | None = None  # trainable top/probe: True when every cache entry existed before
     images_per_s: float | None = None  # training images per second of train_time_s
     feature_dim: int | None = None
     n_params: int | None = None
@@ -105,6 +108,64 @@ def _loaders(data_cfg: dict, train, val, config: Recipe, device: torch.device):
     return train_loader, val_loader, fixed, val_labels, input_size
 
 
+@dataclass
+class _Feeds:
+    """What one candidate trains and is observed on: the model that trains, its loaders, the fixed β_eff batch,
+    the validation labels of the β_eff subset, the input size, and the whole model (for latency)."""
+
+    model: CandidateModel
+    train_loader: object
+    val_loader: object
+    fixed: tuple | None
+    val_labels: torch.Tensor
+    input_size: tuple[int, int, int]
+    whole: CandidateModel
+
+
+def _full_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Recipe, device: torch.device) -> _Feeds:
+    """``trainable="all"``: images streamed through the whole model."""
+    train_loader, val_loader, fixed, val_labels, input_size = _loaders(data_cfg, train, val, config, device)
+    return _Feeds(model, train_loader, val_loader, fixed, val_labels, input_size, model)
+
+
+def _cached_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Recipe, device: torch.device,
+                  progress: bool, run: CandidateRun) -> _Feeds:
+    """``trainable="top"``/``"probe"``: the frozen trunk's activations cached once (ncap.models.activation_cache),
+    the top and the probe trained on them. Validation and the β_eff subset use the same seeded order as
+    :func:`_loaders`; the ``fixed`` β_eff batch is those training images' cached view 0."""
+    from ncap.models.activation_cache import CachedBatches, cached_activations
+    from ncap.models.data import candidate_transforms, resolve_num_workers
+    from ncap.models.partial import split_backbone
+
+    augmentation = config.augmentation
+    train_tf, eval_tf, input_size = candidate_transforms(data_cfg, image_size=config.image_size,
+                                                         augmentation=augmentation)
+    split = split_backbone(model.backbone, config.trainable, input_size)
+    split.trunk.to(device)
+    common = {"channels": input_size[0], "frozen": split.digest, "device": device, "batch_size": config.batch_size,
+              "num_workers": resolve_num_workers(config.num_workers, device), "progress": progress,
+              "max_bytes": int(config.activation_cache_gb * 1024**3), "desc": run.candidate}
+    t0 = time.perf_counter()
+    views = config.cached_views if augmentation != "none" else 1
+    train_cache = cached_activations(split.trunk, train, train_tf, views=views, **common)
+    val_cache = cached_activations(split.trunk, val, eval_tf, views=1, **common)
+    run.cache_time_s = time.perf_counter() - t0
+    run.cache_reused = train_cache.reused and val_cache.reused
+    bs, gen = config.batch_size, torch.Generator().manual_seed(config.seed)
+    val_order = torch.randperm(len(val), generator=gen).numpy()
+    train_loader = CachedBatches(train_cache, train.y, batch_size=bs, shuffle=True, drop_last=len(train) >= bs,
+                                 seed=config.seed)
+    val_loader = CachedBatches(val_cache, val.y, batch_size=bs, order=val_order)
+    fixed = None
+    if config.beta_features == "fixed" and config.track_beta:
+        idx = torch.randperm(len(train), generator=gen)[: config.beta_batch_size].numpy()
+        fixed = (torch.from_numpy(train_cache.data[0, idx].astype(np.float32)), torch.as_tensor(train.y[idx]))
+    trained = CandidateModel(split.top, model.probe)
+    whole = CandidateModel(torch.nn.Sequential(split.trunk, split.top), model.probe)
+    return _Feeds(trained, train_loader, val_loader, fixed, torch.as_tensor(val.y[val_order[: config.beta_batch_size]]),
+                  input_size, whole)
+
+
 def fine_tune_candidate(
     spec,
     train,
@@ -135,23 +196,25 @@ def fine_tune_candidate(
     run = CandidateRun(candidate=spec.name)
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden,
-                                            freeze_backbone=config.freeze_backbone)
-    train_loader, val_loader, fixed, val_labels, input_size = _loaders(data_cfg, train, val, config, device)
-    run.feature_dim, run.input_size = model.probe.in_features, list(input_size)
+    model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden)
     run.n_params = sum(p.numel() for p in model.parameters())
     run.weights_remap = getattr(model.backbone, "ncap_weight_remap", None)
+    if config.trainable == "all":
+        feeds = _full_feeds(model, data_cfg, train, val, config, device)
+    else:
+        feeds = _cached_feeds(model, data_cfg, train, val, config, device, progress, run)
+    model, train_loader = feeds.model, feeds.train_loader
+    run.feature_dim, run.input_size = model.probe.in_features, list(feeds.input_size)
     tracker = BetaEffTracker(model.probe, variant=config.variant, extra_variants=config.extra_variants,
                              extra_variants_until=config.extra_variants_until, batch_size=config.beta_batch_size,
                              max_magnitude_flops=config.max_magnitude_flops, t0=config.t0, enabled=config.track_beta)
     settings = TrainSettings.from_recipe(config)
-    observer = _Observer(run, model, tracker, (val_loader, val_labels), fixed, config, device, len(train_loader),
-                         on_epoch, snapshots)
+    observer = _Observer(run, model, tracker, (feeds.val_loader, feeds.val_labels), feeds.fixed, config, device,
+                         len(train_loader), on_epoch, snapshots)
     hook = model.probe.register_forward_pre_hook(observer.see_features)
     try:
         result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step,
-                                should_stop=should_stop, frozen=model.backbone if config.freeze_backbone else None,
-                                progress=progress, desc=spec.name)
+                                should_stop=should_stop, progress=progress, desc=spec.name)
         run.train_time_s, run.train_cpu_s, run.images_per_s = result.seconds, result.cpu_seconds, result.images_per_s
     except DivergedError as exc:
         run.status, run.error = "failed", str(exc)
@@ -168,7 +231,7 @@ def fine_tune_candidate(
     if config.measure_latency:
         from ncap.models.latency import measure_latency
 
-        run.latency_ms = measure_latency(model, tuple(input_size), device)
+        run.latency_ms = measure_latency(feeds.whole, tuple(feeds.input_size), device)
     run.wall_time_s = time.perf_counter() - t_start
     return run
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from ncap.capacitance.line_graph import VARIANTS
 from ncap.capacitance.ranking_rules import DEFAULT_RULE, RuleName
+from ncap.models.partial import Trainable
 from ncap.models.probe import probe_width_spec
 
 __all__ = ["Exposure", "Recipe", "VariantName", "exposed_fields", "plain_value_errors"]
@@ -87,8 +88,14 @@ class Recipe(BaseModel):
                                    "chosen by the benchmark's width sweep.")] = 128
     probe_depth: Annotated[int, JOB, Field(
         ge=3, le=16, description="Hidden Linear layers of the probe (β_eff is structurally 0 below 3).")] = 3
-    freeze_backbone: Annotated[bool, JOB, Field(description="Train the probe only (backbone and its "
-                                                            "BatchNorm statistics frozen).")] = False
+    trainable: Annotated[Trainable, JOB, Field(
+        description="What trains (models/partial.py): all = the whole backbone, the probe and the classifier; "
+                    "top = the backbone's last stage (timm's last feature level) and its head conv, the probe "
+                    "and the classifier, on cached activations of the frozen rest; probe = the probe and the "
+                    "classifier only, on cached pooled features.")] = "all"
+    cached_views: Annotated[int, JOB, Field(
+        ge=1, le=16, description="trainable top/probe: augmented views cached per training image (each epoch "
+                                 "reads one at random); 1 with augmentation none.")] = 2
     seed: Annotated[int, JOB, Field(ge=0, le=2**31 - 1, description="Seed of the split, the probe batch and "
                                                                   "the training order.")] = 0
     variant: Annotated[VariantName, JOB, Field(
@@ -118,6 +125,10 @@ class Recipe(BaseModel):
     prune_sparsity: Annotated[float | None, JOB, Field(
         gt=0, lt=1, description="Attach a pruning report per candidate: magnitude-prune the fine-tuned probe "
                                 "to this sparsity and fit power laws to its degree distributions.")] = None
+    activation_cache_gb: Annotated[float, CLI, Field(
+        gt=0, le=100000, allow_inf_nan=False, description="Bound of the activation cache on disk "
+                                                          "($NCAP_CACHE/activations); least recently used "
+                                                          "entries are evicted.")] = 20.0
     device: Annotated[str, CLI, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
                                       description="auto, cpu, cuda, cuda:N or mps.")] = "auto"
     amp: Annotated[Literal["auto", "off", "bf16", "fp16"], CLI, Field(
@@ -143,6 +154,16 @@ class Recipe(BaseModel):
         description="Measure each candidate's inference latency after fine-tuning.")] = True
 
     _plain_errors = field_validator("*", mode="before")(classmethod(lambda cls, v, info: plain_value_errors(cls, v, info)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_freeze_backbone(cls, data):
+        """Records written before ``trainable`` existed say ``freeze_backbone`` (true = ``trainable`` probe)."""
+        if isinstance(data, dict) and "freeze_backbone" in data:
+            data = dict(data)
+            if data.pop("freeze_backbone") is True:
+                data.setdefault("trainable", "probe")
+        return data
 
     @model_validator(mode="after")
     def _check_observation_epochs(self) -> Recipe:
