@@ -43,7 +43,7 @@ RUNS = [  # (name, candidate, dataset, recipe overrides)
     ("mobilenetv3 digits 64px", "mobilenetv3_small_050=random", "digits", {"image_size": 64}),
     ("resnet18 mnist5k 32px b128", "resnet18=random", "mnist5k", {"image_size": 32, "batch_size": 128}),
     ("resnet10t digits probe 1024", "resnet10t=random", "digits", {"image_size": 32, "probe_width": 1024}),
-    ("resnet18 npz 64px frozen", "resnet18=random", "npz", {"image_size": 64, "freeze_backbone": True}),
+    ("resnet18 npz 64px frozen", "resnet18=random", "npz", {"image_size": 64, "trainable": "probe"}),
     ("efficientnet_lite0 npz native 224 b16", "efficientnet_lite0=random", "npz", {"batch_size": 16}),
 ]
 QUICK = {"resnet10t digits 32px", "resnet10t digits probe 1024"}

@@ -39,7 +39,7 @@ import numpy as np
 from ncap.models.data import ImageDataset
 from ncap.models.named_datasets import load_named_arrays
 
-__all__ = ["ELPV_SIDE", "TASKS", "Task", "animal_target_pools", "dev_tasks", "elpv_cells", "get_task", "held_out_tasks",
+__all__ = ["ELPV_SIDE", "TASKS", "TASKS_V3", "Task", "animal_target_pools", "dev_tasks", "elpv_cells", "get_task", "held_out_tasks",
            "stratified_take"]
 
 ELPV_SIDE = 96  # elpv cells are stored at this side (area-averaged from 300 px); the recipe resizes further
@@ -58,6 +58,7 @@ class Task:
     n_val: int
     held_out: bool = False
     real_images: bool = False
+    builder: str = ""  # what else defines the images (v3: "native" = elpv at its stored 300 px)
 
     def key(self) -> str:
         """Short hash of what defines the task's split (its name, sizes, seeds, builder version): part of the
@@ -65,6 +66,7 @@ class Task:
         import hashlib
 
         blob = f"{self.name}|{self.n_train}|{self.n_val}|{SPLIT_SEED}|{ELPV_SIDE}|{TASK_VERSION}"
+        blob += f"|{self.builder}" if self.builder else ""
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
     def split(self, max_train: int | None = None, max_val: int | None = None) -> tuple[ImageDataset, ImageDataset]:
@@ -155,6 +157,48 @@ def _elpv(cell_type: str) -> ImageDataset:
     return ImageDataset(x[keep], y[keep], list(classes), f"elpv-{cell_type}", 255.0)
 
 
+@functools.lru_cache(maxsize=1)
+def elpv_native() -> tuple[ImageDataset, np.ndarray]:
+    """(every elpv cell at its stored 300 px as one dataset of the 4 defect grades, cell types (N,))."""
+    import importlib.resources
+
+    x, y, classes, _ = load_named_arrays("elpv")
+    labels = importlib.resources.files("elpv_dataset") / "data" / "labels.csv"
+    table = np.genfromtxt(str(labels), dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"])
+    if len(table) != len(y) or not np.allclose(np.rint(table["probability"] * 3), y):
+        raise ValueError("elpv: labels.csv does not match the images' labels")
+    return ImageDataset(x, y, list(classes), "elpv", 255.0), np.char.decode(table["type"])
+
+
+def _elpv_native_type(cell_type: str) -> ImageDataset:
+    ds, types = elpv_native()
+    return ds.select(np.flatnonzero(types == cell_type), f"elpv-{cell_type}")
+
+
+def _elpv_native_defect(cell_type: str) -> ImageDataset:
+    """The cells of one type, defective (annotated defect probability > 0) or not."""
+    ds = _elpv_native_type(cell_type)
+    return ImageDataset(ds.x, (ds.y > 0).astype(np.int64), ["functional", "defective"], f"elpv-{cell_type}-defect",
+                        255.0)
+
+
+def _make_v3_tasks() -> dict[str, Task]:
+    """Benchmark v3's tasks (bench/design_v3.py): elpv at its stored 300 px (candidates resize to their native
+    size), three real-image tasks; digits and the inverted animal pool from v2 (their images are unchanged)."""
+    tasks = [
+        Task("elpv-mono", "solar-cell EL images (300 px), monocrystalline cells, 4 defect grades",
+             lambda: _elpv_native_type("mono"), 500, 574, real_images=True, builder="native"),
+        Task("elpv-mono-defect", "solar-cell EL images (300 px), monocrystalline cells, defective or not",
+             lambda: _elpv_native_defect("mono"), 500, 574, real_images=True, builder="native"),
+        Task("digits", "scikit-learn digits, 8x8 scans of handwritten digits", _digits, 500, 1297),
+        Task("elpv-poly", "solar-cell EL images (300 px), polycrystalline cells, 4 defect grades",
+             lambda: _elpv_native_type("poly"), 500, 1050, held_out=True, real_images=True, builder="native"),
+        Task("animal-mnist-inverted", "animal silhouettes, target pool B (disjoint from A), inverted",
+             lambda: _animal(1, True), 500, 1000, held_out=True),
+    ]
+    return {t.name: t for t in tasks}
+
+
 def _make_tasks() -> dict[str, Task]:
     tasks = [
         Task("digits", "scikit-learn digits, 8x8 scans of handwritten digits", _digits, 500, 1297),
@@ -171,6 +215,7 @@ def _make_tasks() -> dict[str, Task]:
 
 
 TASKS: dict[str, Task] = _make_tasks()
+TASKS_V3: dict[str, Task] = _make_v3_tasks()
 
 
 def get_task(name: str) -> Task:

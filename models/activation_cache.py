@@ -69,9 +69,9 @@ def cache_dir() -> Path:
     return cache_root() / "activations"
 
 
-def entry_bytes(shape: tuple[int, ...], n_images: int, views: int) -> int:
-    """Bytes of one entry's data: ``views × n_images`` activations of ``shape`` in float16."""
-    return int(views * n_images * math.prod(shape) * np.dtype(DTYPE).itemsize)
+def entry_bytes(shape: tuple[int, ...], n_images: int, views: int, dtype=DTYPE) -> int:
+    """Bytes of one entry's data: ``views × n_images`` activations of ``shape`` (float16 by default)."""
+    return int(views * n_images * math.prod(shape) * np.dtype(dtype).itemsize)
 
 
 @dataclass
@@ -81,6 +81,7 @@ class ActivationCache:
     path: Path
     data: np.ndarray
     reused: bool  # True when the entry existed before this run asked for it
+    build_cpu_s: float = 0.0  # CPU seconds of the process that built it (recorded in entry.json)
 
     @property
     def views(self) -> int:
@@ -100,8 +101,9 @@ def _key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _open_entry(path: Path, parts: dict) -> np.ndarray | None:
-    """The entry's memory map, or None when it is missing, from another key or damaged (then removed)."""
+def _open_entry(path: Path, parts: dict) -> tuple[np.ndarray, dict] | None:
+    """The entry's memory map and record, or None when it is missing, from another key or damaged (then
+    removed)."""
     record = path / "entry.json"
     if not record.is_file():
         return None
@@ -111,14 +113,14 @@ def _open_entry(path: Path, parts: dict) -> np.ndarray | None:
         if meta.get("parts") != parts or file.stat().st_size != meta["file_bytes"]:
             raise ValueError(f"size {file.stat().st_size} B, recorded {meta.get('file_bytes')} B")
         data = np.load(file, mmap_mode="r")
-        if list(data.shape) != meta["shape"] or data.dtype != DTYPE:
+        if list(data.shape) != meta["shape"] or data.dtype.name != parts["dtype"]:
             raise ValueError(f"shape {data.shape} {data.dtype}, recorded {meta['shape']}")
     except (OSError, ValueError, KeyError) as exc:
         log.warning("activation cache entry %s is damaged (%s): rebuilding it", path.name, exc)
         shutil.rmtree(path, ignore_errors=True)
         return None
     os.utime(record)  # last use, for the bound's eviction order
-    return data
+    return data, meta
 
 
 def _remove_stale_builds(root: Path) -> None:
@@ -163,53 +165,56 @@ def _make_room(root: Path, need: int, max_bytes: int) -> None:
 
 
 def _write_entry(tmp: Path, shape: tuple, views: int, n: int, passes: Callable[[int], Iterator[np.ndarray]],
-                 parts: dict) -> None:
-    """Write ``views`` sequential passes of float16 activations, flush them, then ``entry.json``."""
+                 parts: dict, cpu_start: float) -> None:
+    """Write ``views`` sequential passes of activations, flush them, then ``entry.json``."""
     file = tmp / "activations.npy"
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(DTYPE)), "fortran_order": False,
+    dtype = np.dtype(parts["dtype"])
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
               "shape": (views, n, *shape)}
     with open(file, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
         for v in range(views):
             written = 0
             for chunk in passes(v):
-                f.write(np.ascontiguousarray(chunk, dtype=DTYPE).tobytes())
+                f.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
                 written += len(chunk)
             if written != n:
                 raise RuntimeError(f"view {v} produced {written} activations for {n} images")
         f.flush()
         os.fsync(f.fileno())
     meta = {"version": CACHE_VERSION, "parts": parts, "shape": [views, n, *shape],
-            "file_bytes": file.stat().st_size, "created": time.time()}
+            "file_bytes": file.stat().st_size, "created": time.time(), "build_cpu_s": time.process_time() - cpu_start}
     (tmp / "entry.json").write_text(json.dumps(meta, indent=1))
 
 
 def cached_activations(trunk: torch.nn.Module, ds, transform, channels: int, *, views: int, frozen: str,
                        device: torch.device, batch_size: int = 64, num_workers: int = 0,
-                       max_bytes: int | None = None, progress: bool = False, desc: str = "cache"
-                       ) -> ActivationCache:
+                       max_bytes: int | None = None, progress: bool = False, desc: str = "cache",
+                       dtype=DTYPE) -> ActivationCache:
     """The cache entry of ``trunk`` on ``ds`` (a :class:`~ncap.models.data.ImageDataset`) through
     ``transform``: reused when it exists and is whole, else built (module docstring).
 
-    ``frozen`` is the trunk's weight digest; ``max_bytes`` bounds the whole cache (None: no bound).
+    ``frozen`` is the trunk's weight digest; ``max_bytes`` bounds the whole cache (None: no bound); ``dtype``
+    float16 (what ranking uses) or float32 (exact; tests).
     """
     from ncap.models.data import make_loader
     from ncap.models.training import to_device
 
     parts = {"version": CACHE_VERSION, "frozen": frozen, "transform": repr(transform), "channels": int(channels),
-             "views": int(views), "images": ds.fingerprint(), "dtype": np.dtype(DTYPE).name}
+             "views": int(views), "images": ds.fingerprint(), "dtype": np.dtype(dtype).name}
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     path = root / _key(parts)
-    data = _open_entry(path, parts)
-    if data is not None:
-        return ActivationCache(path, data, reused=True)
+    opened = _open_entry(path, parts)
+    if opened is not None:
+        return ActivationCache(path, opened[0], reused=True, build_cpu_s=opened[1].get("build_cpu_s", 0.0))
+    cpu_start = time.process_time()
     _remove_stale_builds(root)
     first = make_loader(ds, transform, channels, batch_size=1, seed=VIEW_SEED, num_workers=0)
     with torch.no_grad():
         x0 = next(iter(first))[0][:1]
         shape = tuple(int(s) for s in trunk(to_device(x0, device)).shape[1:])
-    need = entry_bytes(shape, len(ds), views)
+    need = entry_bytes(shape, len(ds), views, dtype)
     if max_bytes is not None:
         _make_room(root, need, max_bytes)
     bar = tqdm(total=views * len(ds), desc=f"{desc}: caching", unit="img", disable=not progress, leave=False)
@@ -226,7 +231,7 @@ def cached_activations(trunk: torch.nn.Module, ds, transform, channels: int, *, 
     tmp = root / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _write_entry(tmp, shape, views, len(ds), one_pass, parts)
+        _write_entry(tmp, shape, views, len(ds), one_pass, parts, cpu_start)
         try:
             os.rename(tmp, path)
         except OSError:  # another process finished the same entry first: use theirs
@@ -235,10 +240,10 @@ def cached_activations(trunk: torch.nn.Module, ds, transform, channels: int, *, 
         bar.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    data = _open_entry(path, parts)
-    if data is None:
+    opened = _open_entry(path, parts)
+    if opened is None:
         raise CacheError(f"activation cache entry {path} could not be read back after it was written")
-    return ActivationCache(path, data, reused=False)
+    return ActivationCache(path, opened[0], reused=False, build_cpu_s=opened[1].get("build_cpu_s", 0.0))
 
 
 class CachedBatches:

@@ -31,8 +31,8 @@ import torch
 
 from ncap.capacitance.tracker import BetaEffTracker
 from ncap.models import training
-from ncap.models.recipe import Recipe
 from ncap.models.probe import CandidateModel
+from ncap.models.recipe import Recipe
 from ncap.models.training import Cancelled, DivergedError, TrainSettings, evaluate_accuracy, seed_everything
 
 __all__ = ["Cancelled", "CandidateRun", "evaluate_accuracy", "fine_tune_candidate", "probe_pruning_report",
@@ -58,6 +58,10 @@ class CandidateRun:
     train_cpu_s: float = 0.0  # this process's CPU time in the training loop (loader workers not included)
     cache_time_s: float = 0.0  # trainable top/probe: building (or opening) the activation cache
     cache_reused: bool | None = None  # trainable top/probe: True when every cache entry existed before
+    cache_build_cpu_s: float = 0.0  # trainable top/probe: CPU seconds that built its cache entries (this run or
+    # an earlier one): what the cache cost, whoever paid it
+    cpu_time_s: float = 0.0  # this process's CPU time for the whole candidate (loader workers not included)
+    obs_cpu_s: list[float] = field(default_factory=list)  # this process's CPU seconds since the start, per observation
     images_per_s: float | None = None  # training images per second of train_time_s
     feature_dim: int | None = None
     n_params: int | None = None
@@ -151,6 +155,7 @@ def _cached_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Rec
     val_cache = cached_activations(split.trunk, val, eval_tf, views=1, **common)
     run.cache_time_s = time.perf_counter() - t0
     run.cache_reused = train_cache.reused and val_cache.reused
+    run.cache_build_cpu_s = train_cache.build_cpu_s + val_cache.build_cpu_s
     bs, gen = config.batch_size, torch.Generator().manual_seed(config.seed)
     val_order = torch.randperm(len(val), generator=gen).numpy()
     train_loader = CachedBatches(train_cache, train.y, batch_size=bs, shuffle=True, drop_last=len(train) >= bs,
@@ -192,7 +197,7 @@ def fine_tune_candidate(
     """
     from ncap.models.candidates import build_candidate_model
 
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     run = CandidateRun(candidate=spec.name)
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -211,6 +216,7 @@ def fine_tune_candidate(
     settings = TrainSettings.from_recipe(config)
     observer = _Observer(run, model, tracker, (feeds.val_loader, feeds.val_labels), feeds.fixed, config, device,
                          len(train_loader), on_epoch, snapshots)
+    observer.cpu_start = c_start
     hook = model.probe.register_forward_pre_hook(observer.see_features)
     try:
         result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step,
@@ -232,7 +238,7 @@ def fine_tune_candidate(
         from ncap.models.latency import measure_latency
 
         run.latency_ms = measure_latency(feeds.whole, tuple(feeds.input_size), device)
-    run.wall_time_s = time.perf_counter() - t_start
+    run.wall_time_s, run.cpu_time_s = time.perf_counter() - t_start, time.process_time() - c_start
     return run
 
 
@@ -267,6 +273,7 @@ class _Observer:
         self.val_features: list[torch.Tensor] | None = None  # filled during a validation pass
         self.losses: list[float] = []
         self.fixed_seconds = 0.0
+        self.cpu_start = time.process_time()
 
     def see_features(self, _probe, args) -> None:
         self.features = args[0]
@@ -289,6 +296,7 @@ class _Observer:
         feats, labels = self.beta_inputs()
         self.tracker.observe(epoch, acc, feats, labels)
         self.run.train_loss.append(float(np.mean(self.losses)) if self.losses else float("nan"))
+        self.run.obs_cpu_s.append(time.process_time() - self.cpu_start)
         self.losses = []
         if self.snaps is not None:
             self.snaps.append({f"{i}": m.weight.detach().cpu().numpy().astype(np.float32)

@@ -314,13 +314,14 @@ def _candidate_parts(profile: BackboneProfile, recipe, data: DatasetShape) -> di
     no-grad forward) are separate entries, since only the largest of them happens at the peak."""
     widths = [profile.feature_dim, *recipe.probe_hidden, data.n_classes]
     probe_params = sum(a * b + b for a, b in itertools.pairwise(widths))
-    trained = probe_params + (0 if recipe.freeze_backbone else profile.params)
-    frozen = profile.params if recipe.freeze_backbone else 0
+    probe_only = recipe.trainable == "probe"  # "top" is bounded as "all" (its step holds less: an upper bound)
+    trained = probe_params + (0 if probe_only else profile.params)
+    frozen = profile.params if probe_only else 0
     n_train = data.n_images - round(recipe.val_fraction * data.n_images)
     batch = min(recipe.batch_size, max(n_train, 1))
     image = F32 * math.prod(profile.input_size)
     workers = max(int(getattr(recipe, "num_workers", 0)), 0)  # -1 (auto) counts as the main process only
-    if recipe.freeze_backbone:
+    if probe_only:
         train = NO_GRAD_FACTOR * batch * profile.largest_output_bytes  # the backbone keeps no activations
     else:
         train = ACTIVATION_FACTOR * batch * profile.activation_bytes

@@ -35,7 +35,7 @@ from torch import nn
 from ncap.models.candidates import CandidateError
 
 __all__ = ["TRAINABLE", "SplitBackbone", "SplitError", "Trainable", "frozen_digest", "split_backbone",
-           "split_module_name"]
+           "split_module_name", "split_problem"]
 
 TRAINABLE = ("all", "top", "probe")
 Trainable = Literal["all", "top", "probe"]
@@ -46,7 +46,7 @@ class SplitError(CandidateError):
     """The candidate's structure cannot be split into a frozen trunk and a trainable top."""
 
 
-class _Stop(Exception):  # noqa: N818 - control flow, not an error: carries the split module's output
+class _Stop(Exception):
     def __init__(self, output: torch.Tensor):
         super().__init__()
         self.output = output
@@ -198,3 +198,23 @@ def frozen_digest(backbone: nn.Module, names: tuple[str, ...]) -> str:
             h.update(f"{name}.{key}|{tuple(t.shape)}|{t.dtype}|".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def split_problem(spec, trainable: str, image_size: int | None = None) -> str | None:
+    """Why candidate ``spec`` (a :class:`~ncap.models.candidates.CandidateSpec`) cannot train with
+    ``trainable``, or None when it can: its architecture, with random weights (the structure is what
+    matters), is split and checked at the size the run feeds it. Used before any training starts."""
+    from ncap.models.candidates import CandidateSpec, create_backbone
+
+    if trainable == "all":
+        return None
+    backbone, _, cfg = create_backbone(CandidateSpec(spec.name, spec.arch, source="random", kwargs=spec.kwargs))
+    c, h, w = cfg["input_size"]
+    try:
+        split_backbone(backbone, trainable, (c, image_size or h, image_size or w))
+    except SplitError as exc:
+        return f"cannot train with trainable={trainable!r}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - e.g. an input size the architecture cannot take: said in one line
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return f"cannot train with trainable={trainable!r}: {type(exc).__name__}: {first}"
+    return None

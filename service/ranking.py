@@ -16,6 +16,7 @@ from ncap.capacitance.predictor import p_best, rank_order
 from ncap.capacitance.ranking_rules import score_run
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device
 from ncap.models.memory import candidate_failure
+from ncap.models.partial import split_problem
 from ncap.models.recipe import Recipe
 from ncap.models.registry import resolve_candidates
 from ncap.service.documents import CandidateRecord, DatasetInfo, RankingDocument
@@ -139,10 +140,12 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
     completed = {k: CandidateRecord.model_validate(v) for k, v in (completed or {}).items()}
     reused = {s.name: completed[s.name].model_copy(update={"reused": True}) for s in specs
               if s.name in completed and completed[s.name].status in ("ok", "failed")}
+    refused = {s.name: failed_record(s.name, problem, config) for s in specs if s.name not in reused
+               and (problem := split_problem(s, config.trainable, config.image_size))}
     hooks = Hooks(on_candidate_start, on_epoch, on_candidate_done, should_stop, progress)
-    trained = (executor or LocalExecutor()).run([s for s in specs if s.name not in reused], data, config, hooks,
-                                                train=_train_one, fail=failed_record)
-    records = [reused.get(s.name) or trained[s.name] for s in specs]
+    trained = (executor or LocalExecutor()).run([s for s in specs if s.name not in reused and s.name not in refused],
+                                                data, config, hooks, train=_train_one, fail=failed_record)
+    records = [reused.get(s.name) or refused.get(s.name) or trained[s.name] for s in specs]
     doc = RankingDocument(
         candidates=mark_pareto(rank_runs(records, seed=config.seed, ranker=config.ranker, t0=config.t0,
                                                n_val=len(data.val.y))), config=config,

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if args.manifest is not None:
             return run_manifest_command(args, config, executor)
         check_memory(args, config)
+        check_run_estimate(args, config)
         with executor:
             doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
                               progress=not args.quiet, executor=executor)
@@ -142,3 +143,17 @@ def check_memory(args: argparse.Namespace, config) -> None:
         print(f"ncap rank: warning: estimated peak memory {est.describe()} for candidate {est.candidate!r} exceeds "
               f"the {format_bytes(available)} available now; it may be killed if other processes keep "
               f"their memory", file=sys.stderr)
+
+
+def check_run_estimate(args: argparse.Namespace, config) -> None:
+    """Print the run's estimated compute time (and activation cache size) before training (stderr); refuse
+    (``ValueError``: exit 2) a run whose largest activation cache entry exceeds ``--activation-cache-gb``."""
+    from ncap.models.memory import GB, dataset_shape
+    from ncap.models.run_estimate import estimate_run
+
+    est = estimate_run(args.candidates, config, dataset_shape(args.data))
+    print(f"ncap rank: {est.describe()}", file=sys.stderr)
+    bound = config.activation_cache_gb * GB
+    if est.largest_entry_bytes > bound:
+        raise ValueError(f"a candidate's activation cache needs ~{est.largest_entry_bytes / GB:.2f} GB, more than "
+                         f"--activation-cache-gb {config.activation_cache_gb:g}; raise it or lower --cached-views")
