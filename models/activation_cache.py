@@ -19,6 +19,8 @@ seed (``VIEW_SEED + v``, whatever the run's seed, so every run on the same image
 then reads one view per image, drawn at random (:class:`CachedBatches`). Validation images get one view
 through the eval transform.
 
+The trunk runs on channels_last batches (so does the top, in the harness): on CPU that is 1.8x faster.
+
 Crash safety: an entry is built in a hidden ``.tmp-*`` folder and renamed into place only once its data
 are flushed and ``entry.json`` is written, so a killed build (kill -9) leaves only a ``.tmp-*`` folder that
 is never read and is removed by the next build. An entry whose file size differs from its record (a
@@ -187,6 +189,12 @@ def _write_entry(tmp: Path, shape: tuple, views: int, n: int, passes: Callable[[
     (tmp / "entry.json").write_text(json.dumps(meta, indent=1))
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """4-D batches in channels_last layout: on CPU, timm's CNNs run 1.8x faster so (measured: EfficientNet-Lite2's
+    trunk 43 → 24 ms per image, its top's training step 21 → 11 ms, 2 cores)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
 def cached_activations(trunk: torch.nn.Module, ds, transform, channels: int, *, views: int, frozen: str,
                        device: torch.device, batch_size: int = 64, num_workers: int = 0,
                        max_bytes: int | None = None, progress: bool = False, desc: str = "cache",
@@ -213,7 +221,7 @@ def cached_activations(trunk: torch.nn.Module, ds, transform, channels: int, *, 
     first = make_loader(ds, transform, channels, batch_size=1, seed=VIEW_SEED, num_workers=0)
     with torch.no_grad():
         x0 = next(iter(first))[0][:1]
-        shape = tuple(int(s) for s in trunk(to_device(x0, device)).shape[1:])
+        shape = tuple(int(s) for s in trunk(_channels_last(to_device(x0, device))).shape[1:])
     need = entry_bytes(shape, len(ds), views, dtype)
     if max_bytes is not None:
         _make_room(root, need, max_bytes)
@@ -224,7 +232,7 @@ def cached_activations(trunk: torch.nn.Module, ds, transform, channels: int, *, 
                              num_workers=num_workers)
         with torch.no_grad():
             for x, _ in loader:
-                out = trunk(to_device(x, device)).float().cpu().numpy()
+                out = trunk(_channels_last(to_device(x, device))).float().cpu().numpy()
                 bar.update(len(out))
                 yield out
 
@@ -250,7 +258,8 @@ class CachedBatches:
     """Batches ``(x (B, *shape) float32, y (B,) int64)`` read from an :class:`ActivationCache`, a DataLoader
     stand-in for :func:`ncap.models.training.train` and ``evaluate_accuracy``.
 
-    ``order`` (default: 0..N-1) is the image order when not shuffling. With ``shuffle``, each pass draws a new
+    Feature maps come in channels_last layout (:func:`_channels_last`). ``order`` (default: 0..N-1) is the image
+    order when not shuffling. With ``shuffle``, each pass draws a new
     order and, per image, one of the entry's views, from a generator seeded with ``seed``; otherwise view 0.
     """
 
@@ -276,7 +285,7 @@ class CachedBatches:
         try:
             for b in range(len(self)):
                 idx, v = order[b * self.batch_size:(b + 1) * self.batch_size], views[b * self.batch_size:(b + 1) * self.batch_size]
-                x = torch.from_numpy(self.cache.data[v, idx].astype(np.float32))
+                x = _channels_last(torch.from_numpy(self.cache.data[v, idx].astype(np.float32)))
                 yield x, torch.from_numpy(self.labels[idx])
         finally:
             self.cache.release_pages()

@@ -161,15 +161,15 @@ def test_a_cache_killed_while_it_was_written_is_never_read(tmp_path):
         class Slow(torch.nn.Module):
             def forward(self, x):
                 time.sleep(0.2)
-                return x.mean(dim=(2, 3))
-        ds = ImageDataset(np.zeros((400, 3, 8, 8), np.uint8), np.arange(400) % 2, ["a", "b"], "slow")
+                return x.flatten(1)  # 3 KB per image: the file grows past the write buffer while it runs
+        ds = ImageDataset(np.zeros((400, 3, 32, 32), np.uint8), np.arange(400) % 2, ["a", "b"], "slow")
         cached_activations(Slow(), ds, transforms.ToTensor(), 3, views=1, frozen="slow", device=torch.device("cpu"),
                            batch_size=4)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy())
     root = cache_dir()
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.stat().st_size > 1000 for p in root.glob(".tmp-*/activations.npy")):
+    while time.time() < deadline and not any(p.stat().st_size > 100_000 for p in root.glob(".tmp-*/activations.npy")):
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -177,14 +177,14 @@ def test_a_cache_killed_while_it_was_written_is_never_read(tmp_path):
     assert not list(root.glob("*/entry.json"))  # nothing that could be read as an entry
     from torchvision import transforms
 
-    class Mean(torch.nn.Module):
+    class Flat(torch.nn.Module):
         def forward(self, x):
-            return x.mean(dim=(2, 3))
+            return x.flatten(1)
 
-    ds = ImageDataset(np.zeros((400, 3, 8, 8), np.uint8), np.arange(400) % 2, ["a", "b"], "slow")
-    built = cached_activations(Mean(), ds, transforms.ToTensor(), 3, views=1, frozen="slow",
+    ds = ImageDataset(np.zeros((400, 3, 32, 32), np.uint8), np.arange(400) % 2, ["a", "b"], "slow")
+    built = cached_activations(Flat(), ds, transforms.ToTensor(), 3, views=1, frozen="slow",
                                device=torch.device("cpu"), batch_size=100)
-    assert not built.reused and built.data.shape == (1, 400, 3)
+    assert not built.reused and built.data.shape == (1, 400, 3 * 32 * 32)
     assert not list(root.glob(".tmp-*"))
 
 
@@ -213,14 +213,14 @@ def test_the_harness_trains_on_cached_activations_and_reuses_them(digits_small, 
     train_ds, val_ds = digits_small
     recipe = Recipe(epochs=2, image_size=32, probe_width=16, beta_batch_size=64, num_workers=0, trainable=trainable,
                     measure_latency=True)
-    spec = CandidateSpec("r", "resnet10t", source="random", kwargs={"in_chans": 1})
+    spec = CandidateSpec("c", "convnext_atto", source="random", kwargs={"in_chans": 1})
     first = fine_tune_candidate(spec, train_ds, val_ds, recipe, progress=False)
     again = fine_tune_candidate(spec, train_ds, val_ds, recipe, progress=False)
     assert first.status == "ok" and first.cache_reused is False and again.cache_reused is True
     assert first.val_accuracy == again.val_accuracy  # same cache, same seed: the same run
     assert len(first.beta_eff["support"]) == 4 and np.isfinite(first.beta_eff["support"]).all()
     assert first.latency_ms  # measured on the whole model (trunk + top + probe)
-    assert first.val_accuracy[-1] > 0.2  # above chance (0.1) on 10 classes
+    assert first.train_loss[-1] < first.train_loss[0]  # it learns (a random frozen trunk: not much)
 
 
 def test_bad_trainable_values_exit_2_at_the_cli(capsys):
@@ -228,9 +228,11 @@ def test_bad_trainable_values_exit_2_at_the_cli(capsys):
 
     for flags, reason in ((["--trainable", "some"], "unknown trainable 'some'"), (["--cached-views", "0"], "cached-views"),
                           (["--activation-cache-gb", "-1"], "activation-cache-gb")):
-        with pytest.raises(SystemExit) as exc:
-            main(["rank", *flags])
-        assert exc.value.code == 2
+        try:
+            code = main(["rank", *flags])
+        except SystemExit as exc:  # argparse's own refusals
+            code = exc.code
+        assert code == 2
         assert reason in capsys.readouterr().err
 
 
