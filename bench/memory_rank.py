@@ -1,6 +1,7 @@
 """Peak memory of ``ncap rank`` on generated ImageFolders of growing size: it must not grow with the images.
 
     python -m ncap.bench.memory_rank [--sizes 1000,4000,16000] [--side 224] [--root /tmp/ncap-memory]
+    python -m ncap.bench.memory_rank --trainable top --image-size 224    # partial fine-tuning: the cache too
 
 Writes one folder of ``n`` JPEG images (``--side`` px, 4 classes, smooth random colour fields) per size
 under ``--root`` (outside the repository; reused when present), then runs ``ncap rank`` on each as a
@@ -8,7 +9,9 @@ subprocess with tiny settings (one random-init candidate, 1 epoch, 1 observation
 ``--image-size`` px: only the images are large) while sampling the process tree every 0.2 s: the peak
 RSS of the ``ncap`` process itself and the peak of the tree's summed PSS (proportional set size: memory
 shared between the main process and its forked loader workers is counted once). Target: the largest
-folder's peak within 20 % of the smallest's. Writes bench/results/memory_rank.{md,json}.
+folder's peak within 20 % of the smallest's. Writes bench/results/memory_rank.{md,json}; with ``--trainable
+top|probe``, memory_rank_<trainable>.{md,json} (the activation cache, in a fresh $NCAP_CACHE under --root, is
+built and then read every epoch: its memory map must not grow the process either).
 """
 from __future__ import annotations
 
@@ -79,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--side", type=int, default=224)
     ap.add_argument("--image-size", type=int, default=32, help="the size the model is fed (only)")
     ap.add_argument("--candidate", default="mobilenetv3_small_050=random")
+    ap.add_argument("--trainable", default="all", choices=["all", "top", "probe"])
     ap.add_argument("--root", type=Path, default=Path("/tmp/ncap-memory"))
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -89,7 +93,10 @@ def main(argv=None) -> int:
         folder = make_folder(args.root, n, args.side)
         cmd = [sys.executable, "-m", "ncap.service.cli", "rank", "--data", str(folder), "--candidates", args.candidate,
                "--epochs", "1", "--evals-per-epoch", "1", "--image-size", str(args.image_size), "--probe-width", "16",
-               "--out", str(args.root / f"rank-n{n}"), "--quiet", "--no-plots"]
+               "--out", str(args.root / f"rank-n{n}"), "--quiet", "--no-plots", "--trainable", args.trainable]
+        if args.trainable != "all":  # epochs over the cache: 2, so that it is read again after it was written
+            cmd[cmd.index("--epochs") + 1] = "2"
+            env["NCAP_CACHE"] = str(args.root / f"cache-{args.trainable}")
         r = peak_memory(cmd, env)
         if r["returncode"] != 0:
             raise RuntimeError(f"ncap rank failed on {folder}:\n{r['output_tail']}")
@@ -103,10 +110,12 @@ def main(argv=None) -> int:
            "side": args.side, "image_size": args.image_size, "candidate": args.candidate, "rows": rows,
            "ratio_rss": ratio_rss, "ratio_tree_pss": ratio_tree}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory_rank.json").write_text(json.dumps(out, indent=1))
+    stem = "memory_rank" if args.trainable == "all" else f"memory_rank_{args.trainable}"
+    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=1))
     lines = ["# Peak memory of `ncap rank` against the number of images", "",
              (f"Command: `{out['command']}` ({out['machine']}). Each run: `ncap rank --data <folder> --candidates "
-              f"{args.candidate} --epochs 1 --evals-per-epoch 1 --image-size {args.image_size} --probe-width 16` on "
+              f"{args.candidate} --epochs {1 if args.trainable == 'all' else 2} --evals-per-epoch 1 --image-size "
+              f"{args.image_size} --probe-width 16 --trainable {args.trainable}` on "
               f"an ImageFolder of JPEGs at {args.side}×{args.side} px (4 classes), default loader workers; the process "
               "tree sampled every 0.2 s."), "",
              "| images | peak RSS of ncap (MiB) | peak PSS of ncap + loader workers (MiB) | wall (s) |",
@@ -115,7 +124,7 @@ def main(argv=None) -> int:
               for r in rows]
     lines += ["", (f"Largest / smallest: RSS ×{ratio_rss:.2f}, tree PSS ×{ratio_tree:.2f} (target: within 20 %, "
                    "i.e. ≤ ×1.20). Images are decoded per batch by the DataLoader; the dataset holds file paths.")]
-    (args.out / "memory_rank.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -129,8 +129,12 @@ def _time_candidate(entry: str, recipe, n_train: int, n_val: int, n_classes: int
     except SplitError as exc:
         est.problem = str(exc)
         return est
+    split.trunk.to(memory_format=torch.channels_last)  # as the harness runs them
+    split.top.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         act = split.trunk(x)
+    act = act.contiguous(memory_format=torch.channels_last) if act.ndim == 4 else act
     views = recipe.cached_views if recipe.augmentation != "none" else 1
     top = CandidateModel(split.top, probe).to(device)
     est.seconds["caching"] = (views * n_train + n_val) * _per_image_s(split.trunk, x)

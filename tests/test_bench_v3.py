@@ -1,0 +1,63 @@
+"""Benchmark v3: its design's recipes and the resumable runner's records."""
+import json
+
+import numpy as np
+import pytest
+
+from ncap.bench import selection_v3
+from ncap.bench.design_v3 import CANDIDATES, DENSE_UNTIL, RUN_LABELS, TASKS, TRUTH_EPOCHS, Candidate, run_recipe
+from ncap.bench.tasks import TASKS_V3, Task
+from ncap.models.data import load_dataset
+
+
+def test_the_design_has_what_v3_asks_for():
+    assert len(CANDIDATES) >= 12 and len({c.name for c in CANDIDATES}) == len(CANDIDATES)
+    imagenet = [c for c in CANDIDATES if c.entry.endswith(("in1k",))]
+    assert all(sum(c.entry == m for c in imagenet) >= 2 for m in {c.entry for c in imagenet})  # >= 2 regimes each
+    real = [t for t in TASKS if TASKS_V3[t].real_images]
+    held = [t for t in TASKS if TASKS_V3[t].held_out]
+    assert len(real) >= 3 and len(TASKS) - len(real) >= 2
+    assert len(held) >= 2 and any(TASKS_V3[t].real_images for t in held)
+    assert sum(label.startswith("seed") for label in RUN_LABELS) >= 5
+
+
+def test_run_recipes_short_is_ncap_ranks_defaults_and_seed0_reads_a_dense_prefix():
+    from ncap.models.recipe import Recipe
+
+    cand = Candidate("efficientnet_lite0.in1k", "top")
+    short = run_recipe(cand, "short")
+    learning = {"epochs", "batch_size", "lr", "augmentation", "cached_views", "evals_per_epoch", "image_size",
+                "variant", "t0", "probe_width", "warmup_fraction", "lr_schedule"}
+    assert {k: getattr(short, k) for k in learning} == {k: getattr(Recipe(), k) for k in learning}
+    assert short.trainable == "top"
+    seed0 = run_recipe(cand, "seed0")
+    assert seed0.epochs == TRUTH_EPOCHS and seed0.track_beta
+    assert sum(e <= DENSE_UNTIL for e in seed0.observe_at_epochs) == 4 * DENSE_UNTIL
+    seed3 = run_recipe(cand, "seed3")
+    assert seed3.seed == 3 and not seed3.track_beta and seed3.observe_at_epochs == (float(TRUTH_EPOCHS),)
+
+
+@pytest.fixture()
+def tiny_task(monkeypatch, tmp_path):
+    ds = load_dataset("digits")
+    task = Task("tiny", "digits, 150 images", lambda: ds.select(np.arange(150)), 90, 60)
+    monkeypatch.setitem(selection_v3.TASKS_V3, "tiny", task)
+    monkeypatch.setattr(selection_v3, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(selection_v3, "RESULTS", tmp_path)
+    monkeypatch.setenv("NCAP_CACHE", str(tmp_path / "cache"))
+    return task
+
+
+def test_the_runner_writes_a_record_that_resumes_and_is_redone_when_the_recipe_changes(tiny_task, monkeypatch):
+    from ncap.models.registry import resolve_candidates
+
+    cand = Candidate("convnext_atto=random", "probe")
+    spec = resolve_candidates([cand.entry], progress=False)[0]
+    doc = selection_v3.run_one("tiny", cand, "short", spec)
+    path = selection_v3.record_path("tiny", cand, "short")
+    assert json.loads(path.read_text())["val_accuracy"] == doc["val_accuracy"]
+    assert doc["cpu_time_s"] > 0 and len(doc["obs_cpu_s"]) == len(doc["epoch"]) and doc["cache_build_cpu_s"] > 0
+    assert selection_v3.load_record("tiny", cand, "short") is not None
+    changed = lambda c, label: run_recipe(c, label).model_copy(update={"lr": 0.01})  # noqa: E731
+    monkeypatch.setattr(selection_v3, "run_recipe", changed)
+    assert selection_v3.load_record("tiny", cand, "short") is None  # another recipe: never mixed in
