@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from ncap.bench import selection_v3
-from ncap.bench.design_v3 import CANDIDATES, DENSE_UNTIL, RUN_LABELS, TASKS, TRUTH_EPOCHS, Candidate, run_recipe
+from ncap.bench.design_v3 import (
+    CANDIDATES,
+    DENSE_UNTIL,
+    RUN_LABELS,
+    TASKS,
+    TRUTH_EPOCHS,
+    Candidate,
+    run_recipe,
+)
 from ncap.bench.tasks import TASKS_V3, Task
 from ncap.models.data import load_dataset
 
@@ -58,6 +66,47 @@ def test_the_runner_writes_a_record_that_resumes_and_is_redone_when_the_recipe_c
     assert json.loads(path.read_text())["val_accuracy"] == doc["val_accuracy"]
     assert doc["cpu_time_s"] > 0 and len(doc["obs_cpu_s"]) == len(doc["epoch"]) and doc["cache_build_cpu_s"] > 0
     assert selection_v3.load_record("tiny", cand, "short") is not None
-    changed = lambda c, label: run_recipe(c, label).model_copy(update={"lr": 0.01})  # noqa: E731
+    changed = lambda c, label: run_recipe(c, label).model_copy(update={"lr": 0.01})
     monkeypatch.setattr(selection_v3, "run_recipe", changed)
     assert selection_v3.load_record("tiny", cand, "short") is None  # another recipe: never mixed in
+
+
+def _fake_run(final: float, epochs: list[float], rng) -> dict:
+    n = len(epochs)
+    acc = list(final - 0.2 * np.exp(-np.asarray(epochs)) + rng.normal(0, 0.002, n))
+    beta = list(0.5 * np.exp(-np.asarray(epochs)) + rng.normal(0, 0.01, n))
+    return {"status": "ok", "epoch": epochs, "val_accuracy": acc, "train_loss": list(1 - np.asarray(acc)),
+            "beta_eff": {"support": beta, "default": beta}, "beta_denominator": {"support": [1.0] * n, "default": [1.0] * n},
+            "cpu_time_s": 10.0 * epochs[-1], "obs_cpu_s": [10.0 * e for e in epochs], "cache_build_cpu_s": 5.0,
+            "cache_reused": True, "input_size": [3, 224, 224]}
+
+
+def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeypatch):
+    from ncap.bench import evaluate_v3
+    from ncap.bench.design_v3 import CANDIDATES as cands
+    from ncap.bench.design_v3 import run_recipe as recipe_of
+
+    rng = np.random.default_rng(0)
+    finals = {c.name: 0.5 + 0.03 * i for i, c in enumerate(cands)}  # every pair decisive, val-acc orders them
+
+    def fake(task, cand, label):
+        r = recipe_of(cand, label)
+        epochs = list(r.observe_at_epochs) if r.observe_at_epochs else [
+            (j + 1) / r.evals_per_epoch for j in range(r.epochs * r.evals_per_epoch)]
+        return _fake_run((finals[f"{cand.entry}@top"] if label == "calibration" else finals[cand.name]) + rng.normal(0, 0.003), epochs, rng)
+
+    monkeypatch.setattr(evaluate_v3, "load_record", fake)
+    monkeypatch.setattr(evaluate_v3, "TASKS", ("elpv-mono", "elpv-poly"))
+    out = evaluate_v3.evaluate(partial=False)
+    task = out["tasks"]["elpv-mono"]
+    assert task["decisive_pairs"] == len(cands) * (len(cands) - 1) // 2 and task["kept"]
+    short = out["per_task"]["elpv-mono"]["short"]
+    assert short["rankers"]["val-acc"]["dpa"] == 1.0 and short["rankers"]["val-acc"]["regret_pt"] == 0.0
+    assert 0 < short["compute_fraction"] < 1 and out["per_task"]["elpv-mono"]["prefix@0.5"]["compute_fraction"] < 0.1
+    assert out["default_ranker"] in ("val-acc", "tse-ema") or out["default_ranker"].startswith("ncap[")
+    assert out["pooled"]["held_out"]["short"]["val-acc"]["dpa"] == 1.0
+    from ncap.bench.report_v3 import markdown
+
+    md = markdown(out)
+    assert "Default of `ncap rank`" in md and "elpv-poly" in md
+    assert out["calibration"]["rho"] == 1.0 and out["calibration"]["dpa"] == 1.0

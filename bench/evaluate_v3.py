@@ -1,0 +1,221 @@
+"""Selection benchmark v3, the verdict: every ranker scored on decisive pairs from the committed run records.
+
+    python -m ncap.bench.evaluate_v3 [--partial]
+
+Reads ``bench/results/selection-v3/runs/`` (written by ``python -m ncap.bench.selection_v3 run``) and writes
+``results.json``, ``results.md`` and ``dpa.png`` next to it. ``--partial`` reports the tasks whose runs are all
+recorded and says which are missing; without it, a missing run is an error.
+
+Signals (what a ranker reads, per candidate):
+
+* ``short``: ``ncap rank`` itself (its defaults, the candidate's regime);
+* ``short-dense``: the same run observed 8 times per epoch (new idea (c));
+* ``prefix@E``: the first E epochs of the seed-0 truth run, i.e. β_eff read on the prefix of the full schedule
+  (new idea (b)), for E in :data:`PREFIX_EPOCHS`.
+
+Every ranker of v2 (``bench.rankers``: Algorithm 1 in its 27 settings, val-acc, TSE-EMA, curve extrapolation,
+successive halving) is scored on every signal, except the training-free ones, which need features v3 does not
+record yet. Compute: a signal's CPU seconds (this process's, every pass: caching, training, validation, β_eff),
+summed over the candidates, as a fraction of the truth's (one seed of the converged fine-tune of every
+candidate, caching included). A run that reused an activation cache is charged the CPU its building took.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+import numpy as np
+
+from ncap.bench import decisive, rankers
+from ncap.bench.design_v3 import (
+    CALIBRATION,
+    CALIBRATION_TASK,
+    CANDIDATES,
+    TASKS,
+    TRUTH_EPOCHS,
+    TRUTH_SEEDS,
+    describe,
+)
+from ncap.bench.rankers import Signal, product_settings, truncate
+from ncap.bench.selection_v3 import RESULTS, load_record
+from ncap.bench.tasks import TASKS_V3
+
+PREFIX_EPOCHS = (0.5, 1.0, 2.0, 2.5)
+MIN_DECISIVE = 10
+BUDGETS = (0.10, 0.25)
+
+
+def run_cost(run: dict, upto: int | None = None) -> float:
+    """CPU seconds of a run (up to observation ``upto``), charged for its activation cache whoever built it."""
+    cpu = run["cpu_time_s"] if upto is None else run["obs_cpu_s"][upto]
+    return float(cpu + (run.get("cache_build_cpu_s", 0.0) if run.get("cache_reused") else 0.0))
+
+
+def load_task(task: str) -> dict | None:
+    """{"truth": (n_cand, n_seeds), "short": [...], "short-dense": [...], "seed0": [...]}, or None if a run is missing."""
+    out: dict = {"short": [], "short-dense": [], "seed0": [], "truth": []}
+    for cand in CANDIDATES:
+        docs = {label: load_record(task, cand, label) for label in ("short", "short-dense", *(f"seed{s}" for s in TRUTH_SEEDS))}
+        if any(d is None for d in docs.values()):
+            return None
+        for label in ("short", "short-dense", "seed0"):
+            out[label].append(docs[label])
+        out["truth"].append([rankers.final_accuracy(docs[f"seed{s}"]) for s in TRUTH_SEEDS])
+    out["truth"] = np.array(out["truth"], float)
+    return out
+
+
+def signals(data: dict) -> dict[str, tuple[list[dict], float]]:
+    """{signal name: (trajectories, compute fraction of the truth)}."""
+    truth_cost = sum(run_cost(r) for r in data["seed0"])
+    out = {name: (data[name], sum(run_cost(r) for r in data[name]) / truth_cost) for name in ("short", "short-dense")}
+    for e in PREFIX_EPOCHS:
+        runs = [truncate(r, e) for r in data["seed0"]]
+        cost = sum(run_cost(full, max(len(cut["epoch"]) - 1, 0)) for full, cut in zip(data["seed0"], runs))
+        out[f"prefix@{e:g}"] = (runs, cost / truth_cost)
+    return out
+
+
+def score_task(data: dict) -> dict:
+    """Per signal: its compute fraction and every ranker's decisive-pair metrics on this task."""
+    seeds = data["truth"]
+    out = {}
+    for name, (runs, fraction) in signals(data).items():
+        budget = float(np.mean([r["epoch"][-1] for r in runs if r["epoch"]])) if runs else 0.0
+        sig = Signal(runs, data["seed0"], [{}] * len(runs), budget, float(TRUTH_EPOCHS))
+        scores, _ = rankers.score_all(sig)
+        metrics = {}
+        for ranker, s in scores.items():
+            if np.isnan(s).all():
+                continue
+            value, n_pairs = decisive.dpa(s, seeds)
+            points, sds = decisive.top1_regret(s, seeds)
+            metrics[ranker] = {"dpa": value, "dpa_ci": decisive.dpa_interval(s, seeds, n_boot=500), "pairs": n_pairs,
+                               "regret_pt": points, "regret_sd": sds, "p_best": decisive.p_pick_best(s, seeds, n_boot=500),
+                               "within_noise": decisive.pick_within_noise(s, seeds),
+                               "tau_b": decisive.kendall_tau_b_banded(s, seeds), "scores": s.tolist()}
+        out[name] = {"compute_fraction": fraction, "rankers": metrics}
+    return out
+
+
+def task_summary(task: str, data: dict) -> dict:
+    seeds = data["truth"]
+    pairs = decisive.decisive_pairs(seeds)
+    imagenet = {i for i, c in enumerate(CANDIDATES) if c.entry.endswith("in1k")}
+    return {"role": "held out" if TASKS_V3[task].held_out else "dev", "real_images": TASKS_V3[task].real_images,
+            "decisive_pairs": len(pairs), "decisive_pairs_imagenet": sum(i in imagenet and j in imagenet for i, j in pairs),
+            "reliability": decisive.reliability(seeds), "seed_sd_pt": 100 * float(np.sqrt(np.var(seeds, axis=1, ddof=1).mean())),
+            "image_size": {c.name: r["input_size"] for c, r in zip(CANDIDATES, data["short"])},
+            "truth_seeds": seeds.tolist(), "truth_mean": seeds.mean(1).tolist(),
+            "kept": len(pairs) >= MIN_DECISIVE}
+
+
+def pooled(per_task: dict, tasks: list[str], signal: str, ranker: str, seed: int = 0) -> dict | None:
+    """DPA over the decisive pairs of ``tasks`` pooled, with a bootstrap over tasks and candidates; mean regret."""
+    rows = [per_task[t]["signals"][signal]["rankers"].get(ranker) for t in tasks]
+    if not tasks or any(r is None for r in rows):
+        return None
+    truths = [np.array(per_task[t]["summary"]["truth_seeds"]) for t in tasks]
+    scores = [np.array(r["scores"], float) for r in rows]
+    credit = [_credits(s, t) for s, t in zip(scores, truths)]
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(500):
+        vals = []
+        for k in rng.integers(0, len(tasks), len(tasks)):
+            drawn = set(rng.integers(0, len(truths[k]), len(truths[k])).tolist())
+            vals += [c for (i, j), c in credit[k].items() if i in drawn and j in drawn]
+        if vals:
+            boot.append(np.mean(vals))
+    every = [c for cr in credit for c in cr.values()]
+    return {"dpa": float(np.mean(every)) if every else float("nan"), "pairs": len(every),
+            "dpa_ci": [float(v) for v in np.percentile(boot, [2.5, 97.5])] if boot else [float("nan")] * 2,
+            "regret_pt": float(np.mean([r["regret_pt"] for r in rows])),
+            "p_best": float(np.mean([r["p_best"] for r in rows])),
+            "within_noise": float(np.mean([r["within_noise"] for r in rows])),
+            "compute_fraction": float(np.mean([per_task[t]["signals"][signal]["compute_fraction"] for t in tasks]))}
+
+
+def _credits(scores: np.ndarray, seeds: np.ndarray) -> dict[tuple[int, int], float]:
+    means = seeds.mean(1)
+    return {(i, j): decisive.dpa(scores[[i, j]], seeds[[i, j]], pairs=[(0, 1)])[0]
+            for i, j in decisive.decisive_pairs(seeds) if np.isfinite(means[[i, j]]).all()}
+
+
+def calibration(per_task: dict) -> dict | None:
+    """Agreement of one seed of ``trainable=all`` with the ``top`` truth of the ImageNet models (ρ, DPA)."""
+    docs = [load_record(CALIBRATION_TASK, c, "calibration") for c in CALIBRATION]
+    if any(d is None for d in docs) or CALIBRATION_TASK not in per_task:
+        return None
+    from scipy import stats
+
+    names = [f"{c.entry}@top" for c in CALIBRATION]
+    idx = [[c.name for c in CANDIDATES].index(n) for n in names]
+    seeds = np.array(per_task[CALIBRATION_TASK]["summary"]["truth_seeds"])[idx]
+    acc = np.array([rankers.final_accuracy(d) for d in docs])
+    value, n = decisive.dpa(acc, seeds)
+    return {"task": CALIBRATION_TASK, "candidates": names, "all_accuracy": acc.tolist(),
+            "top_truth": seeds.mean(1).tolist(), "rho": float(stats.spearmanr(acc, seeds.mean(1)).statistic),
+            "dpa": value, "pairs": n, "image_size": docs[0]["input_size"]}
+
+
+def choose_default(per_task: dict, dev: list[str]) -> tuple[str, dict]:
+    """The product-computable ranker (``ncap rank`` can rank by it from its own run) with the best pooled dev DPA
+    on the ``short`` signal; ties go to the cheaper, then the simpler name."""
+    best = None
+    for ranker in per_task[dev[0]]["signals"]["short"]["rankers"]:
+        if product_settings(ranker) is None:
+            continue
+        p = pooled(per_task, dev, "short", ranker)
+        if p is not None and (best is None or p["dpa"] > best[1]["dpa"]):
+            best = (ranker, p)
+    return best
+
+
+def evaluate(partial: bool) -> dict:
+    per_task, missing = {}, []
+    for task in TASKS:
+        data = load_task(task)
+        if data is None:
+            missing.append(task)
+            continue
+        per_task[task] = {"summary": task_summary(task, data), "signals": score_task(data)}
+    if missing and not partial:
+        raise SystemExit(f"runs missing for {', '.join(missing)}: run `python -m ncap.bench.selection_v3 run` or pass --partial")
+    kept = [t for t in per_task if per_task[t]["summary"]["kept"]]
+    dev = [t for t in kept if not TASKS_V3[t].held_out]
+    held = [t for t in kept if TASKS_V3[t].held_out]
+    out = {"design": describe(), "tasks": {t: v["summary"] for t, v in per_task.items()}, "missing_tasks": missing,
+           "per_task": {t: v["signals"] for t, v in per_task.items()}, "candidates": [c.name for c in CANDIDATES]}
+    if dev:
+        default, _ = choose_default(per_task, dev)
+        out["default_ranker"] = default
+        rankers_seen = sorted({r for t in kept for s in per_task[t]["signals"].values() for r in s["rankers"]})
+        out["pooled"] = {role: {sig: {r: pooled(per_task, ts, sig, r) for r in rankers_seen}
+                                for sig in per_task[kept[0]]["signals"]} for role, ts in (("dev", dev), ("held_out", held))}
+    out["calibration"] = calibration(per_task)
+    out.update(command="python -m ncap.bench.evaluate_v3" + (" --partial" if partial else ""),
+               machine=f"{platform.machine()} CPU, {os.cpu_count()} cores")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ncap.bench.evaluate_v3", description=__doc__.splitlines()[0])
+    p.add_argument("--partial", action="store_true", help="report the tasks whose runs are all recorded")
+    args = p.parse_args(argv)
+    results = evaluate(args.partial)
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    from ncap.bench.report_v3 import markdown, plot
+
+    md = markdown(results)
+    (RESULTS / "results.md").write_text(md)
+    plot(results, RESULTS / "dpa.png")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
