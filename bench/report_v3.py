@@ -48,22 +48,22 @@ def _fraction(by_ranker: dict) -> str:
 def markdown(results: dict) -> str:
     d = results["design"]
     out = ["# Selection benchmark v3: real transfer at native size, scored on decisive pairs", "",
-           f"`{results['command']}` ({results['machine']}). Design chosen {d['date']} (`bench/design_v3.py`); "
-           f"truth: {d['truth']}.", ""]
+           (f"`{results['command']}` ({results['machine']}). Design chosen {d['date']} (`bench/design_v3.py`); "
+            f"truth: {d['truth']}."), ""]
     if results.get("missing_tasks"):
         out += [f"**Partial**: runs missing for {', '.join(results['missing_tasks'])}.", ""]
     out += ["## Tasks", "", *_task_table(results), ""]
     if results.get("default_ranker"):
-        out += [f"Default of `ncap rank` (best pooled DPA on the development tasks, `short` signal, product-computable): "
-                f"**{results['default_ranker']}**.", ""]
+        out += [("Default of `ncap rank` (best pooled DPA on the development tasks, `short` signal, product-computable): "
+                 f"**{results['default_ranker']}**."), ""]
     for role in ("dev", "held_out"):
         out += [f"## DPA [95 % CI] (decisive pairs), {role.replace('_', ' ')} tasks pooled", "",
                 *_ranker_table(results, role), ""]
     cal = results.get("calibration")
     if cal:
         out += ["## Calibration: one seed of `trainable=all` against the `top` truth", "",
-                f"{cal['task']} at {cal['image_size']}: Spearman ρ {cal['rho']:.2f}, DPA {cal['dpa']:.2f} on "
-                f"{cal['pairs']} decisive pairs.", ""]
+                (f"{cal['task']} at {cal['image_size']}: Spearman ρ {cal['rho']:.2f}, DPA {cal['dpa']:.2f} on "
+                 f"{cal['pairs']} decisive pairs."), ""]
     return "\n".join(out) + "\n"
 
 
