@@ -14,8 +14,8 @@ Signals (what a ranker reads, per candidate):
   (new idea (b)), for E in :data:`PREFIX_EPOCHS`.
 
 Every ranker of v2 (``bench.rankers``: Algorithm 1 in its 27 settings, val-acc, TSE-EMA, curve extrapolation,
-successive halving) is scored on every signal, except the training-free ones, which need features v3 does not
-record yet. Compute: a signal's CPU seconds (this process's, every pass: caching, training, validation, β_eff),
+successive halving, the combined predictor, and the training-free LogME, H-score, LEEP, NCE and source accuracy
+from each task's ``static`` records) is scored on every signal. Compute: a signal's CPU seconds (this process's, every pass: caching, training, validation, β_eff),
 summed over the candidates, as a fraction of the truth's (one seed of the converged fine-tune of every
 candidate, caching included). A run that reused an activation cache is charged the CPU its building took.
 """
@@ -40,7 +40,7 @@ from ncap.bench.design_v3 import (
     describe,
 )
 from ncap.bench.rankers import Signal, product_settings, truncate
-from ncap.bench.selection_v3 import RESULTS, load_record
+from ncap.bench.selection_v3 import RESULTS, STATIC, load_record
 from ncap.bench.tasks import TASKS_V3
 
 PREFIX_EPOCHS = (0.5, 1.0, 2.0, 2.5)
@@ -56,8 +56,9 @@ def run_cost(run: dict, upto: int | None = None) -> float:
 
 def load_task(task: str) -> dict | None:
     """{"truth": (n_cand, n_seeds), "short": [...], "short-dense": [...], "seed0": [...]}, or None if a run is missing."""
-    out: dict = {"short": [], "short-dense": [], "seed0": [], "truth": []}
+    out: dict = {"short": [], "short-dense": [], "seed0": [], "truth": [], "static": []}
     for cand in CANDIDATES:
+        out["static"].append(load_record(task, cand, STATIC) or {})  # scored where recorded
         docs = {label: load_record(task, cand, label) for label in ("short", "short-dense", *(f"seed{s}" for s in TRUTH_SEEDS))}
         if any(d is None for d in docs.values()):
             return None
@@ -85,7 +86,7 @@ def score_task(data: dict) -> dict:
     out = {}
     for name, (runs, fraction) in signals(data).items():
         budget = float(np.mean([r["epoch"][-1] for r in runs if r["epoch"]])) if runs else 0.0
-        sig = Signal(runs, data["seed0"], [{}] * len(runs), budget, float(TRUTH_EPOCHS))
+        sig = Signal(runs, data["seed0"], data["static"], budget, float(TRUTH_EPOCHS))
         scores, _ = rankers.score_all(sig)
         metrics = {}
         for ranker, s in scores.items():

@@ -3,6 +3,8 @@
     python -m ncap.bench.selection_v3 run [--tasks elpv-mono,...] [--max-hours 2.5] [--calibration]
     python -m ncap.bench.selection_v3 status
 
+Per (task, candidate): the design's runs (``short``, ``short-dense``, ``seed0``..``seed4``) and ``static``, the
+training-free scores (LogME, H-score, LEEP, NCE, the zoo's source accuracy) of its pretrained backbone.
 Each finished run is written at once as a small JSON record (the harness's run record plus its task, candidate,
 recipe and machine) to ``bench/results/selection-v3/runs/<task>/<candidate>/<run>.json``, which is committed:
 a fresh machine resumes from the records without rerunning anything (the activation cache on disk may be lost
@@ -35,6 +37,7 @@ from ncap.bench.tasks import TASKS_V3
 
 RESULTS = Path(__file__).parent / "results" / "selection-v3"
 RUNS = RESULTS / "runs"
+STATIC = "static"  # the training-free scores' record of a (task, candidate)
 
 
 def record_path(task: str, candidate: Candidate, label: str) -> Path:
@@ -47,7 +50,8 @@ def load_record(task: str, candidate: Candidate, label: str) -> dict | None:
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())
-    if doc.get("recipe") != run_recipe(candidate, label).run_dict() or doc.get("task_key") != TASKS_V3[task].key():
+    recipe = None if label == STATIC else run_recipe(candidate, label).run_dict()
+    if doc.get("recipe") != recipe or doc.get("task_key") != TASKS_V3[task].key():
         print(f"  {path.relative_to(RESULTS)}: recorded under another recipe or split; it will be rerun",
               file=sys.stderr)
         return None
@@ -58,17 +62,32 @@ def machine() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def run_one(task: str, candidate: Candidate, label: str, spec) -> dict:
-    """Fine-tune ``candidate`` on ``task`` with the run's recipe and write its record atomically."""
+def _measure(task: str, candidate: Candidate, label: str, spec) -> tuple[dict | None, dict]:
+    """(the run's recipe dict or None, what it measured): a fine-tune, or the training-free scores (``static``:
+    LogME, H-score, LEEP, NCE of the pretrained backbone's pooled features on the training split at the native
+    size, eval transform; the zoo's source-task accuracy)."""
+    from ncap.models.recipe import Recipe
+
+    if label == STATIC:
+        from ncap.bench.design import Design
+        from ncap.bench.runs import BenchRecipe, static_scores
+
+        scores = static_scores(spec, TASKS_V3[task], BenchRecipe(Recipe(image_size=None)))
+        return None, {**scores, "source-accuracy": Design.source_accuracy(candidate.entry), "status": "ok"}
     from ncap.models.harness import fine_tune_candidate
 
-    recipe = run_recipe(candidate, label)
+    recipe: Recipe = run_recipe(candidate, label)
     train, val = TASKS_V3[task].split()
-    run = fine_tune_candidate(spec, train, val, recipe, progress=False)
+    return recipe.run_dict(), fine_tune_candidate(spec, train, val, recipe, progress=False).to_dict()
+
+
+def run_one(task: str, candidate: Candidate, label: str, spec) -> dict:
+    """Run one (task, candidate, label) of the design and write its record atomically."""
+    recipe, measured = _measure(task, candidate, label, spec)
     doc = {"task": task, "task_key": TASKS_V3[task].key(), "candidate": candidate.name, "entry": candidate.entry,
-           "trainable": candidate.trainable, "label": label, "recipe": recipe.run_dict(),
+           "trainable": candidate.trainable, "label": label, "recipe": recipe,
            "weights_key": weights_key(spec), "machine": machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           **run.to_dict()}
+           **measured}
     path = record_path(task, candidate, label)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -79,7 +98,7 @@ def run_one(task: str, candidate: Candidate, label: str, spec) -> dict:
 
 def planned(tasks: list[str], calibration: bool) -> list[tuple[str, Candidate, str]]:
     """Every run of the design in the order they run: task by task, per candidate its short runs, then the truth."""
-    plan = [(t, c, label) for t in tasks for c in CANDIDATES for label in RUN_LABELS]
+    plan = [(t, c, label) for t in tasks for c in CANDIDATES for label in (*RUN_LABELS, STATIC)]
     if calibration:
         plan += [(CALIBRATION_TASK, c, "calibration") for c in CALIBRATION]
     return plan
@@ -100,9 +119,9 @@ def run(args) -> int:
             specs[cand.entry] = resolve_candidates([cand.entry], progress=False)[0]
         t0 = time.perf_counter()
         doc = run_one(task, cand, label, specs[cand.entry])
-        acc = doc["val_accuracy"][-1] if doc["val_accuracy"] else float("nan")
+        acc = doc["val_accuracy"][-1] if doc.get("val_accuracy") else float("nan")
         print(f"[{i + 1}/{len(todo)}] {task} {cand.name} {label}: {doc['status']} acc {acc:.3f} "
-              f"({time.perf_counter() - t0:.0f} s, cpu {doc['cpu_time_s']:.0f} s)", flush=True)
+              f"({time.perf_counter() - t0:.0f} s, cpu {doc.get('cpu_time_s', float('nan')):.0f} s)", flush=True)
     return 0
 
 

@@ -66,6 +66,9 @@ def test_the_runner_writes_a_record_that_resumes_and_is_redone_when_the_recipe_c
     assert json.loads(path.read_text())["val_accuracy"] == doc["val_accuracy"]
     assert doc["cpu_time_s"] > 0 and len(doc["obs_cpu_s"]) == len(doc["epoch"]) and doc["cache_build_cpu_s"] > 0
     assert selection_v3.load_record("tiny", cand, "short") is not None
+    static = selection_v3.run_one("tiny", cand, "static", spec)
+    assert np.isfinite(static["logme"]) and static["leep"] is not None  # a random init has its own random head
+    assert selection_v3.load_record("tiny", cand, "static")["logme"] == static["logme"]
     changed = lambda c, label: run_recipe(c, label).model_copy(update={"lr": 0.01})
     monkeypatch.setattr(selection_v3, "run_recipe", changed)
     assert selection_v3.load_record("tiny", cand, "short") is None  # another recipe: never mixed in
@@ -90,6 +93,8 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
     finals = {c.name: 0.5 + 0.03 * i for i, c in enumerate(cands)}  # every pair decisive, val-acc orders them
 
     def fake(task, cand, label):
+        if label == "static":
+            return {"logme": finals[cand.name], "h-score": -finals[cand.name], "status": "ok"}
         r = recipe_of(cand, label)
         epochs = list(r.observe_at_epochs) if r.observe_at_epochs else [
             (j + 1) / r.evals_per_epoch for j in range(r.epochs * r.evals_per_epoch)]
@@ -105,6 +110,7 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
     assert 0 < short["compute_fraction"] < 1 and out["per_task"]["elpv-mono"]["prefix@0.5"]["compute_fraction"] < 0.1
     assert out["default_ranker"] in ("val-acc", "tse-ema") or out["default_ranker"].startswith("ncap[")
     assert out["pooled"]["held_out"]["short"]["val-acc"]["dpa"] == 1.0
+    assert short["rankers"]["logme"]["dpa"] == 1.0 and short["rankers"]["h-score"]["dpa"] == 0.0  # static records
     from ncap.bench.report_v3 import markdown
 
     md = markdown(out)
