@@ -325,7 +325,7 @@ def test_cli_json(tmp_path, capsys):
     plot = tmp_path / "p.png"
     assert main(["powerlaw", str(f), "--json", "--bootstrap", "2", "--seed", "3", "--plot", str(plot)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"power_law", "truncated_power_law", "comparisons", "n"}
+    assert set(out) == {"power_law", "truncated_power_law", "comparisons", "n", "dropped_nonpositive"}
     assert out["power_law"]["xmin"] == 12 and out["n"] == 9101
     assert set(out["power_law"]) == {"alpha", "alpha_se", "xmin", "n_tail", "ks", "p_value"}
     assert plot.stat().st_size > 1000
@@ -345,7 +345,7 @@ def test_cli_text_and_stdin(monkeypatch, capsys):
         (None, "no such file"),
         ("1 2 3\n4 five 6\n" + "7\n" * 20, "line 2: not a number: 'five'"),
         ("1 2 3\n", "at least 10"),
-        ("0 1 2 3 4 5 6 7 8 9 10\n", "positive"),
+        ("0 0 0 1 2 3 4 5 6 7 8\n", "at least 10 positive values, got 8"),
         ("1.5 2 3 4 5 6 7 8 9 10 11\n", "integers"),
     ],
 )
@@ -364,3 +364,27 @@ def test_cli_continuous_accepts_reals(tmp_path, capsys):
     f.write_text("\n".join(f"{v:.6f}" for v in x))
     assert main(["powerlaw", str(f), "--continuous", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 400
+
+
+def test_cli_drops_zero_degrees_counts_them_and_fits_the_rest(tmp_path, capsys):
+    """A degree sequence has zero-degree nodes (C. elegans: 26; dormant neurons of a pruned layer): they are dropped
+    with a message, counted in the report, and the fit is the one of the positive values (as the powerlaw package
+    fits them)."""
+    import powerlaw
+
+    x = sample_power_law(300, 2.5, 1, rng=np.random.default_rng(0)).astype(int)
+    with_zeros, without = tmp_path / "z.txt", tmp_path / "p.txt"
+    with_zeros.write_text(" ".join(map(str, [0] * 26 + x.tolist())))
+    without.write_text(" ".join(map(str, x.tolist())))
+    assert main(["powerlaw", str(with_zeros), "--json"]) == 0
+    out, err = capsys.readouterr()
+    rep = json.loads(out)
+    assert "dropped 26 value(s) <= 0" in err and rep["dropped_nonpositive"] == 26 and rep["n"] == 300
+    assert main(["powerlaw", str(without), "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert rep["power_law"] == ref["power_law"] and ref["dropped_nonpositive"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = powerlaw.Fit(np.r_[np.zeros(26), x], discrete=True, verbose=False)
+    assert rep["power_law"]["xmin"] == fit.power_law.xmin
+    assert rep["power_law"]["alpha"] == pytest.approx(fit.power_law.alpha, rel=0.05)

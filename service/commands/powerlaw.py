@@ -2,9 +2,10 @@
 
 FILE holds numbers separated by whitespace or newlines (``-`` reads stdin; ``#`` starts a comment).
 Default output is a human-readable report; ``--json`` prints exactly one JSON object
-``{"power_law": {...}, "truncated_power_law": {...}, "comparisons": {...}, "n": ...}``.
-Bad input (unreadable file, non-numeric token, too few values, values <= 0, non-integers for a discrete
-fit) is reported on stderr with exit code 2.
+``{"power_law": {...}, "truncated_power_law": {...}, "comparisons": {...}, "n": ..., "dropped_nonpositive": ...}``.
+Values <= 0 (zero-degree nodes) are dropped before the fit, counted on stderr and in the report. Bad input
+(unreadable file, non-numeric token, fewer than 10 positive values, non-integers for a discrete fit) is reported
+on stderr with exit code 2.
 """
 from __future__ import annotations
 
@@ -70,13 +71,17 @@ def _load(path: str) -> list[float]:
     return read_values(text)
 
 
+def _positive(values: list[float]) -> tuple[list[float], int]:
+    """(the positive values, how many were dropped): a power law has no mass at x <= 0, and a degree sequence
+    has zero-degree nodes (isolated or dormant ones), so they are dropped, counted, and reported, as the
+    powerlaw package does."""
+    kept = [v for v in values if v > 0]
+    return kept, len(values) - len(kept)
+
+
 def _check(values: list[float], discrete: bool) -> None:
     if len(values) < MIN_SAMPLES:
-        raise InputError(f"need at least {MIN_SAMPLES} values, got {len(values)}")
-    bad = [v for v in values if v <= 0]
-    if bad:
-        raise InputError(f"all values must be positive for a power-law fit; got {len(bad)} value(s) <= 0 "
-                         f"(e.g. {bad[0]:g})")
+        raise InputError(f"need at least {MIN_SAMPLES} positive values, got {len(values)}")
     if discrete:
         frac = [v for v in values if not float(v).is_integer()]
         if frac:
@@ -88,7 +93,8 @@ def _report_text(rep: dict, best: str) -> str:
     pl, tpl = rep["power_law"], rep["truncated_power_law"]
     p = "not computed (use --bootstrap N)" if pl["p_value"] is None else f"{pl['p_value']:.3f}"
     lines = [
-        f"n = {rep['n']}",
+        f"n = {rep['n']}" + (f" (after dropping {rep['dropped_nonpositive']} value(s) <= 0)"
+                             if rep["dropped_nonpositive"] else ""),
         "power law  p(x) ~ x^-alpha, x >= xmin",
         f"  alpha   = {pl['alpha']:.4f} +- {pl['alpha_se']:.4f}",
         f"  xmin    = {pl['xmin']}   (n_tail = {pl['n_tail']})",
@@ -115,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.bootstrap < 0:
             raise InputError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-        values = _load(args.file)
+        values, dropped = _positive(_load(args.file))
+        if dropped:
+            print(f"ncap powerlaw: dropped {dropped} value(s) <= 0 (a power law has no mass there); fitting the "
+                  f"other {len(values)}", file=sys.stderr)
         _check(values, discrete)
         x = np.asarray(values, dtype=np.float64)
         with warnings.catch_warnings():  # fit problems are reported in the output (at_bound), not as warnings
@@ -125,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ncap powerlaw: error: {exc}", file=sys.stderr)
         return 2
     fit, tpl = fits.power_law, fits.truncated_power_law
-    rep = fits.to_dict()
+    rep = {**fits.to_dict(), "dropped_nonpositive": dropped}
     if args.plot:
         ax = plot_ccdf(x, fit, tpl)
         try:
