@@ -21,13 +21,24 @@ COMMAND_MODULES = (
 )
 
 
+class _ExactParser(argparse.ArgumentParser):
+    """argparse without prefix matching: ``--epoch 1`` is an error, not ``--epochs 1``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    import ncap
+
+    parser = _ExactParser(
         prog="ncap",
         description="Rank pretrained candidate models by neural capacitance (beta_eff) from a few epochs "
         "of fine-tuning.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"ncap {ncap.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ExactParser)
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
