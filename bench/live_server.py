@@ -127,9 +127,6 @@ class LiveServer:
                 found["server"] = p
         return found
 
-    def group_alive(self) -> bool:
-        return any(p.is_running() and p.status() != "zombie" for p in self._known)
-
     def kill9(self, whole_tree: bool = True, settle: float = 15.0) -> list:
         """SIGKILL the server: every process of its tree at once (``whole_tree``), or only the main
         process (what ``kill -9 <pid>`` does). Returns the processes still alive after ``settle`` s

@@ -166,10 +166,6 @@ class Pruner:
         masks = self.masks
         return {n: float((~masks[n]).sum()) / masks[n].numel() if n in masks else 0.0 for n in self.layers}
 
-    def weight_sparsity(self) -> dict[str, float]:
-        """Fraction of exactly-zero weights per pruned layer (≥ :meth:`sparsity`)."""
-        return {n: float((m.weight == 0).sum()) / m.weight.numel() for n, m in self.layers.items()}
-
     @property
     def pruned_names(self) -> list[str]:
         return list(self.layers)

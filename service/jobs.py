@@ -211,11 +211,6 @@ class JobWorker:
                                    "num_gpus": settings.ray_gpus_per_candidate})
         return cls(store, **{**kwargs, **overrides})
 
-    @property
-    def running_jobs(self) -> list[str]:
-        """Ids of the jobs whose training process runs now."""
-        return list(self._procs)
-
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -176,10 +176,6 @@ class SparseNetwork:
         a = sp.coo_matrix((v, (r, c)), shape=(total, total)).tocsr()
         return (a + a.T).tocsr()
 
-    def node_layer_of(self) -> np.ndarray:
-        """Node-layer index of every global node."""
-        return np.repeat(np.arange(len(self.nodes)), [nl.size for nl in self.nodes])
-
 
 # ------------------------------------------------------------------------------------------ counting
 

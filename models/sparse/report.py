@@ -45,10 +45,6 @@ def grid_configs(base: dict, rules: Sequence[str], densities: Sequence[str], pro
     return configs
 
 
-def _last(rows: list[dict], layer: str, key: str, where: str = "nodes"):
-    return rows[-1][where].get(layer, {}).get(key) if rows else None
-
-
 def summarize_run(res: dict) -> dict:
     """The JSON-ready part of a :func:`train_dst` result: accuracy, init, first and last topology rows, fits."""
     rows = res["topology"]
