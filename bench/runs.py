@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from ncap.bench.tasks import Task
+from ncap.capacitance.jsonsafe import write_json
 from ncap.models.harness import fine_tune_candidate
 from ncap.models.paths import cache_root as ncap_cache_root
 from ncap.models.pretrained import PRETRAINED
@@ -63,13 +63,6 @@ def weights_key(spec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def _write_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-
-
 def run_path(recipe: BenchRecipe, task: Task, spec) -> Path:
     return cache_root() / recipe.key() / f"{task.name}-{task.key()}" / f"{spec.name}-{weights_key(spec)}.json"
 
@@ -87,7 +80,7 @@ def cached_run(spec, task: Task, recipe: BenchRecipe, *, rebuild: bool = False, 
     train, val = task.split(recipe.max_train, recipe.max_val)
     run = fine_tune_candidate(spec, train, val, recipe.recipe, progress=progress)
     doc = {"task": task.name, "recipe": recipe.as_dict(), "recipe_key": recipe.key(), **run.to_dict()}
-    _write_atomic(path, doc)
+    write_json(path, doc)
     return doc
 
 
@@ -157,5 +150,5 @@ def cached_static_scores(spec, task: Task, recipe: BenchRecipe, *, rebuild: bool
     if path.is_file() and not rebuild:
         return json.loads(path.read_text())
     doc = static_scores(spec, task, recipe)
-    _write_atomic(path, doc)
+    write_json(path, doc)
     return doc

@@ -34,6 +34,7 @@ from ncap.bench.design_v3 import (
 )
 from ncap.bench.runs import weights_key
 from ncap.bench.tasks import TASKS_V3
+from ncap.capacitance.jsonsafe import write_json
 
 RESULTS = Path(__file__).parent / "results" / "selection-v3"
 RUNS = RESULTS / "runs"
@@ -88,11 +89,7 @@ def run_one(task: str, candidate: Candidate, label: str, spec) -> dict:
            "trainable": candidate.trainable, "label": label, "recipe": recipe,
            "weights_key": weights_key(spec), "machine": machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
            **measured}
-    path = record_path(task, candidate, label)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=None, default=float))
-    os.replace(tmp, path)
+    write_json(record_path(task, candidate, label), doc, default=float)
     return doc
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncap.capacitance.jsonsafe import to_jsonable
+from ncap.capacitance.jsonsafe import to_jsonable, write_json
 from ncap.models.sparse import DSTConfig, train_dst
 from ncap.models.sparse.dst import as_tensors, build_model, sparsify
 from ncap.models.sparse.plots import plot_ccdfs_by_epoch, plot_series
@@ -89,9 +89,7 @@ def run_cached(ds, dataset: str, settings: dict, cfg: DSTConfig, *, use_cache: b
     path.parent.mkdir(parents=True, exist_ok=True)
     if res.get("_arrays"):
         np.savez_compressed(path.with_suffix(".npz"), **res["_arrays"])
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec))
-    tmp.replace(path)
+    write_json(path, rec)
     return rec
 
 

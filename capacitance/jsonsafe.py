@@ -10,14 +10,21 @@ dataclasses handled) plus a fallback for what pydantic does not know:
 - other objects → their public attributes (``vars``), or ``str(obj)`` when they have none.
 
 It also works as the hook of ``json.dumps(obj, default=to_jsonable)``.
+
+``write_json(path, doc)`` is the one atomic writer of JSON files: the text goes to a temporary file of this
+process next to ``path``, then replaces ``path`` in one rename, so a reader (or a restart after kill -9) sees
+the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-__all__ = ["to_jsonable"]
+__all__ = ["to_jsonable", "write_json"]
 
 
 def _fallback(obj: Any) -> Any:
@@ -33,3 +40,14 @@ def _fallback(obj: Any) -> Any:
 def to_jsonable(obj: Any) -> Any:
     """JSON-safe copy of ``obj`` (NaN/inf → None, numpy → Python); see the module docstring."""
     return to_jsonable_python(obj, inf_nan_mode="null", fallback=_fallback)
+
+
+def write_json(path: str | os.PathLike, doc: Any, **dumps_kwargs) -> Path:
+    """Write ``doc`` (an object for ``json.dumps(doc, **dumps_kwargs)``, or JSON text) to ``path`` atomically
+    (module docstring); parent folders are created. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(doc if isinstance(doc, str) else json.dumps(doc, **dumps_kwargs))
+    os.replace(tmp, path)
+    return path

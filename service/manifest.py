@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ncap.capacitance.jsonsafe import to_jsonable
+from ncap.capacitance.jsonsafe import to_jsonable, write_json
 from ncap.models.recipe import Recipe
 
 __all__ = ["ManifestEntry", "load_manifest", "run_manifest", "summary_markdown"]
@@ -140,11 +140,7 @@ def _record_path(folder: Path, candidate: str) -> Path:
 def save_record(folder: Path, record) -> None:
     """Write one finished candidate's record atomically (``candidates/<name>-<hash>.json``)."""
     data = to_jsonable(record)
-    target = _record_path(folder, data["candidate"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(target)
+    write_json(_record_path(folder, data["candidate"]), data)
 
 
 def finished_records(folder: Path, entry: ManifestEntry) -> dict[str, dict]:

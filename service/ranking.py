@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ncap.capacitance.jsonsafe import write_json
 from ncap.capacitance.predictor import p_best, rank_order
 from ncap.capacitance.ranking_rules import score_run
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device
@@ -164,9 +165,7 @@ def write_document(doc: RankingDocument, out_dir: Path, make_plots: bool = True)
         from ncap.service.plots import plot_ranking
 
         doc.plots = plot_ranking(doc, out_dir)
-    tmp = out_dir / "ranking.json.tmp"
-    tmp.write_text(doc.to_json())
-    tmp.replace(out_dir / "ranking.json")
+    write_json(out_dir / "ranking.json", doc.to_json())
 
 
 def _status_cell(r: CandidateRecord) -> tuple[str, str | None]:

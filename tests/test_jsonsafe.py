@@ -45,3 +45,20 @@ def test_works_as_json_dumps_default_hook():
     text = json.dumps(doc, default=to_jsonable)
     assert json.loads(text) == {"a": [0, 1, 2], "b": 1.5, "c": {}}
     assert to_jsonable(slice(1, 2)) == "slice(1, 2, None)"  # no attributes: its str
+
+
+def test_write_json_replaces_the_file_in_one_rename(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from ncap.capacitance.jsonsafe import write_json
+
+    path = tmp_path / "a" / "doc.json"
+    write_json(path, {"x": 1})
+    assert json.loads(path.read_text()) == {"x": 1}
+    renames = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((str(a), str(b))), real(a, b)))
+    write_json(path, '{"x": 2}')  # text is written as it is
+    assert json.loads(path.read_text()) == {"x": 2}
+    assert renames == [(str(path) + f".tmp{os.getpid()}", str(path))] and list(path.parent.iterdir()) == [path]
