@@ -63,9 +63,12 @@ def rank(dataset: str | Path | None = None, candidates: str | list[str] | None =
          progress: bool = True, **recipe_fields: Any) -> RankingDocument:
     """Rank candidate models on a dataset, as ``ncap rank`` does, and return the typed document.
 
-    Each candidate is fine-tuned briefly with the capacitance probe under one shared recipe; β_eff and the
-    validation accuracy are recorded at every observation, Algorithm 1 predicts each final accuracy, and the
-    candidates are ranked by it (with P(best)).
+    Each candidate is fine-tuned briefly with the capacitance probe under one shared recipe (``trainable``:
+    the whole backbone, its last stage, or the probe only, on cached activations); β_eff and the validation
+    accuracy are recorded at every observation and Algorithm 1 predicts each final accuracy. The candidates are
+    ranked by the recipe's ``ranker`` (default ``"val_acc"``: the last validation accuracy; ``"beta_eff"``: the
+    Algorithm 1 prediction; ``"tse_ema"``: training speed), with P(best); β_eff's prediction is reported
+    whatever the rule.
 
     Parameters
     ----------
@@ -82,8 +85,9 @@ def rank(dataset: str | Path | None = None, candidates: str | list[str] | None =
     progress : bool
         Show progress bars.
     **recipe_fields
-        Any field of :class:`ncap.Recipe`: ``epochs``, ``lr``, ``batch_size``, ``probe_width``, ``variant``
-        (default ``"support"``), ``t0``, ``seed``, ``device``, ... Unknown names or bad values raise
+        Any field of :class:`ncap.Recipe`: ``epochs``, ``lr``, ``batch_size``, ``trainable`` (``"all"``,
+        ``"top"``, ``"probe"``), ``ranker``, ``probe_width``, ``variant`` (default ``"support"``), ``t0``,
+        ``seed``, ``device``, ... Unknown names or bad values raise
         ``pydantic.ValidationError`` (a ``ValueError``).
 
     Returns
