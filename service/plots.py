@@ -44,24 +44,29 @@ def plot_ranking(doc, out_dir: Path) -> list[str]:
     return ["trajectories.png", "predicted_vs_observed.png", *plot_pareto(doc, out_dir)]
 
 
+SCORE_AXIS = {"val_acc": ("last validation accuracy (%)", 100.0), "beta_eff": ("predicted final accuracy (%)", 100.0),
+              "tse_ema": ("-TSE-EMA (training speed)", 1.0)}
+
+
 def plot_pareto(doc, out_dir: Path) -> list[str]:
-    """pareto.png: predicted final accuracy against batch-1 latency, the Pareto front joined; [] when no
-    candidate has both."""
-    pts = [r for r in doc.candidates if r.predicted_accuracy is not None and r.latency_ms.get(1) is not None]
+    """pareto.png: the ranking score (the rule the candidates are ranked by, ± its std) against batch-1 latency,
+    the Pareto front (computed on that score) joined; [] when no candidate has both."""
+    pts = [r for r in doc.candidates if r.score is not None and r.latency_ms.get(1) is not None]
     if not pts:
         return []
+    label, scale = SCORE_AXIS.get(doc.config.ranker, (f"score ({doc.config.ranker})", 1.0))
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in pts:
-        ax.errorbar(r.latency_ms[1], 100 * r.predicted_accuracy, yerr=100 * (r.predicted_std or 0), fmt="o",
+        ax.errorbar(r.latency_ms[1], scale * r.score, yerr=scale * (r.score_std or 0), fmt="o",
                     capsize=3, color="C3" if r.pareto else "C0")
-        ax.annotate(r.candidate, (r.latency_ms[1], 100 * r.predicted_accuracy), fontsize=7,
+        ax.annotate(r.candidate, (r.latency_ms[1], scale * r.score), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
     front = sorted((r for r in pts if r.pareto), key=lambda r: r.latency_ms[1])
-    ax.plot([r.latency_ms[1] for r in front], [100 * r.predicted_accuracy for r in front], "C3--", lw=1,
+    ax.plot([r.latency_ms[1] for r in front], [scale * r.score for r in front], "C3--", lw=1,
             label="Pareto front")
     ax.set_xscale("log")
-    ax.set(xlabel=f"latency per image at batch 1 (ms, {doc.device})", ylabel="predicted final accuracy (%)",
-           title="accuracy against latency")
+    ax.set(xlabel=f"latency per image at batch 1 (ms, {doc.device})", ylabel=label,
+           title=f"ranking score ({doc.config.ranker}) against latency")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "pareto.png", dpi=110)

@@ -180,3 +180,23 @@ def test_the_ranking_rule_decides_the_order_and_the_table_shows_its_score(ranker
                           dataset=DatasetInfo(source="x", n_images=10, n_train=8, n_val=2, classes=["a", "b"]))
     header = format_table(doc).splitlines()[0]
     assert ("ranked by" in header) == (ranker != "beta_eff") and "predicted acc (β_eff)" in header
+
+
+def test_the_pareto_plot_draws_the_ranking_score_the_front_was_computed_on(tmp_path, monkeypatch):
+    """The front is computed on the ranking score (default val_acc), so the plot draws that score: a candidate
+    without a β_eff prediction is still on it, and the y values are the scores."""
+    from ncap.service import plots
+
+    recs = [CandidateRecord(candidate=n, rank=k, score=a, score_std=0.01, predicted_accuracy=None,
+                            latency_ms={1: t}) for k, (n, a, t) in enumerate([("big", 0.9, 10.0), ("small", 0.8, 1.0)], 1)]
+    drawn = []
+    real = plots.plt.subplots
+
+    def spy(*a, **k):
+        fig, ax = real(*a, **k)
+        monkeypatch.setattr(ax, "errorbar", lambda x, y, **kw: drawn.append((x, y)))
+        return fig, ax
+
+    monkeypatch.setattr(plots.plt, "subplots", spy)
+    assert plots.plot_pareto(_doc(mark_pareto(recs)), tmp_path) == ["pareto.png"]
+    assert sorted(drawn) == [(1.0, pytest.approx(80.0)), (10.0, pytest.approx(90.0))]

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/rank"), help="output directory [default: %(default)s]")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--pareto", action="store_true", help="also print the Pareto view: the candidates no other "
-                   "beats on both predicted accuracy and latency, fastest first (pareto.png is always drawn)")
+                   "beats on both the ranking score (--ranker) and batch-1 latency, fastest first (pareto.png is "
+                   "always drawn)")
     p.add_argument("--prune-report", type=float, default=None, metavar="SPARSITY", dest="prune_sparsity",
                    help="alias of --prune-sparsity")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_table(doc))
     if args.pareto:
-        print("\nPareto view (predicted accuracy against batch-1 latency):\n" + format_table(doc, pareto_only=True))
+        print(f"\nPareto view (ranking score, {doc.config.ranker}, against batch-1 latency):\n"
+              + format_table(doc, pareto_only=True))
     print(f"\n{doc.dataset.source}: {doc.dataset.n_train} train / {doc.dataset.n_val} val images, "
           f"{doc.config.epochs} epochs per candidate, {doc.wall_time_s:.0f} s in total.")
     print(f"Wrote {args.out / 'ranking.json'}" + (f" and {', '.join(doc.plots)}" if doc.plots else ""))
