@@ -74,6 +74,7 @@ __all__ = [
     "candidate_transforms",
     "load_dataset",
     "make_loader",
+    "missing_dataset_error",
     "prepare_batch",
     "resolve_num_workers",
     "sample_per_class",
@@ -364,12 +365,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, image_size: int | t
     path = Path(source).expanduser()
     size = _norm_size(image_size)
     if not path.exists():
-        text = str(source)
-        if isinstance(source, str) and "/" not in text and "\\" not in text and not Path(text).suffix:
-            known = ", ".join(f"{k} ({v})" for k, v in NAMED_DATASETS.items())
-            raise DataError(f"unknown dataset {text!r}: no such file or directory, and not a named dataset; "
-                            f"known named datasets: {known}")
-        raise DataError(f"{path}: no such file or directory")
+        raise missing_dataset_error(source)
     if path.is_dir():
         return _load_folder(path, source_label=str(path), image_size=size)
     suffix = path.suffix.lower()
@@ -378,6 +374,21 @@ def load_dataset(source: str | os.PathLike | None = None, *, image_size: int | t
     if suffix == ".zip" or zipfile.is_zipfile(path):
         return _load_zip(path, image_size=size)
     raise DataError(f"{path}: unsupported dataset file (expected a .npz, a .zip or an ImageFolder directory)")
+
+
+def missing_dataset_error(source: str | os.PathLike) -> DataError:
+    """The one error for a dataset that is neither a file, a folder nor a named dataset: a bare name (no
+    folder, no suffix) gets the known named datasets and the closest of them; a path gets "no such file"."""
+    import difflib
+
+    text = str(source)
+    if isinstance(source, str) and "/" not in text and "\\" not in text and not Path(text).suffix:
+        known = ", ".join(f"{k} ({v})" for k, v in NAMED_DATASETS.items())
+        close = difflib.get_close_matches(text, list(NAMED_DATASETS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return DataError(f"unknown dataset {text!r}: no such file or directory, and not a named dataset; "
+                         f"{hint}known named datasets: {known}")
+    return DataError(f"{Path(source).expanduser()}: no such file or directory")
 
 
 def _norm_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:

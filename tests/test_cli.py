@@ -21,3 +21,15 @@ def test_an_abbreviated_flag_is_an_error_not_a_guess(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_an_unknown_named_dataset_gets_the_known_ones_first_at_the_cli_and_in_python(capsys):
+    """Before this, the memory pre-check read the data first and said `not a dataset this check can read`."""
+    from ncap.models.data import DataError
+
+    assert main(["rank", "--data", "digitz"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'digitz'" in err and "did you mean 'digits'?" in err and "mnist5k" in err
+    assert "check can read" not in err and "Traceback" not in err
+    with pytest.raises(DataError, match="did you mean 'digits'"):
+        ncap.rank("digitz", progress=False)
