@@ -245,10 +245,6 @@ def dataset_shape(source=None) -> DatasetShape:
     if source is None or (isinstance(source, str) and source in NAMED and not Path(source).exists()):
         return named_dataset_shape(source or "digits")
     path = Path(source).expanduser()
-    if not path.exists():  # the loader's own message (the known named datasets), before anything is read
-        from ncap.models.data import missing_dataset_error
-
-        raise missing_dataset_error(source)
     if path.is_dir():
         classes, files = image_folder_files(path)
         return DatasetShape(len(files), _image_header(files[0][0]), len(classes))

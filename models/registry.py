@@ -16,10 +16,17 @@ here; nothing else parses candidate names.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ncap.models.candidates import CandidateError, CandidateSpec, find_cached_weights, parse_candidates
+from ncap.models.candidates import (
+    CandidateError,
+    CandidateSpec,
+    UnknownCandidateError,
+    find_cached_weights,
+    parse_candidates,
+)
 
 __all__ = ["NamedCandidate", "check_candidates", "is_named", "list_candidates", "register_candidate",
            "resolve_candidates"]
@@ -93,7 +100,14 @@ def _parse_entry(entry: str, *, allow_files: bool, require_local_weights: bool) 
         arch = head.split(":", 1)[-1].strip() or "arch"
         raise CandidateError(f"candidate {entry!r}: weight file paths are not accepted here; use a named "
                              f"candidate (`ncap zoo list`), an architecture with cached weights, or '{arch}=random'")
-    spec = parse_candidates(entry)[0]
+    try:
+        spec = parse_candidates(entry)[0]
+    except UnknownCandidateError as exc:  # ncap's own names first: a misspelt zoo name is likelier than a timm one
+        close = difflib.get_close_matches(name.split("=")[0].strip(), list_candidates(), n=3, cutoff=0.6)
+        if not close:
+            raise
+        raise UnknownCandidateError(f"candidate {entry!r}: not a registered candidate; did you mean "
+                                    f"{', '.join(close)}? (`ncap zoo list`; as a timm name: {exc})") from None
     if require_local_weights and spec.source == "hf-cache" and find_cached_weights(spec.arch) is None:
         raise CandidateError(f"candidate {entry!r}: no cached pretrained weights for {spec.arch!r} (nothing is "
                              f"downloaded); use '{spec.arch}=random' or a named candidate")
@@ -125,7 +139,8 @@ def resolve_candidates(candidates: str | Sequence[str] | None, *, allow_files: b
 
     ``allow_files=False`` refuses weight-file paths (the service: a client must not make the server read
     files of its choosing); ``require_local_weights`` refuses hf-cache architectures with nothing cached.
-    Raises :class:`CandidateError` naming the entry (unknown names get close matches from timm)."""
+    Raises :class:`CandidateError` naming the entry (unknown names get close registered names first, then close
+    timm names)."""
     check_candidates(candidates, allow_files=allow_files, require_local_weights=require_local_weights,
                      max_candidates=max_candidates)
     specs: list[CandidateSpec] = []

@@ -33,3 +33,13 @@ def test_an_unknown_named_dataset_gets_the_known_ones_first_at_the_cli_and_in_py
     assert "check can read" not in err and "Traceback" not in err
     with pytest.raises(DataError, match="did you mean 'digits'"):
         ncap.rank("digitz", progress=False)
+
+
+def test_a_misspelt_zoo_name_gets_ncaps_own_names_first(capsys):
+    from ncap.models.candidates import CandidateError
+
+    assert main(["rank", "--candidates", "resnet18-mnsit"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean resnet18-mnist" in err and err.index("resnet18-mnist") < err.index("timm")
+    with pytest.raises(CandidateError, match="did you mean resnet18-mnist"):
+        ncap.rank("digits", "resnet18-mnsit", progress=False)

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         executor = executor_from_args(args)
         if args.manifest is not None:
             return run_manifest_command(args, config, executor)
+        check_inputs(args)
         check_memory(args, config)
         check_run_estimate(args, config)
         with executor:
@@ -120,6 +121,20 @@ def run_manifest_command(args: argparse.Namespace, config, executor) -> int:
         rows = run_manifest(entries, args.out, executor, make_plots=not args.no_plots, progress=not args.quiet)
     print("\n" + summary_markdown(rows) + f"\nWrote {args.out / 'summary.md'} and one folder per dataset.")
     return 0 if all(r["error"] is None and r["best"] for r in rows) else 1
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """The data source and the candidate entries, each with the loader's and the registry's own message, before
+    the pre-checks that read them (``DataError``/``CandidateError``, ValueErrors: exit 2)."""
+    from pathlib import Path
+
+    from ncap.models.data import NAMED_DATASETS, missing_dataset_error
+    from ncap.models.registry import check_candidates
+
+    data = args.data
+    if data is not None and not (data in NAMED_DATASETS or Path(data).expanduser().exists()):
+        raise missing_dataset_error(data)
+    check_candidates(args.candidates)
 
 
 def check_memory(args: argparse.Namespace, config) -> None:
