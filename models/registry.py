@@ -109,8 +109,9 @@ def _parse_entry(entry: str, *, allow_files: bool, require_local_weights: bool) 
         raise UnknownCandidateError(f"candidate {entry!r}: not a registered candidate; did you mean "
                                     f"{', '.join(close)}? (`ncap zoo list`; as a timm name: {exc})") from None
     if require_local_weights and spec.source == "hf-cache" and find_cached_weights(spec.arch) is None:
+        path_fix = f"'{spec.arch}=path/to/weights.safetensors', " if allow_files else ""
         raise CandidateError(f"candidate {entry!r}: no cached pretrained weights for {spec.arch!r} (nothing is "
-                             f"downloaded); use '{spec.arch}=random' or a named candidate")
+                             f"downloaded); use {path_fix}'{spec.arch}=random' or a named candidate (`ncap zoo list`)")
     return spec.name, None, spec
 
 

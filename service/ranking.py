@@ -137,7 +137,7 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
     """
     t0 = time.perf_counter()
     ds, data = load_training_data(dataset, config)
-    specs = resolve_candidates(candidates, progress=progress)
+    specs = resolve_candidates(candidates, progress=progress, require_local_weights=True)
     completed = {k: CandidateRecord.model_validate(v) for k, v in (completed or {}).items()}
     reused = {s.name: completed[s.name].model_copy(update={"reused": True}) for s in specs
               if s.name in completed and completed[s.name].status in ("ok", "failed")}

@@ -43,3 +43,15 @@ def test_a_misspelt_zoo_name_gets_ncaps_own_names_first(capsys):
     assert "did you mean resnet18-mnist" in err and err.index("resnet18-mnist") < err.index("timm")
     with pytest.raises(CandidateError, match="did you mean resnet18-mnist"):
         ncap.rank("digits", "resnet18-mnsit", progress=False)
+
+
+def test_a_timm_name_without_local_weights_is_refused_before_training_with_the_fix(capsys, monkeypatch, tmp_path):
+    from ncap.models.candidates import CandidateError
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    assert main(["rank", "--candidates", "resnet10t"]) == 2
+    err = capsys.readouterr().err
+    assert "no cached pretrained weights for 'resnet10t'" in err and "'resnet10t=random'" in err
+    assert "resnet10t=path/to/weights.safetensors" in err and "Traceback" not in err
+    with pytest.raises(CandidateError, match="resnet10t=random"):
+        ncap.rank("digits", "resnet10t", progress=False)

@@ -134,7 +134,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     data = args.data
     if data is not None and not (data in NAMED_DATASETS or Path(data).expanduser().exists()):
         raise missing_dataset_error(data)
-    check_candidates(args.candidates)
+    check_candidates(args.candidates, require_local_weights=True)
 
 
 def check_memory(args: argparse.Namespace, config) -> None:
