@@ -29,6 +29,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+MIN_POINTS = 3  # fewer usable (β_eff, accuracy) points than this: Algorithm 1 falls back to the last accuracy
+
 
 @dataclass
 class Prediction:
@@ -74,7 +76,7 @@ def predict_final_accuracy(
     *,
     t0: int = 1,
     denominators: Sequence[float] | None = None,
-    min_points: int = 3,
+    min_points: int = MIN_POINTS,
     clip: bool = True,
 ) -> Prediction:
     """Algorithm 1: BayesianRidge of accuracy on β_eff, evaluated at β_eff = 0.

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from ncap.capacitance.line_graph import VARIANTS
+from ncap.capacitance.predictor import MIN_POINTS
 from ncap.capacitance.ranking_rules import DEFAULT_RULE, RuleName
 from ncap.models.partial import Trainable
 from ncap.models.probe import probe_width_spec
@@ -178,6 +179,27 @@ class Recipe(BaseModel):
         if extra != self.extra_variants:
             object.__setattr__(self, "extra_variants", extra)  # no re-validation loop
         return self
+
+    @model_validator(mode="after")
+    def _enough_observations_for_beta_eff(self) -> Recipe:
+        """Ranking by β_eff's prediction needs MIN_POINTS observations; refuse a recipe that cannot give them."""
+        if self.ranker == "beta_eff" and self.track_beta and (problem := self.beta_eff_shortfall):
+            raise ValueError(f"ranker 'beta_eff' {problem}")
+        return self
+
+    @property
+    def observations(self) -> int:
+        """Observations per candidate run (validation accuracy and β_eff)."""
+        return len(self.observe_at_epochs) if self.observe_at_epochs is not None else self.epochs * self.evals_per_epoch
+
+    @property
+    def beta_eff_shortfall(self) -> str | None:
+        """Why β_eff's prediction can never be made with this recipe (too few observations), or None."""
+        if self.observations >= MIN_POINTS:
+            return None
+        return (f"needs at least {MIN_POINTS} observations (Algorithm 1), and epochs={self.epochs} × "
+                f"evals_per_epoch={self.evals_per_epoch} gives {self.observations}: use epochs >= "
+                f"{-(-MIN_POINTS // self.evals_per_epoch)} (or evals_per_epoch >= {-(-MIN_POINTS // self.epochs)})")
 
     @property
     def variants(self) -> tuple[str, ...]:

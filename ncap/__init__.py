@@ -97,10 +97,14 @@ def rank(dataset: str | Path | None = None, candidates: str | list[str] | None =
         ``predicted_accuracy`` ± ``predicted_std``, the trajectories); ``.config``: the recipe used;
         ``.dataset``, ``.device``, ``.wall_time_s``. ``.to_json()`` gives the ``ranking.json`` text.
     """
+    import warnings
+
     from ncap.models.recipe import Recipe
     from ncap.service.ranking import run_ranking
 
     base = recipe.to_dict() if recipe is not None else {}
     config = Recipe.model_validate({**base, **recipe_fields})
+    if config.beta_eff_shortfall and config.track_beta:  # the ranking rule does not need it (else: refused above)
+        warnings.warn(f"β_eff's prediction {config.beta_eff_shortfall}; it will be a flagged fallback", stacklevel=2)
     return run_ranking(dataset, candidates, config, None if out_dir is None else Path(out_dir),
                        make_plots=make_plots, progress=progress)

@@ -55,3 +55,29 @@ def test_a_timm_name_without_local_weights_is_refused_before_training_with_the_f
     assert "resnet10t=path/to/weights.safetensors" in err and "Traceback" not in err
     with pytest.raises(CandidateError, match="resnet10t=random"):
         ncap.rank("digits", "resnet10t", progress=False)
+
+
+def test_too_few_observations_for_beta_eff_are_refused_for_its_ranker_and_warned_otherwise(capsys, tmp_path):
+    from pydantic import ValidationError
+
+    from ncap.models.data import load_dataset
+    from ncap.models.recipe import Recipe
+
+    with pytest.raises(ValidationError, match="use epochs >= 2"):
+        Recipe(epochs=1, ranker="beta_eff")
+    assert Recipe(epochs=1, evals_per_epoch=3, ranker="beta_eff").beta_eff_shortfall is None
+    assert main(["rank", "--epochs", "1", "--ranker", "beta_eff"]) == 2
+    assert "needs at least 3 observations" in capsys.readouterr().err
+    ds = load_dataset("digits")
+    np_path = tmp_path / "d.npz"
+    import numpy as np
+
+    np.savez(np_path, x=ds.x[::20, 0], y=ds.y[::20])
+    assert main(["rank", "--data", str(np_path), "--candidates", "resnet10t=random", "--epochs", "1", "--image-size",
+                 "16", "--probe-width", "8", "--beta-batch-size", "8", "--num-workers", "0", "--quiet", "--no-plots",
+                 "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: β_eff's prediction needs at least 3 observations" in err and "use epochs >= 2" in err
+    with pytest.warns(UserWarning, match="flagged fallback"):
+        ncap.rank(str(np_path), "resnet10t=random", epochs=1, image_size=16, probe_width=8, beta_batch_size=8,
+                  num_workers=0, progress=False, make_plots=False)

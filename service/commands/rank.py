@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         if args.manifest is not None:
             return run_manifest_command(args, config, executor)
         check_inputs(args)
+        if config.beta_eff_shortfall and config.track_beta:  # the ranking rule does not need it: a warning
+            print(f"ncap rank: warning: β_eff's prediction {config.beta_eff_shortfall}; it will be reported as a "
+                  "flagged fallback (the last accuracy)", file=sys.stderr)
         check_memory(args, config)
         check_run_estimate(args, config)
         with executor:
