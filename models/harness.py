@@ -323,7 +323,8 @@ class _Observer:
 
 def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:
     """Magnitude-prune a copy of the fine-tuned probe (head kept dense) and report its degree
-    distributions with power-law / truncated power-law fits per layer (``capacitance.network_measures``)."""
+    distributions with power-law / truncated power-law fits per layer
+    (``ncap.capacitance.network.pruning_report``)."""
     import copy
 
     from ncap.capacitance.network import pruning_report
