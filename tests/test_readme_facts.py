@@ -13,3 +13,16 @@ def test_the_zoo_counts_in_the_readme_are_the_registrys():
     assert m, "the README's zoo line is gone"
     assert tuple(map(int, m.groups())) == (len(ZOO), len({e.arch for e in ZOO.values()}),
                                            len({e.source for e in ZOO.values()}))
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    root = README.parent
+    broken = []
+    for md in [README, *sorted((root / "docs").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = target.split("#", 1)[0]
+            if path and not (md.parent / path).exists():
+                broken.append(f"{md.relative_to(root)} -> {target}")
+    assert not broken, broken
