@@ -227,11 +227,20 @@ def fine_tune_candidate(
         run.status, run.error = "failed", str(exc)
     finally:
         hook.remove()
+    _finish(run, tracker, observer, feeds, config, device, snapshots)
+    run.wall_time_s, run.cpu_time_s = time.perf_counter() - t_start, time.process_time() - c_start
+    return run
+
+
+def _finish(run: CandidateRun, tracker: BetaEffTracker, observer: _Observer, feeds: _Feeds, config: Recipe,
+            device: torch.device, snapshots: list | None) -> None:
+    """After training: the tracker's trajectories into ``run``, the pruning report, the thinned probe
+    snapshots and the whole model's latency."""
     run.epoch, run.val_accuracy = tracker.epochs, tracker.val_accuracy
     run.beta_eff, run.beta_numerator, run.beta_denominator = tracker.beta_eff, tracker.numerator, tracker.denominator
     run.beta_time_s = tracker.seconds + observer.fixed_seconds
     if config.prune_sparsity is not None and run.status == "ok":
-        run.pruning = probe_pruning_report(model.probe, config.prune_sparsity, seed=config.seed)
+        run.pruning = probe_pruning_report(feeds.model.probe, config.prune_sparsity, seed=config.seed)
     if snapshots is not None and observer.snaps:
         keep = np.unique(np.linspace(0, len(observer.snaps) - 1, min(config.max_snapshots, len(observer.snaps))).round().astype(int))
         snapshots.extend(observer.snaps[k] for k in keep)
@@ -239,8 +248,6 @@ def fine_tune_candidate(
         from ncap.models.latency import measure_latency
 
         run.latency_ms = measure_latency(feeds.whole, tuple(feeds.input_size), device)
-    run.wall_time_s, run.cpu_time_s = time.perf_counter() - t_start, time.process_time() - c_start
-    return run
 
 
 def observation_steps(config: Recipe, steps_per_epoch: int) -> set[int]:
