@@ -35,6 +35,7 @@ class CandidateEstimate:
     reason it cannot run in this mode (``problem``)."""
 
     candidate: str
+    input_size: tuple[int, int, int] | None = None  # (C, H, W) the run will feed it
     seconds: dict[str, float] = field(default_factory=dict)
     cache_bytes: int = 0
     problem: str | None = None
@@ -109,15 +110,18 @@ def _time_candidate(entry: str, recipe, n_train: int, n_val: int, n_classes: int
     from ncap.models.memory import candidate_architecture
     from ncap.models.partial import SplitError, split_backbone
     from ncap.models.probe import CandidateModel, NeuralCapacitanceProbe
+    from ncap.models.zoo import ZOO, ZOO_IMAGE_SIZE
 
     arch, kwargs = candidate_architecture(entry)
+    if entry.split(":")[-1].strip() in ZOO:  # a zoo model's native size is its pretraining size
+        kwargs = {**kwargs, "img_size": ZOO_IMAGE_SIZE}
     backbone, dim, cfg = create_backbone(CandidateSpec(entry, arch, source="random", kwargs=kwargs))
     c, h, w = cfg["input_size"]
     if recipe.image_size:
         h = w = recipe.image_size
     probe = NeuralCapacitanceProbe(dim, max(n_classes, 2), recipe.probe_hidden)
     x = torch.randn(TIMING_BATCH, c, h, w, device=device)
-    est = CandidateEstimate(entry)
+    est = CandidateEstimate(entry, (int(c), int(h), int(w)))
     observations = recipe.epochs * recipe.evals_per_epoch if recipe.observe_at_epochs is None else len(recipe.observe_at_epochs)
     if recipe.trainable == "all":
         model = CandidateModel(backbone, probe).to(device)

@@ -268,3 +268,16 @@ def test_ncap_rank_prints_its_estimate_and_refuses_an_unsplittable_candidate_up_
     assert by_name["resnet10t=random"]["status"] == "ok"
     vit = by_name["vit_tiny_patch16_224=random"]
     assert vit["status"] == "failed" and "not a chain of stages" in vit["error"] and not vit["val_accuracy"]
+
+
+def test_the_estimate_times_each_candidate_at_the_size_the_run_feeds_it():
+    from ncap.models.memory import DatasetShape
+    from ncap.models.run_estimate import estimate_run
+
+    shape = DatasetShape(40, (1, 8, 8), 4)
+    est = estimate_run("resnet18-mnist,mine:convnext-mnist,resnet10t=random", Recipe(epochs=1, trainable="probe"), shape)
+    native = tuple(timm.data.resolve_data_config({}, model=timm.create_model("resnet10t"))["input_size"])
+    assert [c.input_size for c in est.candidates] == [(1, 32, 32), (1, 32, 32), native]  # zoo: its 32 px
+    assert all(c.seconds["caching"] > 0 and c.cache_bytes > 0 for c in est.candidates)
+    sized = estimate_run("resnet10t=random", Recipe(epochs=1, image_size=64), shape)
+    assert sized.candidates[0].input_size == (3, 64, 64) and "caching" not in sized.candidates[0].seconds
