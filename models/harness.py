@@ -87,6 +87,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _beta_orders(config: Recipe, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the validation set's seeded order, whose first ``beta_batch_size`` images are the ``validation`` β_eff
+    features; the training images of the ``fixed`` β_eff batch): the same for every candidate."""
+    gen = torch.Generator().manual_seed(config.seed)
+    val_order = torch.randperm(n_val, generator=gen).numpy()
+    return val_order, torch.randperm(n_train, generator=gen)[: config.beta_batch_size].numpy()
+
+
 def _loaders(data_cfg: dict, train, val, config: Recipe, device: torch.device):
     """(train loader, val loader, fixed probe batch or None, val labels of the β_eff subset, input size).
 
@@ -101,13 +109,12 @@ def _loaders(data_cfg: dict, train, val, config: Recipe, device: torch.device):
     common = {"num_workers": resolve_num_workers(config.num_workers, device), "pin_memory": device.type == "cuda",
               "seed": config.seed}
     train_loader = make_loader(train, train_tf, c, batch_size=bs, shuffle=True, drop_last=len(train) >= bs, **common)
-    gen = torch.Generator().manual_seed(config.seed)
-    val_order = torch.randperm(len(val), generator=gen).numpy()
+    val_order, fixed_idx = _beta_orders(config, len(train), len(val))
     val_loader = make_loader(val.select(val_order), eval_tf, c, batch_size=bs, **common)
     val_labels = torch.as_tensor(val.y[val_order[: config.beta_batch_size]])
     fixed = None
     if config.beta_features == "fixed" and config.track_beta:  # the same images for every candidate
-        idx = torch.randperm(len(train), generator=gen)[: config.beta_batch_size].numpy()
+        idx = fixed_idx
         fixed = next(iter(make_loader(train.select(idx), eval_tf, c, batch_size=len(idx), num_workers=0)))
     return train_loader, val_loader, fixed, val_labels, input_size
 
@@ -157,14 +164,14 @@ def _cached_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Rec
     run.cache_time_s = time.perf_counter() - t0
     run.cache_reused = train_cache.reused and val_cache.reused
     run.cache_build_cpu_s = train_cache.build_cpu_s + val_cache.build_cpu_s
-    bs, gen = config.batch_size, torch.Generator().manual_seed(config.seed)
-    val_order = torch.randperm(len(val), generator=gen).numpy()
+    bs = config.batch_size
+    val_order, fixed_idx = _beta_orders(config, len(train), len(val))
     train_loader = CachedBatches(train_cache, train.y, batch_size=bs, shuffle=True, drop_last=len(train) >= bs,
                                  seed=config.seed)
     val_loader = CachedBatches(val_cache, val.y, batch_size=bs, order=val_order)
     fixed = None
     if config.beta_features == "fixed" and config.track_beta:
-        idx = torch.randperm(len(train), generator=gen)[: config.beta_batch_size].numpy()
+        idx = fixed_idx
         fixed = (torch.from_numpy(train_cache.data[0, idx].astype(np.float32)), torch.as_tensor(train.y[idx]))
     trained = CandidateModel(split.top, model.probe)
     whole = CandidateModel(torch.nn.Sequential(split.trunk, split.top), model.probe)
