@@ -36,6 +36,7 @@ __all__ = [
     "ArchiveError",
     "DataError",
     "check_zip",
+    "error_text",
     "is_ignored_member",
     "safe_extract_zip",
 ]
@@ -58,6 +59,8 @@ DEFAULT_MAX_TOTAL_BYTES = 2 * 1024**3  # 2 GiB uncompressed in total
 DEFAULT_MAX_MEMBERS = 200_000
 DEFAULT_MAX_RATIO = 200.0  # deflate tops out near 1030:1; real image files are far below 200:1
 DEFAULT_RATIO_MIN_BYTES = 1024**2  # the ratio check applies to members above 1 MiB uncompressed
+MAX_NAME_BYTES = 255  # the longest file name Linux file systems take (NAME_MAX)
+MAX_DEPTH = 32  # folders deep; an ImageFolder needs 2
 
 _IGNORED_BASENAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 _CHUNK = 1 << 20
@@ -73,6 +76,14 @@ def is_ignored_member(name: str) -> bool:
     return parts[-1].lower() in _IGNORED_BASENAMES or parts[-1].startswith("._")
 
 
+def error_text(exc: BaseException) -> str:
+    """An exception's message without file paths: an ``OSError``'s text names the path it failed on (on a
+    server, the data dir), so it is reduced to its ``strerror``."""
+    if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
 def _unsafe_path_reason(name: str) -> str | None:
     if "\x00" in name:
         return "NUL byte in member name"
@@ -86,6 +97,11 @@ def _unsafe_path_reason(name: str) -> str | None:
         return "path traversal ('..' component)"
     if not name.strip("/"):
         return "empty member name"
+    parts = [p for p in name.split("/") if p]
+    if any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in parts):
+        return f"a file or folder name longer than {MAX_NAME_BYTES} bytes"
+    if len(parts) > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} folders"
     return None
 
 
@@ -103,7 +119,9 @@ def _open_zip(path: Path, shown: str) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise ArchiveError(f"{shown}: corrupt or not a zip archive ({exc})") from exc
-    except (OSError, ValueError, NotImplementedError, EOFError) as exc:
+    except OSError as exc:  # strerror only: the full error text holds the path
+        raise ArchiveError(f"{shown}: cannot read zip archive ({error_text(exc)})") from exc
+    except (ValueError, NotImplementedError, EOFError) as exc:
         raise ArchiveError(f"{shown}: cannot read zip archive ({exc})") from exc
 
 
@@ -125,6 +143,7 @@ def _check_members(
         raise ArchiveError(f"{shown}: too many members ({len(infos)} > max_members={max_members})")
     allowed = None if allowed_suffixes is None else {s.lower() for s in allowed_suffixes}
     seen: set[str] = set()
+    files: set[str] = set()
     total = 0
     keep: list[zipfile.ZipInfo] = []
     for info in infos:
@@ -140,6 +159,8 @@ def _check_members(
         if key in seen:
             raise ArchiveError(f"{shown}: member {name!r}: duplicate member name")
         seen.add(key)
+        if not info.is_dir():
+            files.add(key)
         if info.is_dir():
             keep.append(info)
             continue
@@ -165,6 +186,11 @@ def _check_members(
                 "(possible decompression bomb)"
             )
         keep.append(info)
+    for info in keep:  # 'a/x.png' and 'a/x.png/y.png': a name cannot be a file and a folder at once
+        parents = PurePosixPath(info.filename.rstrip("/")).parents
+        clash = next((str(p) for p in parents if str(p) in files), None)
+        if clash is not None:
+            raise ArchiveError(f"{shown}: member {info.filename!r}: {clash!r} is a file, so it cannot be a folder")
     return keep
 
 
@@ -229,44 +255,16 @@ def safe_extract_zip(
             )
             total = 0
             for info in infos:
-                target = (root / info.filename).resolve()
-                if target != root and root not in target.parents:
-                    raise ArchiveError(f"{shown}: member {info.filename!r}: path escapes the extraction directory")
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                written = 0
                 try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "xb") as out:
-                        while True:
-                            chunk = src.read(_CHUNK)
-                            if not chunk:
-                                break
-                            written += len(chunk)
-                            total += len(chunk)
-                            if written > info.file_size:
-                                raise ArchiveError(
-                                    f"{shown}: member {info.filename!r}: decompresses to more bytes than its "
-                                    f"header declares ({info.file_size})"
-                                )
-                            if written > ratio_min_bytes and written / max(info.compress_size, 1) > max_ratio:
-                                raise ArchiveError(
-                                    f"{shown}: member {info.filename!r}: compression ratio exceeds "
-                                    f"max_ratio={max_ratio:g} (possible decompression bomb)"
-                                )
-                            if total > max_total_bytes:
-                                raise ArchiveError(
-                                    f"{shown}: member {info.filename!r}: total uncompressed size exceeds "
-                                    f"max_total_bytes={max_total_bytes} (possible decompression bomb)"
-                                )
-                            out.write(chunk)
+                    total = _extract_member(zf, info, root, shown, total, max_total_bytes=max_total_bytes,
+                                            max_ratio=max_ratio, ratio_min_bytes=ratio_min_bytes)
                 except ArchiveError:
                     raise
                 except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
                     raise ArchiveError(f"{shown}: member {info.filename!r}: corrupt data ({exc})") from exc
-                except OSError as exc:
-                    raise ArchiveError(f"{shown}: member {info.filename!r}: cannot extract ({exc})") from exc
+                except OSError as exc:  # strerror only: the full error text holds the server's path
+                    raise ArchiveError(f"{shown}: member {info.filename!r}: cannot extract "
+                                       f"({error_text(exc)})") from exc
     except BaseException:
         if created:
             shutil.rmtree(dest, ignore_errors=True)
@@ -279,3 +277,31 @@ def safe_extract_zip(
         raise
     return dest
 
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path, shown: str, total: int, *,
+                    max_total_bytes: int, max_ratio: float, ratio_min_bytes: int) -> int:
+    """Write one checked member under ``root``, enforcing the limits on the decompressed bytes; returns the
+    running total of bytes written."""
+    target = (root / info.filename).resolve()
+    if target != root and root not in target.parents:
+        raise ArchiveError(f"{shown}: member {info.filename!r}: path escapes the extraction directory")
+    if info.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return total
+    written = 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zf.open(info) as src, open(target, "xb") as out:
+        while chunk := src.read(_CHUNK):
+            written += len(chunk)
+            total += len(chunk)
+            if written > info.file_size:
+                raise ArchiveError(f"{shown}: member {info.filename!r}: decompresses to more bytes than its "
+                                   f"header declares ({info.file_size})")
+            if written > ratio_min_bytes and written / max(info.compress_size, 1) > max_ratio:
+                raise ArchiveError(f"{shown}: member {info.filename!r}: compression ratio exceeds "
+                                   f"max_ratio={max_ratio:g} (possible decompression bomb)")
+            if total > max_total_bytes:
+                raise ArchiveError(f"{shown}: member {info.filename!r}: total uncompressed size exceeds "
+                                   f"max_total_bytes={max_total_bytes} (possible decompression bomb)")
+            out.write(chunk)
+    return total

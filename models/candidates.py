@@ -48,7 +48,6 @@ import difflib
 import functools
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +157,25 @@ def check_arch(name: str) -> str:
 # ---------------------------------------------------------------------------------------- parsing
 
 
-_LABEL_RE = re.compile(r"^[^\s:=,][^:=,]*$")
+MAX_LABEL_CHARS = 64
+
+
+def check_label(label: str, entry: str) -> str:
+    """The one rule for a candidate's display label, whatever the candidate's kind: printable, 1 to
+    ``MAX_LABEL_CHARS`` characters, no path separator, not '.' or '..', none of the grammar's ``:=,`` and no
+    surrounding space. Labels name output files, plot legends and table rows; returns the label."""
+    problem = (
+        "is empty" if not label
+        else f"is longer than {MAX_LABEL_CHARS} characters" if len(label) > MAX_LABEL_CHARS
+        else "has a character that is not printable" if not label.isprintable()
+        else "has a path separator ('/' or '\\')" if "/" in label or "\\" in label
+        else "is '.' or '..'" if label in (".", "..")
+        else "has one of ':', '=', ','" if any(c in label for c in ":=,")
+        else "starts or ends with a space" if label != label.strip()
+        else None)
+    if problem:
+        raise CandidateError(f"candidate {entry!r}: the label {label!r} {problem}")
+    return label
 
 
 def parse_candidates(text: str | Sequence[str]) -> list[CandidateSpec]:
@@ -180,8 +197,7 @@ def parse_candidates(text: str | Sequence[str]) -> list[CandidateSpec]:
         label = None
         if ":" in head:
             label, head = (s.strip() for s in head.split(":", 1))
-            if not _LABEL_RE.match(label):
-                raise CandidateError(f"candidate {entry!r}: bad label {label!r}")
+            check_label(label, entry)
         if not head:
             raise CandidateError(f"candidate {entry!r}: missing architecture name")
         arch = check_arch(head)

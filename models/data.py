@@ -613,6 +613,20 @@ def _load_zip(path: Path, *, image_size: tuple[int, int] | None, **limits) -> Im
 # ------------------------------------------------------------------------------------ splits and subsets
 
 
+def split_problem(class_counts: Sequence[int], class_names: Sequence[str], val_fraction: float) -> str | None:
+    """Why a dataset with these per-class image counts cannot be split into training and validation parts
+    that both hold every class (:func:`split_dataset`'s rule), or None. The service asks it at upload time."""
+    counts = np.asarray(class_counts)
+    small = [str(class_names[k]) for k in np.flatnonzero(counts < 2)]
+    if small:
+        return f"classes {small} have fewer than 2 samples; cannot split them into train and validation"
+    n, k = int(counts.sum()), len(counts)
+    n_val = int(np.ceil(val_fraction * n))
+    if n_val < k or n - n_val < k:
+        return f"a {val_fraction:g} validation split of {n} samples cannot hold all {k} classes in both parts"
+    return None
+
+
 def split_dataset(ds: ImageDataset, val_fraction: float = 0.2, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
     """Deterministic stratified split (sklearn ``train_test_split``); every class lands in both parts.
 
@@ -623,16 +637,11 @@ def split_dataset(ds: ImageDataset, val_fraction: float = 0.2, seed: int = 0) ->
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-    counts = ds.class_counts()
-    small = [ds.class_names[k] for k in np.flatnonzero(counts < 2)]
-    if small:
-        raise DataError(f"{ds.source}: classes {small} have fewer than 2 samples; cannot split them "
-                        "into train and validation")
-    n, k = len(ds), ds.num_classes
+    problem = split_problem(ds.class_counts(), ds.class_names, val_fraction)
+    if problem:
+        raise DataError(f"{ds.source}: {problem}")
+    n = len(ds)
     n_val = int(np.ceil(val_fraction * n))
-    if n_val < k or n - n_val < k:
-        raise DataError(f"{ds.source}: a {val_fraction:g} validation split of {n} samples cannot hold all "
-                        f"{k} classes in both parts")
     idx = np.arange(n)
     tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=ds.y)
     tr, va = np.sort(tr), np.sort(va)

@@ -41,12 +41,17 @@ JOB, CLI, INTERNAL = Exposure.JOB, Exposure.CLI, Exposure.INTERNAL
 VariantName = Literal[VARIANTS]  # type: ignore[valid-type]
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
 def plain_value_errors(model: type[BaseModel], value, info: ValidationInfo):
-    """A ``mode="before"`` field check shared by every model built from recipe fields: booleans are not
-    numbers, and a value outside a Literal's choices is named in the error."""
+    """A ``mode="before"`` field check shared by every model built from recipe fields: booleans and strings are
+    not numbers, and a value outside a Literal's choices is named in the error."""
     annotation = model.model_fields[info.field_name].annotation
     if isinstance(value, bool) and annotation is not bool:
         raise ValueError("a boolean is not a number")
+    if isinstance(value, str) and _NUMBER_TYPES & set(typing.get_args(annotation) or (annotation,)):
+        raise ValueError(f"{value!r} is a string; give a number")
     choices = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
     if choices and value not in choices:
         raise ValueError(f"unknown {info.field_name} {value!r}; choose from {', '.join(choices)}")

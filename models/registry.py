@@ -24,12 +24,13 @@ from ncap.models.candidates import (
     CandidateError,
     CandidateSpec,
     UnknownCandidateError,
+    check_label,
     find_cached_weights,
     parse_candidates,
 )
 
 __all__ = ["NamedCandidate", "check_candidates", "is_named", "list_candidates", "register_candidate",
-           "resolve_candidates"]
+           "resolve_candidates", "unbuilt_zoo_epochs"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _parse_entry(entry: str, *, allow_files: bool, require_local_weights: bool) 
     label, sep, rest = entry.partition(":")
     name = rest.strip() if sep and "=" not in label else entry
     if is_named(name):
-        return (label.strip() if name != entry else name), name, None
+        return (check_label(label.strip(), entry) if name != entry else name), name, None
     head, is_assign, tail = entry.partition("=")
     if is_assign and not allow_files and tail.strip().lower() not in ("random", "hf-cache", "pretrained"):
         # refused before parsing: the parser looks the file up, which would tell a client what exists
@@ -113,6 +114,19 @@ def _parse_entry(entry: str, *, allow_files: bool, require_local_weights: bool) 
         raise CandidateError(f"candidate {entry!r}: no cached pretrained weights for {spec.arch!r} (nothing is "
                              f"downloaded); use {path_fix}'{spec.arch}=random' or a named candidate (`ncap zoo list`)")
     return spec.name, None, spec
+
+
+def unbuilt_zoo_epochs(candidates: str | Sequence[str] | None) -> dict[str, float]:
+    """{zoo entry: its pretraining epochs} for the entries among ``candidates`` that are not built yet:
+    using them would pretrain them first (the service refuses that unless its operator allows it)."""
+    from ncap.models import zoo
+
+    out = {}
+    for entry in _entries(candidates):
+        named = _parse_entry(entry, allow_files=False, require_local_weights=False)[1]
+        if named is not None and _REGISTRY[named].kind == "zoo" and not zoo.is_built(named):
+            out[named] = float(zoo.ZOO[named].epochs)
+    return out
 
 
 def check_candidates(candidates: str | Sequence[str] | None, *, allow_files: bool = True,

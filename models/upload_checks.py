@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncap.models.archive import IMAGE_SUFFIXES, DataError, is_ignored_member
+from ncap.models.archive import IMAGE_SUFFIXES, DataError, error_text, is_ignored_member
 
 __all__ = [
     "ArrayHeader",
@@ -75,6 +75,7 @@ class DatasetSummary:
     n_images: int
     image_shape: tuple[int, int, int]
     class_counts: tuple[int, ...]
+    class_names: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -96,7 +97,7 @@ def _read_header(fp, name: str, label: str) -> tuple[tuple[int, ...], np.dtype, 
     except DataError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{label}: {name}: not a valid .npy array header ({exc})") from exc
+        raise DataError(f"{label}: {name}: not a valid .npy array header ({error_text(exc)})") from exc
 
 
 def read_npz_headers(path: str | Path, label: str | None = None) -> dict[str, ArrayHeader]:
@@ -108,7 +109,7 @@ def read_npz_headers(path: str | Path, label: str | None = None) -> dict[str, Ar
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{label}: corrupt or not a .npz file ({exc})") from exc
+        raise DataError(f"{label}: corrupt or not a .npz file ({error_text(exc)})") from exc
     headers: dict[str, ArrayHeader] = {}
     with zf:
         for info in zf.infolist():
@@ -122,7 +123,7 @@ def read_npz_headers(path: str | Path, label: str | None = None) -> dict[str, Ar
                     shape, dtype, fortran = _read_header(fp, info.filename, label)
                     offset = fp.tell()
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-                raise DataError(f"{label}: {info.filename}: corrupt member ({exc})") from exc
+                raise DataError(f"{label}: {info.filename}: corrupt member ({error_text(exc)})") from exc
             if dtype.hasobject:
                 raise DataError(f"{label}: array {name!r} has dtype {dtype} (object arrays need pickle, which is "
                                 "not accepted); object arrays are not accepted, use numeric or fixed-width string "
@@ -251,11 +252,11 @@ def check_npz(path: str | Path, *, label: str | None = None, chunk_bytes: int = 
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(f"{label}: corrupt or unreadable .npz file ({exc})") from exc
+        raise DataError(f"{label}: corrupt or unreadable .npz file ({error_text(exc)})") from exc
     if len(counts) < 2:
         raise DataError(f"{label}: only one class ({next(iter(counts))!r}); classification needs at least two")
     ordered = [counts[k] for k in sorted(counts)]
-    return DatasetSummary(int(x.shape[0]), shape, tuple(ordered))
+    return DatasetSummary(int(x.shape[0]), shape, tuple(ordered), tuple(str(k) for k in sorted(counts)))
 
 
 # -------------------------------------------------------------------------------------- image folders
@@ -343,4 +344,4 @@ def check_image_folder(path: str | Path, *, label: str | None = None, max_pixels
     w, h = sizes.most_common(1)[0][0]
     counts = Counter(k for _p, k in files)
     return DatasetSummary(len(files), (1 if all_gray else 3, int(h), int(w)),
-                          tuple(counts[k] for k in range(len(classes))))
+                          tuple(counts[k] for k in range(len(classes))), tuple(classes))

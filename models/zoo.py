@@ -143,6 +143,12 @@ def pretrain_at_fixed_threads(entry: ZooEntry, progress: bool = True) -> dict:
     return card
 
 
+def is_built(name: str) -> bool:
+    """Whether zoo entry ``name``'s weights and card are cached (using it trains nothing)."""
+    weights, card_path = ZOO[name].cache_paths()
+    return weights.is_file() and card_path.is_file()
+
+
 def ensure(names, progress: bool = True, rebuild: bool = False) -> list[dict]:
     """Cards of the named zoo entries, pretraining (and caching) those missing."""
     cards = []
@@ -150,11 +156,10 @@ def ensure(names, progress: bool = True, rebuild: bool = False) -> list[dict]:
         if name not in ZOO:
             raise KeyError(f"unknown zoo model {name!r}; known: {', '.join(ZOO)}")
         entry = ZOO[name]
-        weights, card_path = entry.cache_paths()
-        if rebuild or not (weights.is_file() and card_path.is_file()):
+        if rebuild or not is_built(name):
             cards.append(pretrain(entry, progress=progress))
         else:
-            cards.append(json.loads(card_path.read_text()))
+            cards.append(json.loads(entry.cache_paths()[1].read_text()))
     return cards
 
 

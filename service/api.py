@@ -56,16 +56,42 @@ from ncap.service.security import (
     InsecureBindError,
     Rejected,
     bound_hosts,
+    charge_for,
     check_bind,
     check_quota,
     check_upload_file,
+    disk_usage,
     read_json_body,
     read_submit_form,
 )
-from ncap.service.store import DONE, FINAL_STATES, JOB_STATES, QUEUED, JobStore
+from ncap.service.store import DONE, FINAL_STATES, JOB_STATES, QUEUED, RUNNING, JobStore
+from ncap.service.users import TOKEN_ADMIN, Principal
 
 log = logging.getLogger("ncap.service")
 SETTINGS: ServiceSettings = load_settings()
+
+
+class OneLineRefusals(logging.Filter):
+    """BentoML logs every refused request (a 4xx it raises while parsing) with its full traceback. A refusal
+    is the client's mistake, not the server's: it becomes one line naming the route and the reason; a 5xx
+    keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        status = 400 if isinstance(exc, ValidationError) else getattr(getattr(exc, "error_code", None), "value", 500)
+        if exc is not None and status < 500:
+            reason = ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+                      if isinstance(exc, ValidationError) else str(exc).splitlines()[0] if str(exc) else "")
+            record.msg, record.args = "refused %s: %d %s", (record.args[0] if record.args else "?", status,
+                                                             reason[:200])
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(OneLineRefusals())
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -310,6 +336,9 @@ def _rejections(fn):
         try:
             return fn(*args, **kwargs)
         except Rejected as exc:
+            log.warning("refused /%s: %d %s", fn.__name__, exc.status, exc.message[:200])  # one line, no traceback
+            if kwargs.get("ctx") is not None:  # BentoML then sets the response's status from the context
+                kwargs["ctx"].response.status_code = exc.status
             return JSONResponse(exc.body(), status_code=exc.status)
 
     return wrapper
@@ -332,6 +361,24 @@ def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tup
     except ValueError as exc:
         raise Rejected(400, f"{exc}; named candidates: {', '.join(list_candidates())}") from exc
     return list(zip(entries, shown))
+
+
+def check_zoo_builds(entries: list[str], epochs: int, settings: ServiceSettings) -> None:
+    """400 for zoo candidates that are not built on this server, unless the operator allows building them;
+    then their pretraining epochs count against ``max_epochs`` with the job's own."""
+    from ncap.models.registry import unbuilt_zoo_epochs
+
+    unbuilt = unbuilt_zoo_epochs(entries)
+    if not unbuilt:
+        return
+    names = ", ".join(unbuilt)
+    if not settings.allow_zoo_builds:
+        raise Rejected(400, f"zoo candidates not built on this server: {names}; the operator builds them with "
+                            "`ncap zoo build NAME` (or sets allow_zoo_builds)")
+    total = epochs + math.ceil(sum(unbuilt.values()))
+    if total > settings.max_epochs:
+        raise Rejected(400, f"epochs={epochs} plus {math.ceil(sum(unbuilt.values()))} epochs to pretrain the unbuilt "
+                            f"zoo candidates {names} is {total}, more than max_epochs={settings.max_epochs}")
 
 
 def default_candidates() -> list[str]:
@@ -421,7 +468,8 @@ class NcapService:
     # -- jobs ----------------------------------------------------------------------------------------
     @bentoml.api(route="/jobs/submit", input_spec=SubmitRequest)
     @_rejections
-    def submit(self, config: JobConfig = DEFAULT_CONFIG, dataset: list[Path] = []) -> JobStatus:  # noqa: B006
+    def submit(self, config: JobConfig = DEFAULT_CONFIG, dataset: list[Path] = [],  # noqa: B006
+               ctx: bentoml.Context = None) -> JobStatus:
         """Queue a ranking job and return at once. Upload the dataset as the multipart file field
         ``dataset`` (.npz with arrays x, y; or a .zip of an ImageFolder) and the config as the JSON
         field ``config``; without a file the job uses ``config.dataset`` or the embedded digits. A job whose
@@ -429,32 +477,36 @@ class NcapService:
         upload = dataset[0] if dataset else None
         staged = None if upload is None else upload.parents[1]  # staging/<process>/<job>/upload/<file>
         try:
-            return self._submit(config, upload, staged)
+            return self._submit(config, upload, staged, principal_of(ctx))
         finally:
             if staged is not None:
                 shutil.rmtree(staged, ignore_errors=True)  # committed jobs were moved away already
 
-    def _submit(self, config, upload: Path | None, staged: Path | None) -> JobStatus:
+    def _submit(self, config, upload: Path | None, staged: Path | None, who: Principal) -> JobStatus:
         s = self.settings
         if config.epochs > s.max_epochs:
             raise Rejected(400, f"epochs={config.epochs} is out of range 1..{s.max_epochs} (max_epochs)")
         pairs = validate_candidates(config.candidates, s) or [(n, n) for n in default_candidates()]
+        check_zoo_builds([entry for entry, _name in pairs], config.epochs, s)
         if upload is not None and config.dataset:
             raise Rejected(400, "give either an uploaded dataset file or config.dataset, not both")
-        if self.store.count_jobs(QUEUED) >= s.max_queued_jobs:
-            raise Rejected(429, f"the queue is full ({s.max_queued_jobs} jobs waiting); try again later")
+        job_config = config.model_dump(exclude={"candidates", "dataset"})
+        job_config["candidates"] = [entry for entry, _name in pairs]  # what the ranking function is given
+        stored = len(json.dumps(job_config))
+        if stored > s.max_stored_kb * 1024:
+            raise Rejected(413, f"the job config is {stored} bytes as JSON (pruning_report included), more than "
+                                f"max_stored_kb={s.max_stored_kb:g} KiB")
+        self._check_queue(who)
+        self._check_space(who, stored + (0 if upload is None else charge_for(upload.stat().st_size)))
         job_id = staged.name if staged is not None else uuid.uuid4().hex
         job_dir = self.data_dir / JOBS_DIR / job_id
         if upload is not None:
-            data, stored, name, kind, size = self._check_upload(upload, staged)
-            dataset_path = str(job_dir / stored.relative_to(staged))
+            data, stored_path, name, kind, size = self._check_upload(upload, staged, config.val_fraction, who)
+            dataset_path = str(job_dir / stored_path.relative_to(staged))
         else:
             name = config.dataset or "digits"
             data, dataset_path, kind, size = self._check_named(name), config.dataset or None, "named", 0
-        entries = [entry for entry, _name in pairs]
-        check_job_memory(entries, config, data, s.job_memory_limit_bytes)
-        job_config = config.model_dump(exclude={"candidates", "dataset"})
-        job_config["candidates"] = entries  # what the ranking function is given
+        check_job_memory(job_config["candidates"], config, data, s.job_memory_limit_bytes)
 
         def move_into_place() -> None:  # inside the transaction that inserts the row: both or neither
             if staged is not None:
@@ -462,9 +514,34 @@ class NcapService:
 
         job = self.store.create_job(
             job_id, config=job_config, candidates=[n for _e, n in pairs], out_dir=job_dir / "out",
-            dataset_path=dataset_path, dataset_name=name, dataset_kind=kind, dataset_bytes=size,
+            dataset_path=dataset_path, dataset_name=name, dataset_kind=kind, dataset_bytes=size, owner=who.name,
             on_commit=move_into_place)
+        self.store.audit(who.name, "submit", job_id, {"dataset": name, "candidates": [n for _e, n in pairs]})
         return self._status(job)
+
+    def _check_queue(self, who: Principal) -> None:
+        """429 when the server's queue, or this user's share of it, is full."""
+        s = self.settings
+        if self.store.count_jobs(QUEUED) >= s.max_queued_jobs:
+            raise Rejected(429, f"the queue is full ({s.max_queued_jobs} jobs waiting); try again later")
+        mine = self.store.count_jobs((QUEUED, RUNNING), owner=who.name)
+        limit = who.max_queued_jobs or s.max_queued_jobs_per_user
+        if mine >= limit:
+            raise Rejected(429, f"you have {mine} jobs queued or running, your limit (max_queued_jobs_per_user); "
+                                "wait for one to finish or cancel one")
+
+    def _check_space(self, who: Principal, incoming: int) -> None:
+        """413 when ``incoming`` bytes would overfill the server's data dir or this user's quota. Both count
+        files by what the disk allocates (security.disk_usage), and the job store: a SQLite file is part of
+        the server's total, and each user is charged the text the store keeps for their jobs."""
+        s = self.settings
+        server = sum(disk_usage(self.data_dir / d) for d in (JOBS_DIR, STAGING_DIR))
+        if self.store.path is not None:  # SQLite: the database and its write-ahead log
+            server += sum(p.stat().st_size for p in self.store.path.parent.glob(self.store.path.name + "*"))
+        check_quota(server, incoming, s.max_data_dir_bytes, "the server's data dir (max_data_dir_gb)")
+        user = self.store.stored_bytes(who.name) + sum(
+            disk_usage(self.data_dir / JOBS_DIR / job_id) for job_id in self.store.job_ids(who.name))
+        check_quota(user, incoming, who.max_bytes or s.max_user_bytes, f"the quota of user {who.name!r} (max_user_gb)")
 
     @staticmethod
     def _check_named(name: str):
@@ -479,10 +556,11 @@ class NcapService:
         except DataError as exc:  # a named dataset whose package is not installed on this server
             raise Rejected(400, str(exc)) from exc
 
-    def _check_upload(self, upload: Path, staged: Path):
+    def _check_upload(self, upload: Path, staged: Path, val_fraction: float, who: Principal):
         """Check a staged upload in bounded memory (zips are extracted next to it); returns (DatasetShape,
         stored path, client file name, kind, bytes). Messages name the client's file, never a server path."""
         from ncap.models.archive import IMAGE_SUFFIXES, DataError, check_zip, safe_extract_zip
+        from ncap.models.data import split_problem
         from ncap.models.memory import DatasetShape
         from ncap.models.upload_checks import check_image_folder, check_npz
 
@@ -490,14 +568,13 @@ class NcapService:
         name = upload.name
         kind = check_upload_file(upload, name, s)
         size = upload.stat().st_size
-        check_quota(self.data_dir, size, s)
         limits = {"max_total_bytes": s.max_extract_bytes, "max_members": s.max_members, "max_ratio": s.max_ratio,
                   "label": name}
         with self._validate_lock:
             try:
                 if kind == "zip":
                     check_zip(upload, allowed_suffixes=IMAGE_SUFFIXES, **limits)
-                    check_quota(self.data_dir, size + check_zip_size(upload), s)
+                    self._check_space(who, charge_for(size) + zip_disk_charge(upload))
                     stored = safe_extract_zip(upload, staged / "dataset", allowed_suffixes=IMAGE_SUFFIXES, **limits)
                     upload.unlink()
                     summary = check_image_folder(stored, label=name, max_pixels=s.max_image_pixels)
@@ -507,19 +584,22 @@ class NcapService:
                     summary = check_npz(upload, label=name)
             except DataError as exc:
                 raise Rejected(400, f"invalid dataset: {exc}") from exc
+        problem = split_problem(summary.class_counts, summary.class_names or range(summary.n_classes), val_fraction)
+        if problem:
+            raise Rejected(400, f"invalid dataset: {name}: {problem}")
         return DatasetShape(summary.n_images, summary.image_shape, summary.n_classes), stored, name, kind, size
 
     @bentoml.api(route="/jobs/status", input_spec=JobRef)
     @_rejections
-    def status(self, job_id: str) -> JobStatus:
+    def status(self, job_id: str, ctx: bentoml.Context = None) -> JobStatus:
         """State and progress of a job: candidates done / running / failed, current epoch, elapsed, ETA."""
-        return self._status(self._job(job_id))
+        return self._status(self._job(job_id, principal_of(ctx)))
 
     @bentoml.api(route="/jobs/result", input_spec=JobRef)
     @_rejections
-    def result(self, job_id: str) -> JobResult:
+    def result(self, job_id: str, ctx: bentoml.Context = None) -> JobResult:
         """The ranking document of a finished job (409 while it is not done)."""
-        job = self._job(job_id)
+        job = self._job(job_id, principal_of(ctx))
         if job["state"] != DONE:
             prog = progress_summary(job, self.store.candidates(job_id))
             raise Rejected(409, f"job {job_id} is {job['state']} ({prog['candidates_done']}/"
@@ -537,9 +617,9 @@ class NcapService:
 
     @bentoml.api(route="/jobs/plot", input_spec=PlotRef)
     @_rejections
-    def plot(self, job_id: str, name: str) -> Annotated[Path, ContentType("image/png")]:
+    def plot(self, job_id: str, name: str, ctx: bentoml.Context = None) -> Annotated[Path, ContentType("image/png")]:
         """One plot file of a finished job (names from /jobs/result)."""
-        job = self._job(job_id)
+        job = self._job(job_id, principal_of(ctx))
         doc = self.store.get_result(job_id) or {}
         plots = self._plots(job, doc)
         if name not in plots:
@@ -548,9 +628,9 @@ class NcapService:
 
     @bentoml.api(route="/jobs/artifacts", input_spec=JobRef)
     @_rejections
-    def artifacts(self, job_id: str) -> Annotated[Path, ContentType("application/zip")]:
+    def artifacts(self, job_id: str, ctx: bentoml.Context = None) -> Annotated[Path, ContentType("application/zip")]:
         """A zip of a finished job's ranking.json and plots."""
-        job = self._job(job_id)
+        job = self._job(job_id, principal_of(ctx))
         if job["state"] != DONE:
             raise Rejected(409, f"job {job_id} is {job['state']}; artifacts exist once it is done")
         doc = self.store.get_result(job_id) or {}
@@ -567,39 +647,43 @@ class NcapService:
 
     @bentoml.api(route="/jobs/cancel", input_spec=JobRef)
     @_rejections
-    def cancel(self, job_id: str) -> JobStatus:
+    def cancel(self, job_id: str, ctx: bentoml.Context = None) -> JobStatus:
         """Cancel a queued or running job (a running one stops after its current epoch)."""
-        job = self._job(job_id)
+        who = principal_of(ctx)
+        job = self._job(job_id, who)
         if job["state"] in FINAL_STATES:
             raise Rejected(409, f"job {job_id} is already {job['state']}", state=job["state"])
         self.store.request_cancel(job_id)
-        return self._status(self._job(job_id))
+        self.store.audit(who.name, "cancel", job_id)
+        return self._status(self._job(job_id, who))
 
     @bentoml.api(route="/jobs/delete", input_spec=JobRef)
     @_rejections
-    def delete(self, job_id: str) -> Deleted:
+    def delete(self, job_id: str, ctx: bentoml.Context = None) -> Deleted:
         """Remove a finished (done, failed or cancelled) job: its rows and its files (409 while it runs)."""
-        from ncap.service.security import directory_size
-
-        self._job(job_id)
+        who = principal_of(ctx)
+        self._job(job_id, who)
         job_dir = self.data_dir / JOBS_DIR / job_id
-        freed = directory_size(job_dir) if job_dir.is_dir() else 0
+        freed = disk_usage(job_dir) + self.store.stored_bytes_of(job_id)
         try:
             if self.store.delete_job(job_id) is None:
                 raise Rejected(404, f"no job {job_id!r}")
         except ValueError as exc:
             raise Rejected(409, str(exc)) from exc
         shutil.rmtree(job_dir, ignore_errors=True)  # a crash here leaves an orphan that start-up removes
+        self.store.audit(who.name, "delete", job_id, {"freed_bytes": freed})
         return Deleted(job_id=job_id, deleted=True, freed_bytes=freed)
 
     @bentoml.api(route="/jobs/list", input_spec=ListRequest)
     @_rejections
-    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> JobList:
-        """Jobs, newest first, optionally of one state."""
+    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0,
+                  ctx: bentoml.Context = None) -> JobList:
+        """Your jobs (every job, for an admin), newest first, optionally of one state."""
         if state is not None and state not in JOB_STATES:
             raise Rejected(400, f"unknown state {state!r}; states: {', '.join(JOB_STATES)}")
-        jobs = self.store.list_jobs(state, limit, offset)
-        return JobList(total=self.store.count_jobs(state), jobs=[
+        owner = principal_of(ctx).owner_filter
+        jobs = self.store.list_jobs(state, limit, offset, owner=owner)
+        return JobList(total=self.store.count_jobs(state, owner=owner), jobs=[
             JobSummary(job_id=j["id"], state=j["state"], created_at=j["created_at"],
                        finished_at=j["finished_at"], dataset=j["dataset_name"] or "digits",
                        candidates=j["candidates"], epochs=int(j["config"].get("epochs", 0)),
@@ -630,9 +714,10 @@ class NcapService:
             for i, (tr, p) in enumerate(zip(trajectories, preds))])
 
     # -- internals -----------------------------------------------------------------------------------
-    def _job(self, job_id: str) -> dict:
+    def _job(self, job_id: str, who: Principal) -> dict:
+        """The job, if ``who`` may see it: another user's job is a 404, as if it did not exist."""
         job = self.store.get_job(job_id) if job_id else None
-        if job is None:
+        if job is None or not (who.is_admin or job.get("owner") == who.name):
             raise Rejected(404, f"no job {job_id!r}")
         return job
 
@@ -656,10 +741,18 @@ class NcapService:
             candidates=items, error=job.get("error"), error_detail=None)
 
 
-def check_zip_size(path: Path) -> int:
-    """Uncompressed bytes a zip declares (checked against the quota before it is extracted)."""
+def zip_disk_charge(path: Path) -> int:
+    """What a zip's members will cost the disk once extracted, from the sizes it declares (checked against
+    the quotas before it is extracted; the extraction enforces the declared sizes)."""
     with zipfile.ZipFile(path) as zf:
-        return sum(i.file_size for i in zf.infolist())
+        return sum(charge_for(i.file_size) for i in zf.infolist())
+
+
+def principal_of(ctx) -> Principal:
+    """Who sent the request (set by ``GuardMiddleware``); a direct Python call, with no request, is the admin."""
+    if ctx is None:
+        return TOKEN_ADMIN
+    return (ctx.request.scope.get("state") or {}).get("ncap_principal") or TOKEN_ADMIN
 
 
 NcapService.add_asgi_middleware(GuardMiddleware, settings=SETTINGS)

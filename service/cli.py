@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ncap.service.commands.zoo",
     "ncap.service.commands.bench",
     "ncap.service.commands.serve",
+    "ncap.service.commands.keys",
     "ncap.service.commands.prune",
     "ncap.service.commands.powerlaw",
     "ncap.service.commands.sparse_train",

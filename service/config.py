@@ -55,15 +55,21 @@ class ServiceSettings(BaseSettings):
         "Default: sqlite file jobs.db in data_dir.")
     allow_remote_without_token: bool = Field(
         False, description="Serve non-loopback clients when no token is configured (not recommended).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Without a token: addresses of reverse proxies whose forwarding headers "
+        "(Forwarded, X-Forwarded-For, X-Real-IP) are trusted. A request that carries such a header is refused "
+        "unless this is set, and then served only when every address the headers name is loopback or a "
+        "trusted proxy. With a token, the token decides and these headers are not consulted.")
     public_docs: bool = Field(False, description="Serve the OpenAPI spec (/docs.json) and UI without a token.")
 
     # upload limits
     max_upload_mb: float = Field(200.0, gt=0, description="Largest accepted request body for /jobs/submit.")
     max_request_kb: float = Field(4096.0, gt=0, description="Largest body for every other route.")
     max_extract_mb: float = Field(1024.0, gt=0, description="Largest total uncompressed size of a zip.")
-    max_members: int = Field(200_000, gt=0, description="Most members in an uploaded zip.")
+    max_members: int = Field(50_000, gt=0, description="Most members (files and folders) in an uploaded zip.")
     max_ratio: float = Field(200.0, gt=1, description="Largest compression ratio of a zip member.")
-    max_data_dir_gb: float = Field(20.0, gt=0, description="Uploads are refused once data_dir holds this much.")
+    max_data_dir_gb: float = Field(20.0, gt=0, description="Submissions are refused once data_dir (job folders "
+                                   "as the disk counts them, and a SQLite job store) holds this much.")
     max_image_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height) in an uploaded "
                                   "zip; each is decoded once, alone, when the upload is checked.")
 
@@ -71,6 +77,16 @@ class ServiceSettings(BaseSettings):
     max_candidates: int = Field(8, ge=1, description="Most candidates in one job.")
     max_epochs: int = Field(50, ge=1, description="Largest 'epochs' of a job.")
     max_queued_jobs: int = Field(100, ge=1, description="Submissions are refused while this many wait.")
+    max_queued_jobs_per_user: int = Field(20, ge=1, description="Jobs one user may have queued or running at "
+                                          "once (an API key may set its own).")
+    max_user_gb: float | None = Field(None, gt=0, description="Bytes one user's jobs may take (their folders as "
+                                      "the disk counts them, plus what the job store keeps for them) until "
+                                      "deleted, whatever their state. Default: max_data_dir_gb. A key may set its own.")
+    max_stored_kb: float = Field(256.0, gt=0, description="Largest job config (with its pruning_report) the job "
+                                 "store keeps, as JSON.")
+    allow_zoo_builds: bool = Field(
+        False, description="Accept zoo candidates that are not built yet (`ncap zoo list`); each is pretrained "
+        "first, and its pretraining epochs count against max_epochs. Off: build them with `ncap zoo build`.")
     max_job_memory_gb: float | None = Field(
         None, gt=0, description="Per-job memory limit: a job whose estimated peak exceeds it is refused at "
         "submit, and the training process runs under it (RLIMIT_DATA). Default: 75% of the machine's memory.")
@@ -151,6 +167,10 @@ class ServiceSettings(BaseSettings):
     @property
     def max_data_dir_bytes(self) -> int:
         return int(self.max_data_dir_gb * 1024**3)
+
+    @property
+    def max_user_bytes(self) -> int:
+        return int((self.max_user_gb or self.max_data_dir_gb) * 1024**3)
 
     @property
     def job_memory_limit_bytes(self) -> int:

@@ -98,6 +98,8 @@ class RankingDocument(_Document):
     device: str = "cpu"
     wall_time_s: float = 0.0
     plots: list[str] = Field(default_factory=list, description="Plot file names next to ranking.json.")
+    warnings: list[str] = Field(default_factory=list, description="What went wrong without spoiling the "
+                                "ranking, e.g. a plot that could not be drawn.")
     ncap_version: str = ""
     pruning_report: dict[str, Any] | None = Field(None, description="The `ncap prune` report a service job "
                                                                    "was submitted with, if any.")

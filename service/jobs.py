@@ -19,6 +19,7 @@ killed server never leaves an orphan trainer writing to a job that is being resu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import logging
 import os
@@ -293,7 +294,7 @@ class JobWorker:
             self.current_job = next(iter(self._procs), None)
 
     def _command(self, job_id: str) -> list[str]:
-        return [self.python, "-m", "ncap.service.jobs", "--job", job_id,  # the store URL goes by environment
+        return [self.python, "-m", "ncap.service.jobs", "--job", job_id, "--db", "-",  # the store URL: stdin
                 "--runner", self.runner, "--threads", str(self.train_threads), "--nice", str(self.train_nice),
                 "--parent", str(os.getpid())] + (
                     ["--memory-limit", str(self.memory_limit_bytes)] if self.memory_limit_bytes else []) + (
@@ -316,8 +317,9 @@ class JobWorker:
         tmp = self.data_dir / TMP_DIR  # the trainer's temp files live here: start-up removes leftovers
         tmp.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmp)
-        env[DB_URL_ENV] = self.store.url  # not on the command line: a password in the URL would show in `ps`
-        return env
+        # with executor 'ray' the trainer is a Ray driver and needs the cluster's token; the images are then
+        # decoded by the cluster's workers, not by the trainer
+        return trainer_environment(env, keep=RAY_SECRETS if self.executor == "ray" else ())
 
     def _run_job(self, job: dict) -> None:
         job_id = job["id"]
@@ -328,8 +330,11 @@ class JobWorker:
             logf.write(f"\n=== attempt {job['attempts']} at {time.ctime()} ===\n".encode())
             logf.flush()
             log_start = logf.tell()
-            proc = subprocess.Popen(self._command(job_id), stdin=subprocess.DEVNULL, stdout=logf,
+            proc = subprocess.Popen(self._command(job_id), stdin=subprocess.PIPE, stdout=logf,
                                     stderr=subprocess.STDOUT, env=self._child_env(), close_fds=True)
+        with contextlib.suppress(OSError):  # the store URL (it may hold a password) goes by a pipe: it is
+            proc.stdin.write(self.store.url.encode() + b"\n")  # neither on the command line (`ps`) nor in
+            proc.stdin.close()  # the environment (/proc/<pid>/environ), which the decoding process carries
         self._procs[job_id] = proc
         over_memory = False
         try:
@@ -596,6 +601,9 @@ def _finish(store: JobStore, job_id: str, doc, config: dict, completed: dict) ->
     if not isinstance(doc, dict):
         doc = {"result": doc}
     doc = _one_line_errors(doc)
+    if isinstance(doc.get("dataset"), dict):  # the client's file name, never the upload's path on this server
+        job = store.get_job(job_id) or {}
+        doc["dataset"]["source"] = job.get("dataset_name") or "digits"
     if config.get("pruning_report") is not None and "pruning_report" not in doc:
         doc["pruning_report"] = config["pruning_report"]
     # candidates the runner reported in its document but not through the callback
@@ -609,10 +617,26 @@ def _finish(store: JobStore, job_id: str, doc, config: dict, completed: dict) ->
     return DONE
 
 
+SECRET_ENV = frozenset({"NCAP_TOKEN", "NCAP_DB_URL", "NCAP_SERVICE_CONFIG", DB_URL_ENV, "PGPASSWORD", "PGPASSFILE"})
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "CREDENTIAL")
+
+
+RAY_SECRETS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def trainer_environment(env: dict[str, str], keep: tuple[str, ...] = ()) -> dict[str, str]:
+    """``env`` without secrets, for the training process (it decodes untrusted images): the service token,
+    the store URL, the settings file, PostgreSQL passwords and any variable whose name says it is a secret,
+    except those named in ``keep``."""
+    return {k: v for k, v in env.items() if k in keep or (
+        k not in SECRET_ENV and not any(w in k.upper() for w in _SECRET_WORDS))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ncap.service.jobs", description="Train one ranking job.")
     parser.add_argument("--db", default=os.environ.get(DB_URL_ENV),
-                        help=f"job store URL [default: ${DB_URL_ENV}, which the service sets]")
+                        help=f"job store URL [default: ${DB_URL_ENV}; '-' reads it from the first line of "
+                             "stdin, which is how the service passes it]")
     parser.add_argument("--job", required=True)
     parser.add_argument("--runner", required=True)
     parser.add_argument("--threads", type=int, default=1)
@@ -625,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=float, default=1.0, help="Ray CPUs per candidate")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="Ray GPUs per candidate")
     args = parser.parse_args(argv)
+    if args.db == "-":
+        args.db = sys.stdin.readline().strip()
     if not args.db:
         parser.error(f"no job store: give --db or set {DB_URL_ENV}")
     if args.memory_limit:

@@ -6,9 +6,29 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import functools
+
 import matplotlib.pyplot as plt
 
+# labels come from clients: matplotlib must draw them as text, never read '$...$' as mathtext or hand them to TeX
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
+
+def _plain_text(fn):
+    """Run a plot function with :data:`PLAIN_TEXT` and close its figures whatever happens."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            with plt.rc_context(PLAIN_TEXT):
+                return fn(*args, **kwargs)
+        finally:
+            plt.close("all")
+
+    return wrapper
+
+
+@_plain_text
 def plot_ranking(doc, out_dir: Path) -> list[str]:
     """Write trajectories.png and predicted_vs_observed.png of a ``RankingDocument`` into ``out_dir``;
     return the names written (none when no candidate has a trajectory)."""
@@ -48,6 +68,7 @@ SCORE_AXIS = {"val_acc": ("last validation accuracy (%)", 100.0), "beta_eff": ("
               "tse_ema": ("-TSE-EMA (training speed)", 1.0)}
 
 
+@_plain_text
 def plot_pareto(doc, out_dir: Path) -> list[str]:
     """pareto.png: the ranking score (the rule the candidates are ranked by, ± its std) against batch-1 latency,
     the Pareto front (computed on that score) joined; [] when no candidate has both."""

@@ -164,7 +164,12 @@ def write_document(doc: RankingDocument, out_dir: Path, make_plots: bool = True)
     if make_plots:
         from ncap.service.plots import plot_ranking
 
-        doc.plots = plot_ranking(doc, out_dir)
+        try:
+            doc.plots = plot_ranking(doc, out_dir)
+        except Exception as exc:  # a plot is an extra: the ranking stands without it
+            log.warning("plots not drawn: %s", exc, exc_info=True)
+            doc.plots = []
+            doc.warnings.append(f"plots not drawn: {type(exc).__name__}: {exc}"[:300])
     write_json(out_dir / "ranking.json", doc.to_json())
 
 

@@ -38,6 +38,7 @@ DOCS_PREFIXES = ("/static_content/", "/assets/")
 UPLOAD_PATHS = frozenset({"/jobs/submit"})
 DATASET_SUFFIXES = (".npz", ".zip")
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+MAX_BOUNDARY = 70  # RFC 2046, section 5.1.1
 
 
 class Rejected(ValueError):
@@ -108,6 +109,38 @@ def bound_hosts(argv: Iterable[str] | None = None) -> list[str]:
     return hosts
 
 
+FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+def forwarded_addresses(headers: Iterable[tuple[bytes, bytes]]) -> list[str] | None:
+    """The client addresses named by the forwarding headers of a request (``Forwarded: for=...``,
+    ``X-Forwarded-For``, ``X-Real-IP``), or None when it carries none of them. Unparsable entries are kept
+    as given (they are then not loopback, so they are refused)."""
+    found: list[str] | None = None
+    for name, value in headers:
+        name = name.lower()
+        if name not in FORWARDING_HEADERS:
+            continue
+        found = found or []
+        text = value.decode("latin-1")
+        if name == b"forwarded":
+            for element in text.replace(",", ";").split(";"):
+                key, _, val = element.strip().partition("=")
+                if key.strip().lower() == "for":
+                    found.append(_bare_address(val))
+        else:
+            found += [_bare_address(v) for v in text.split(",") if v.strip()]
+    return found
+
+
+def _bare_address(value: str) -> str:
+    """'"[::1]:8080"' -> '::1', '127.0.0.1:80' -> '127.0.0.1'."""
+    value = value.strip().strip('"')
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
 # ---------------------------------------------------------------------------------------- middleware
 class _BodyTooLarge(Exception):
     pass
@@ -123,6 +156,7 @@ class GuardMiddleware:
         self.settings = settings or load_settings()
         token = self.settings.token
         self._token = token.encode() if token else None
+        self._store: Any = None  # the job store, opened on the first API key presented
 
     @staticmethod
     async def _send_json(send: Any, status: int, body: dict, headers: list | None = None) -> None:
@@ -131,14 +165,54 @@ class GuardMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": hdrs + (headers or [])})
         await send({"type": "http.response.body", "body": data})
 
-    def _authorized(self, scope: dict) -> bool:
-        assert self._token is not None
+    @staticmethod
+    def _credential(scope: dict) -> bytes | None:
+        """The bearer credential of a request (b"" for another scheme), or None without an Authorization header."""
         for name, value in scope.get("headers") or []:
             if name == b"authorization":
                 scheme, _, cred = value.partition(b" ")
-                if scheme.lower() == b"bearer" and hmac.compare_digest(cred.strip(), self._token):
-                    return True
-        return False
+                return cred.strip() if scheme.lower() == b"bearer" else b""
+        return None
+
+    async def _principal(self, cred: bytes) -> Any:
+        """The user a credential names: the service token is the admin; an API key (service.users) is looked
+        up in the job store on every request, so a revoked key fails at once. None when it names nobody."""
+        from ncap.service.users import KEY_PREFIX, TOKEN_ADMIN, principal_for_key
+
+        if self._token is not None and hmac.compare_digest(cred, self._token):
+            return TOKEN_ADMIN
+        if not cred.startswith(KEY_PREFIX.encode()):
+            return None
+        import anyio
+
+        if self._store is None:
+            from ncap.service.store import JobStore
+
+            self._store = JobStore(self.settings.resolved_db_url)
+        return await anyio.to_thread.run_sync(principal_for_key, self._store, cred.decode("latin-1"))
+
+    def _tokenless_refusal(self, scope: dict) -> str | None:
+        """Why a request is refused when no token is configured (loopback clients only), or None. A request
+        that came through a proxy on this host looks local, so any forwarding header is refused unless the
+        operator named the proxy (``trusted_proxies``); then every address it forwards must be local too."""
+        client = scope.get("client")
+        host = client[0] if client else None
+        if not is_loopback(host):
+            return (f"client {host} refused: the server has no token configured (NCAP_TOKEN) and then serves "
+                    "loopback clients only")
+        forwarded = forwarded_addresses(scope.get("headers") or [])
+        if forwarded is None:
+            return None
+        trusted = set(self.settings.trusted_proxies)
+        if not trusted:
+            return ("request refused: it carries a forwarding header (Forwarded, X-Forwarded-For or X-Real-IP), so "
+                    "it came through a proxy and its real client is unknown; without a token this server serves "
+                    "only direct loopback clients. Set NCAP_TOKEN, or name the proxy in trusted_proxies")
+        far = [a for a in forwarded if not (is_loopback(a) or a in trusted)]
+        if far:
+            return (f"client {far[0]} refused (forwarded by a trusted proxy): the server has no token configured "
+                    "(NCAP_TOKEN) and then serves loopback clients only")
+        return None
 
     def _limit(self, path: str) -> int:
         if path in UPLOAD_PATHS:
@@ -154,24 +228,27 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         public = self.settings.public_docs and (path in DOCS_PATHS or path.startswith(DOCS_PREFIXES))
-        if self._token is not None and not public:
-            if not self._authorized(scope):
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
-                await self._send_json(
-                    send, 401, {"error": "missing or invalid bearer token: send 'Authorization: Bearer "
-                                         "<token>' (the server's NCAP_TOKEN)"},
-                    [(b"www-authenticate", b'Bearer realm="ncap"')])
+        cred = self._credential(scope)
+        principal = None if cred is None else await self._principal(cred)
+        # a credential that names nobody is refused even where none is needed: it is a mistake to report
+        needs_auth = not public and (self._token is not None or cred is not None)
+        if needs_auth and principal is None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
                 return
-        elif self._token is None and not self.settings.allow_remote_without_token:
-            client = scope.get("client")
-            host = client[0] if client else None
-            if not is_loopback(host):
-                await self._send_json(send, 403, {
-                    "error": f"client {host} refused: the server has no token configured (NCAP_TOKEN) and "
-                             "then serves loopback clients only"})
+            await self._send_json(
+                send, 401, {"error": "missing, invalid or revoked bearer token: send 'Authorization: Bearer "
+                                     "<token>' (the server's NCAP_TOKEN, or an API key from `ncap keys add`)"},
+                [(b"www-authenticate", b'Bearer realm="ncap"')])
+            return
+        if self._token is None and principal is None and not self.settings.allow_remote_without_token:
+            refusal = self._tokenless_refusal(scope)
+            if refusal:
+                await self._send_json(send, 403, {"error": refusal})
                 return
+        from ncap.service.users import TOKEN_ADMIN
+
+        scope.setdefault("state", {})["ncap_principal"] = principal or TOKEN_ADMIN
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -307,6 +384,7 @@ async def read_submit_form(request: Any, staging: Path, *, max_config_bytes: int
     ``staging/upload/<safe file name>`` as it arrives; ``config`` is kept (at most ``max_config_bytes``).
     Raises a 400 for a missing boundary, a malformed body, a field other than ``config`` / ``dataset``, a
     field given twice, a ``dataset`` that is not a file, or a body that ends before its closing boundary."""
+    from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import (
         MultipartParseError,
         MultipartParser,
@@ -318,13 +396,16 @@ async def read_submit_form(request: Any, staging: Path, *, max_config_bytes: int
     boundary = params.get(b"boundary")
     if not boundary:
         raise _bento_error(400, "multipart/form-data body without a boundary in its Content-Type header")
+    if len(boundary) > MAX_BOUNDARY:
+        raise _bento_error(400, f"the multipart boundary has {len(boundary)} characters; RFC 2046 allows at most "
+                                f"{MAX_BOUNDARY}")
     form, part = SubmitForm(), _Part(staging, max_config_bytes)
-    parser = MultipartParser(boundary, part.callbacks(form))
     try:
+        parser = MultipartParser(boundary, part.callbacks(form))
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as exc:
+    except (MultipartParseError, FormParserError) as exc:
         raise _bento_error(400, f"malformed multipart body: {exc}") from exc
     finally:
         part.close()
@@ -439,23 +520,36 @@ def check_upload_file(path: Path, filename: str, settings: ServiceSettings) -> s
     return kind
 
 
-def directory_size(path: Path) -> int:
+BLOCK_BYTES = 4096  # the allocation unit of common file systems (ext4, xfs)
+INODE_CHARGE = 512  # what a file or folder costs beyond its blocks: inode, directory entry
+
+
+def disk_usage(path: Path) -> int:
+    """What ``path`` costs the disk: allocated blocks of every file and folder under it (``st_blocks``, so a
+    1-byte file counts 4 KiB) plus :data:`INODE_CHARGE` per entry. Sizes in bytes undercount many small
+    files: 100 000 one-pixel PNGs are 7 MB of bytes and 410 MB of disk."""
+    if not path.exists():
+        return 0
     total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
             try:
-                total += os.lstat(os.path.join(root, f)).st_size
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512 + INODE_CHARGE
             except OSError:
                 pass
     return total
 
 
-def check_quota(data_dir: Path, incoming: int, settings: ServiceSettings) -> None:
-    """Refuse an upload when the data dir would grow past ``max_data_dir_gb``."""
-    used = sum(directory_size(data_dir / d) for d in ("jobs", "staging") if (data_dir / d).exists())
-    if used + incoming > settings.max_data_dir_bytes:
-        raise Rejected(413, f"the server's data dir is full ({used} bytes used, limit "
-                            f"{settings.max_data_dir_bytes}); delete finished jobs (/jobs/delete) or raise max_data_dir_gb")
+def charge_for(n_bytes: int) -> int:
+    """:func:`disk_usage` of one file of ``n_bytes`` bytes, before it is written."""
+    return -(-int(n_bytes) // BLOCK_BYTES) * BLOCK_BYTES + INODE_CHARGE
+
+
+def check_quota(used: int, incoming: int, limit: int, what: str) -> None:
+    """413 when ``used + incoming`` bytes would exceed ``limit``; ``what`` names the quota and its remedy."""
+    if used + incoming > limit:
+        raise Rejected(413, f"{what} is full: {used} bytes used + {incoming} incoming > limit {limit}; delete "
+                            "finished jobs (/jobs/delete)")
 
 
 def safe_filename(filename: str) -> str:

@@ -77,6 +77,7 @@ JOBS = sa.Table(
     sa.Column("result", sa.Text),
     sa.Column("trainer_deaths", sa.Integer, nullable=False, server_default=_zero()),
     sa.Column("claimed_by", sa.Integer),  # PostgreSQL: advisory-lock key of the claiming store
+    sa.Column("owner", sa.Text),  # the user (API key name) who submitted it; NULL = the admin of older stores
     sa.Index("jobs_state_created", "state", "created_at"),
 )
 CANDIDATES = sa.Table(
@@ -104,8 +105,29 @@ EVENTS = sa.Table(
     sa.Index("events_job", "job_id", "id"),
     sqlite_autoincrement=True,  # ids are never reused, so event order survives deletions
 )
+API_KEYS = sa.Table(  # service.users: one row per key; only the key's SHA-256 is stored
+    "api_keys", METADATA,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("user", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double),
+    sa.Column("max_queued_jobs", sa.Integer),
+    sa.Column("max_bytes", sa.BigInteger),
+)
+AUDIT = sa.Table(
+    "audit", METADATA,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("ts", sa.Double, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("job_id", sa.Text),
+    sa.Column("detail", sa.Text),
+    sqlite_autoincrement=True,
+)
 # columns added after the first release, added to older databases on open (declared in the tables above)
-_ADDED_COLUMNS = (("jobs", "trainer_deaths"), ("candidates", "crashes"), ("jobs", "claimed_by"))
+_ADDED_COLUMNS = (("jobs", "trainer_deaths"), ("candidates", "crashes"), ("jobs", "claimed_by"), ("jobs", "owner"))
 # PostgreSQL advisory locks: (namespace, key) pairs; the namespace keeps ncap's keys apart from other users'
 _LOCK_NAMESPACE = 0x6E636170  # "ncap"
 _SCHEMA_LOCK_KEY = 0  # serialises schema creation by replicas starting at once
@@ -308,7 +330,7 @@ class JobStore:
     # -- jobs ----------------------------------------------------------------------------------------
     def create_job(self, job_id: str, *, config: dict, candidates: list[str], out_dir: str | Path,
                    dataset_path: str | None = None, dataset_name: str | None = None,
-                   dataset_kind: str | None = None, dataset_bytes: int = 0,
+                   dataset_kind: str | None = None, dataset_bytes: int = 0, owner: str | None = None,
                    on_commit: Callable[[], None] | None = None) -> dict:
         """Insert a queued job. ``on_commit()`` (e.g. moving the job's staged files into place) runs inside
         the same write transaction: if it raises, no row is written; if the process dies during it, the
@@ -319,7 +341,7 @@ class JobStore:
             db.execute(sa.insert(JOBS).values(
                 id=job_id, state=QUEUED, created_at=now, updated_at=now, config=_dumps(config),
                 candidates=_dumps(list(candidates)), dataset_path=dataset_path, dataset_name=dataset_name,
-                dataset_kind=dataset_kind, dataset_bytes=int(dataset_bytes), out_dir=str(out_dir)))
+                dataset_kind=dataset_kind, dataset_bytes=int(dataset_bytes), out_dir=str(out_dir), owner=owner))
             if candidates:
                 db.execute(sa.insert(CANDIDATES), [{"job_id": job_id, "name": name, "position": pos, "state": PENDING}
                                                    for pos, name in enumerate(candidates)])
@@ -348,18 +370,49 @@ class JobStore:
         rows = self._read(sa.select(JOBS.c.result).where(JOBS.c.id == job_id))
         return _loads(rows[0]["result"]) if rows else None
 
-    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> list[dict]:
-        stmt = sa.select(JOBS)
+    @staticmethod
+    def _where(stmt, state: str | None, owner: str | None):
         if state:
             stmt = stmt.where(JOBS.c.state == state)
+        if owner is not None:
+            stmt = stmt.where(JOBS.c.owner == owner)
+        return stmt
+
+    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0, *,
+                  owner: str | None = None) -> list[dict]:
+        """Jobs newest first, of one ``state`` and one ``owner`` when given."""
+        stmt = self._where(sa.select(JOBS), state, owner)
         stmt = stmt.order_by(JOBS.c.created_at.desc(), JOBS.c.id).limit(int(limit)).offset(int(offset))
         return [self._job_row(r) for r in self._read(stmt)]  # type: ignore[misc]
 
-    def count_jobs(self, state: str | None = None) -> int:
+    def count_jobs(self, state: str | tuple[str, ...] | None = None, *, owner: str | None = None) -> int:
         stmt = sa.select(sa.func.count()).select_from(JOBS)
-        if state:
-            stmt = stmt.where(JOBS.c.state == state)
-        return int(self._read_scalar(stmt))
+        if isinstance(state, tuple):
+            stmt, state = stmt.where(JOBS.c.state.in_(state)), None
+        return int(self._read_scalar(self._where(stmt, state, owner)))
+
+    def stored_bytes_of(self, job_id: str) -> int:
+        """:meth:`stored_bytes` of one job."""
+        return self._stored_bytes(JOBS.c.id == job_id)
+
+    def job_ids(self, owner: str | None = None) -> list[str]:
+        return [r["id"] for r in self._read(self._where(sa.select(JOBS.c.id), None, owner))]
+
+    def stored_bytes(self, owner: str | None = None) -> int:
+        """Bytes of text this store keeps for the jobs (of ``owner``): configs, results, candidate records,
+        events. The service counts them against quotas with the jobs' files."""
+        return self._stored_bytes(None if owner is None else JOBS.c.owner == owner)
+
+    def _stored_bytes(self, which) -> int:
+        length, zero = sa.func.length, lambda col: sa.func.coalesce(sa.func.length(col), 0)
+        total = lambda expr: sa.select(sa.func.coalesce(sa.func.sum(expr), 0))
+        ids = sa.select(JOBS.c.id)
+        jobs = total(length(JOBS.c.config) + length(JOBS.c.candidates) + zero(JOBS.c.result) + zero(JOBS.c.error))
+        if which is not None:
+            ids, jobs = ids.where(which), jobs.where(which)
+        cands = total(zero(CANDIDATES.c.record)).where(CANDIDATES.c.job_id.in_(ids))
+        events = total(zero(EVENTS.c.detail) + 64).where(EVENTS.c.job_id.in_(ids))
+        return sum(int(self._read_scalar(q)) for q in (jobs, cands, events))
 
     def claim_next(self) -> dict | None:
         """Atomically move the oldest queued job to ``running`` and return it (None if none waits).
@@ -624,3 +677,43 @@ class JobStore:
         if kind:
             stmt = stmt.where(EVENTS.c.kind == kind)
         return [{**r, "detail": _loads(r["detail"])} for r in self._read(stmt.order_by(EVENTS.c.id))]
+
+    # -- API keys and the audit log (service.users) --------------------------------------------------
+    def add_key(self, key_id: str, user: str, role: str, key_hash: str, *, max_queued_jobs: int | None = None,
+                max_bytes: int | None = None) -> None:
+        with self._tx() as db:
+            db.execute(sa.insert(API_KEYS).values(id=key_id, user=user, role=role, key_hash=key_hash,
+                                                  created_at=time.time(), max_queued_jobs=max_queued_jobs,
+                                                  max_bytes=max_bytes))
+
+    def keys(self) -> list[dict]:
+        """Every key (revoked ones too), oldest first, without its hash."""
+        rows = self._read(sa.select(API_KEYS).order_by(API_KEYS.c.created_at, API_KEYS.c.id))
+        return [{k: v for k, v in r.items() if k != "key_hash"} for r in rows]
+
+    def key_by_hash(self, key_hash: str) -> dict | None:
+        """The live (not revoked) key with this hash."""
+        rows = self._read(sa.select(API_KEYS).where(API_KEYS.c.key_hash == key_hash, API_KEYS.c.revoked_at.is_(None)))
+        return dict(rows[0]) if rows else None
+
+    def revoke_keys(self, id_or_user: str) -> list[str]:
+        """Revoke the key with this id, or every live key of this user; returns the ids revoked."""
+        with self._tx() as db:
+            match = sa.or_(API_KEYS.c.id == id_or_user, API_KEYS.c.user == id_or_user)
+            ids = list(db.scalars(sa.select(API_KEYS.c.id).where(match, API_KEYS.c.revoked_at.is_(None))))
+            if ids:
+                db.execute(sa.update(API_KEYS).where(API_KEYS.c.id.in_(ids)).values(revoked_at=time.time()))
+        return ids
+
+    def audit(self, actor: str, action: str, job_id: str | None = None, detail: dict | None = None) -> None:
+        with self._tx() as db:
+            db.execute(sa.insert(AUDIT).values(ts=time.time(), actor=actor, action=action, job_id=job_id,
+                                               detail=None if detail is None else _dumps(detail)))
+
+    def audit_log(self, limit: int = 100, actor: str | None = None) -> list[dict]:
+        """Audit entries, newest first."""
+        stmt = sa.select(AUDIT)
+        if actor is not None:
+            stmt = stmt.where(AUDIT.c.actor == actor)
+        rows = self._read(stmt.order_by(AUDIT.c.id.desc()).limit(int(limit)))
+        return [{**r, "detail": _loads(r["detail"])} for r in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import io
 import os
 import signal
 import time
@@ -155,11 +156,24 @@ def test_candidate_failure_is_one_line():
         "out of memory (limit 1.0 GB)"
 
 
-def test_the_store_url_reaches_the_trainer_by_environment_not_by_command_line(tmp_path):
-    """A PostgreSQL URL may hold a password: `ps` shows command lines, so it goes by environment."""
+def test_the_store_url_reaches_the_trainer_by_a_pipe_and_its_environment_has_no_secrets(tmp_path, monkeypatch):
+    """A PostgreSQL URL may hold a password: `ps` shows command lines, and the training process (which decodes
+    untrusted images) could leak its environment, so the URL goes by stdin and no secret is in the env."""
+    monkeypatch.setenv("NCAP_TOKEN", "secret-token")
+    monkeypatch.setenv("PGPASSWORD", "pw")
+    monkeypatch.setenv("MY_SERVICE_API_KEY", "k")
     store = JobStore(str(tmp_path / "jobs.db"))
     worker = jobs.JobWorker(store, runner="ncap.service.ranking:run_ranking", data_dir=tmp_path)
-    assert store.url not in " ".join(worker._command("j"))
-    assert worker._child_env()[jobs.DB_URL_ENV] == store.url
+    command = worker._command("j")
+    assert store.url not in " ".join(command) and command[command.index("--db") + 1] == "-"
+    env = worker._child_env()
+    assert not {"NCAP_TOKEN", "PGPASSWORD", "MY_SERVICE_API_KEY", jobs.DB_URL_ENV} & set(env)
+    assert store.url not in env.values() and "secret-token" not in env.values()
+    assert env["PATH"] == os.environ["PATH"]  # what is not a secret stays
+    monkeypatch.setattr("sys.stdin", io.StringIO(store.url + "\n"))
+    monkeypatch.delenv(jobs.DB_URL_ENV, raising=False)
+    with pytest.raises(SystemExit, match="no job"):  # read the URL from stdin, opened the store, found no job
+        jobs.main(["--job", "j", "--db", "-", "--runner", "ncap.service.ranking:run_ranking"])
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
     with pytest.raises(SystemExit):  # the trainer refuses to start without a store
-        jobs.main(["--job", "j", "--runner", "x:y"]) if jobs.DB_URL_ENV not in os.environ else pytest.skip("env set")
+        jobs.main(["--job", "j", "--db", "-", "--runner", "x:y"])

@@ -20,8 +20,7 @@ def _list(args) -> int:
     from ncap.models import zoo
 
     for name, e in zoo.ZOO.items():
-        w, _card = e.cache_paths()
-        mark = "cached" if w.is_file() else "not built"
+        mark = "cached" if zoo.is_built(name) else "not built"
         demo = " (demo)" if name in zoo.DEMO_CANDIDATES else ""
         print(f"{name:20s} {e.arch:24s} {mark:10s} {e.description}{demo}")
     print(f"cache: {zoo.cache_dir()}")
