@@ -141,10 +141,13 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 @st.composite
 def raw_submits(draw) -> tuple[dict, bytes]:
     """(headers, body) of a raw ``/jobs/submit`` request: multipart bodies broken in every way we know."""
-    boundary = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789-'()+_,./:=? ", min_size=1, max_size=70)).strip() or "b"
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789-'()+_,./:=? "
+    boundary = draw(st.one_of(st.text(alphabet, min_size=1, max_size=70),  # RFC 2046's limit, and beyond it
+                              st.integers(71, 4000).map(lambda n: "b" * n))).strip() or "b"
     parts = []
     for _ in range(draw(st.integers(0, 3))):
-        name = draw(st.sampled_from(["config", "dataset", "data", "", "config\"", "Dataset"]))
+        name = draw(st.one_of(st.sampled_from(["config", "dataset", "data", "", "config\"", "Dataset"]),
+                              st.integers(100, 20_000).map(lambda n: "f" * n)))
         filename = draw(st.sampled_from([None, "d.npz", "d.zip", "../../etc/passwd.npz", "", "x.tar", "é.npz"]))
         if name == "config" and draw(st.booleans()):
             body = json.dumps(draw(st.sampled_from([SMALL_CONFIG, {}, {"epochs": True}, {"confg": 1}]))).encode()
@@ -167,7 +170,19 @@ def raw_submits(draw) -> tuple[dict, bytes]:
     ctype = draw(st.sampled_from([f"multipart/form-data; boundary={boundary}", "multipart/form-data",
                                   f'multipart/form-data; boundary="{boundary}"', "application/json", "text/plain",
                                   "application/x-www-form-urlencoded", "multipart/mixed; boundary=x", None]))
-    return ({} if ctype is None else {"Content-Type": ctype}), body
+    return {**({} if ctype is None else {"Content-Type": ctype}), **draw(long_headers())}, body
+
+
+@st.composite
+def long_headers(draw) -> dict:
+    """Extra request headers: none, or long names and values (together under the server's 64 KiB)."""
+    if draw(st.booleans()):
+        return {}
+    out = {}
+    for _ in range(draw(st.integers(1, 3))):
+        name = "X-" + draw(st.sampled_from(["h", "Forwarded-For", "Real-IP", "Long"])) * draw(st.integers(1, 2000))
+        out[name[:6000]] = draw(st.sampled_from(["v", "127.0.0.1", "x" * 3000, "ü" * 500, "a b"]))
+    return {k.encode(): v.encode() for k, v in out.items()}  # bytes: httpx sends str headers as ASCII only
 
 
 @st.composite
@@ -189,7 +204,7 @@ def raw_json_requests(draw) -> tuple[str, dict, bytes]:
         body = draw(st.binary(max_size=200))
     ctype = draw(st.sampled_from(["application/json", "text/plain", "application/vnd.bentoml+pickle",
                                   "multipart/form-data; boundary=z", None]))
-    return route, ({} if ctype is None else {"Content-Type": ctype}), body
+    return route, {**({} if ctype is None else {"Content-Type": ctype}), **draw(long_headers())}, body
 
 
 # ------------------------------------------------------------------------------------------ fuzzing
@@ -199,14 +214,22 @@ class Tally:
     def __init__(self, max_cases: int, deadline: float):
         self.counts: Counter = Counter()
         self.failures: list[dict] = []
+        self.mismatches: Counter = Counter()  # 4xx bodies that do not match the spec's declared error schema
+        self.checked = 0
+        self.mismatch_examples: list[dict] = []
         self.max_cases, self.deadline = max_cases, deadline
 
     @property
     def done(self) -> bool:
         return sum(self.counts.values()) >= self.max_cases or time.time() >= self.deadline
 
-    def record(self, label: str, status: int, request: str) -> None:
+    def record(self, label: str, status: int, request: str, schema_error: str | None = None) -> None:
         self.counts[(label, status)] += 1
+        if schema_error is not None:
+            self.mismatches[label] += 1
+            if len(self.mismatch_examples) < 20:
+                self.mismatch_examples.append({"operation": label, "status": status, "request": request[:1000],
+                                               "mismatch": schema_error[:1000]})
         if status >= 500 and len(self.failures) < 50:
             self.failures.append({"operation": label, "status": status, "request": request[:2000]})
 
@@ -218,6 +241,17 @@ def _spec_operations(url: str, headers: dict) -> list:
     raw["openapi"] = "3.1.0"  # BentoML writes 2020-12 bounds under a 3.0 label (see the module docstring)
     schema = schemathesis.openapi.from_dict(raw)
     return [r.ok() for r in schema.get_all_operations()]
+
+
+def _error_mismatch(case, response) -> str | None:
+    """Why a 4xx response does not match the error schema the spec declares for it, or None."""
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    try:
+        case.validate_response(response, checks=[response_schema_conformance])
+    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - schemathesis raises a group of failures
+        return str(exc)
+    return None
 
 
 def _run(strategy, n: int, call, seed: int) -> None:
@@ -248,9 +282,12 @@ def fuzz(url: str, token: str | None, *, max_cases: int = 500, max_seconds: floa
                 return
             try:
                 r = case.call(base_url=url, headers=headers, timeout=120)
-                tally.record(label, r.status_code, f"{case.method} {case.path} {case.media_type} {case.body!r}")
             except Exception as exc:  # noqa: BLE001 - a connection error is a failure of the server too
                 tally.record(label, 599, f"{case.method} {case.path} raised {exc!r}")
+                return
+            tally.record(label, r.status_code, f"{case.method} {case.path} {case.media_type} {case.body!r}",
+                         _error_mismatch(case, r) if 400 <= r.status_code < 500 else None)
+            tally.checked += 400 <= r.status_code < 500
         return call
 
     def raw_submit(example) -> None:
@@ -334,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.time() - t0
     write(tally, wall, healthy, args)
     n5 = sum(n for (_op, status), n in tally.counts.items() if status >= 500)
-    print(f"{sum(tally.counts.values())} requests in {wall:.0f} s, {n5} responses >= 500")
-    return 0 if n5 == 0 else 1
+    bad = sum(tally.mismatches.values())
+    print(f"{sum(tally.counts.values())} requests in {wall:.0f} s, {n5} responses >= 500, {bad} of "
+          f"{tally.checked} 4xx bodies not matching the spec")
+    return 0 if n5 == 0 and bad == 0 else 1
 
 
 def write(tally: Tally, wall: float, healthy: bool, args) -> None:
@@ -347,15 +386,18 @@ def write(tally: Tally, wall: float, healthy: bool, args) -> None:
     n5 = sum(n for (_op, status), n in tally.counts.items() if status >= 500)
     meta = {"command": f"python -m ncap.bench.api_fuzz --cases {args.cases} --minutes {args.minutes:g} "
                        f"--seed {args.seed}", "machine": f"{platform.machine()}, {platform.python_version()}",
-            "requests": total, "responses_5xx": n5, "wall_s": round(wall, 1), "healthy_after": healthy}
+            "requests": total, "responses_5xx": n5, "wall_s": round(wall, 1), "healthy_after": healthy,
+            "spec_4xx_checked": tally.checked, "spec_4xx_mismatches": sum(tally.mismatches.values())}
     (args.out / "api_fuzz.json").write_text(json.dumps(
         {**meta, "by_operation": {op: dict(sorted(c.items())) for op, c in sorted(by_op.items())},
-         "failures": tally.failures}, indent=2))
+         "failures": tally.failures, "mismatch_examples": tally.mismatch_examples}, indent=2))
     statuses = sorted({s for c in by_op.values() for s in c})
     lines = ["# API fuzzing: responses by operation and status", "",
              (f"Command: `{meta['command']}` against `ncap serve` on 127.0.0.1 (ranking function "
              f"`instant_runner`). {total} requests in {wall:.0f} s; **{n5} responses >= 500**; server healthy "
-             f"after: {healthy}."), "",
+             f"after: {healthy}. Every 4xx of a spec-generated request is checked against the error schema "
+             f"the OpenAPI spec declares: {meta['spec_4xx_checked']} checked, **{meta['spec_4xx_mismatches']} "
+             "mismatches**."), "",
              "| operation | " + " | ".join(str(s) for s in statuses) + " | total |",
              "|---|" + "---:|" * (len(statuses) + 1)]
     for op, c in sorted(by_op.items()):

@@ -291,8 +291,9 @@ class GuardMiddleware:
                 started = True
             await send(message)
 
+        shaped = _spec_with_errors(guarded_send) if path == "/docs.json" else _error_shape(guarded_send)
         try:
-            await self.app(scope, limited_receive, _error_shape(guarded_send))
+            await self.app(scope, limited_receive, shaped)
         except _BodyTooLarge:
             if not started:
                 started = True
@@ -327,6 +328,54 @@ def _error_shape(send: Any) -> Any:
         await send(message)
 
     return shaped
+
+
+ERROR_SCHEMA = {
+    "type": "object", "title": "Error", "required": ["error"], "additionalProperties": True,
+    "description": "Every 4xx: what is wrong, in one line; some add the job's state or the validation details.",
+    "properties": {"error": {"type": "string"}, "detail": {}, "state": {"type": "string"},
+                   "error_detail": {}}}
+
+
+def declare_errors(spec: dict) -> dict:
+    """The OpenAPI spec with the 4xx that every route really answers: one ``4XX`` response of schema
+    :data:`ERROR_SCHEMA` per operation, in place of BentoML's 400/404 entries (whose ``detail`` is a string,
+    while a validation error's is a list, and which leave out 401, 409, 413, 415 and 429)."""
+    spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    error = {"description": "The request is refused (401, 403, 404, 409, 413, 415, 429, or 400 for a bad value)",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for item in (spec.get("paths") or {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and isinstance(operation.get("responses"), dict):
+                responses = operation["responses"]
+                for code in [c for c in responses if str(c).startswith("4")]:
+                    del responses[code]
+                responses["4XX"] = error
+    return spec
+
+
+def _spec_with_errors(send: Any) -> Any:
+    """An ASGI ``send`` that rewrites the OpenAPI document (``/docs.json``) with :func:`declare_errors`."""
+    held: dict | None = None
+    chunks: list[bytes] = []
+
+    async def rewrite(message: dict) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            held = message
+            return
+        if held is not None and message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = json.dumps(declare_errors(json.loads(b"".join(chunks)))).encode()
+            headers = [(k, v) for k, v in held.get("headers") or [] if k != b"content-length"]
+            await send({**held, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return rewrite
 
 
 def _reshape(body: bytes) -> bytes:

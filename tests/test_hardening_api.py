@@ -201,6 +201,7 @@ def test_short_fuzzing_run_finds_no_5xx(server):
     five = {k: n for k, n in tally.counts.items() if k[1] >= 500}
     assert not five, (five, tally.failures[:3])
     assert sum(tally.counts.values()) >= 100 and server.healthy()
+    assert tally.checked >= 20 and not tally.mismatches, tally.mismatch_examples[:3]  # 4xx bodies match the spec
 
 
 # ------------------------------------------------------------------------------------------- defect 8
