@@ -48,11 +48,13 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid")
 
-    token: str | None = Field(None, description="Bearer token required on every route except health.")
+    token: str | None = Field(None, description="The admin's bearer token, needed on every route except the health "
+                              "checks; users get their own API keys (`ncap keys add`). None: loopback clients only, "
+                              "each as the admin.")
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Uploads, job outputs, the default database.")
     db_url: str | None = Field(
-        None, description="Job store URL: 'sqlite:///abs/path.db' or a plain file path. "
-        "Default: sqlite file jobs.db in data_dir.")
+        None, description="Job store URL: 'sqlite:///abs/path.db', a plain file path, or "
+        "'postgresql://user@host/db' (password from PGPASSWORD or ~/.pgpass). Default: jobs.db in data_dir.")
     allow_remote_without_token: bool = Field(
         False, description="Serve non-loopback clients when no token is configured (not recommended).")
     trusted_proxies: list[str] = Field(
@@ -229,5 +231,23 @@ def settings_env(settings: ServiceSettings) -> dict[str, str]:
             continue
         if isinstance(value, bool):
             value = "true" if value else "false"
+        elif isinstance(value, (list, dict)):
+            value = json.dumps(value)  # pydantic-settings reads complex values as JSON
         out[ENV_PREFIX + name.upper()] = str(value)
     return out
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting (name, environment variable, default, what it does), generated
+    from :class:`ServiceSettings` for docs/service.md (``python -m ncap.service.config`` prints it)."""
+    rows = ["| setting | environment variable | default | what it does |", "|---|---|---|---|"]
+    for name, field in ServiceSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "—" if default is None or default == [] else f"`{default}`"
+        text = (field.description or "").replace("|", "\\|")
+        rows.append(f"| {name} | `{ENV_PREFIX}{name.upper()}` | {shown} | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -2,8 +2,8 @@
 
 The store is the only shared state between the API (which reads it), the worker thread (which claims
 jobs) and the training process (which writes each candidate's record the moment it finishes). Every write
-is its own committed transaction, so a ``kill -9`` of any of these processes loses at most the epoch in
-flight, never a finished candidate. One schema declaration (the ``Table`` objects below) serves both
+is its own committed transaction, so a ``kill -9`` of any of these processes never loses a finished
+candidate (the candidate in flight restarts from its first epoch). One schema declaration (the ``Table`` objects below) serves both
 backends:
 
 * **SQLite** (the embedded default; ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or a plain file

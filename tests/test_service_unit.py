@@ -289,3 +289,14 @@ def test_jobs_module_json_safety():
 
     out = jobs.to_jsonable({"a": np.float32(0.5), "b": np.arange(3), "c": Path("/x")})
     assert json.dumps(out) == '{"a": 0.5, "b": [0, 1, 2], "c": "/x"}'
+
+
+def test_the_settings_table_in_docs_is_generated_from_the_settings():
+    """docs/service.md's settings table is `python -m ncap.service.config`'s output: a new setting, or a changed
+    default or description, fails here until the docs are regenerated."""
+    from ncap.service.config import ServiceSettings, settings_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "service.md").read_text()
+    block = docs.split("<!-- settings: generated")[1].split("-->", 1)[1].split("<!-- /settings -->")[0].strip()
+    assert block == settings_table()
+    assert all(f"`NCAP_{name.upper()}`" in block for name in ServiceSettings.model_fields)
