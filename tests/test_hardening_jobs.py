@@ -7,9 +7,9 @@ The training processes here are real (``python -m ncap.service.jobs``); their ra
 below, which train nothing but behave like a candidate that raises, kills its process or allocates too much."""
 from __future__ import annotations
 
+import io
 import json
 import mmap
-import io
 import os
 import signal
 import time
