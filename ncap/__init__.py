@@ -31,7 +31,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from ncap.models.recipe import Recipe
     from ncap.service.documents import RankingDocument
 
-__version__ = importlib.metadata.version("ncap")
+try:
+    __version__ = importlib.metadata.version("ncap")
+except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = ["BetaEffTracker", "Prediction", "RankingDocument", "Recipe", "__version__", "p_best",
            "predict_final_accuracy", "rank"]
 

@@ -134,6 +134,10 @@ class _Input(IODescriptor):
         return cls.model_validate_json(body or b"{}")
 
 
+class CatalogRequest(_Input):
+    """No fields: ``{}``."""
+
+
 class JobRef(_Input):
     job_id: str = Field(max_length=64, description="The id /jobs/submit returned.")
 
@@ -231,6 +235,32 @@ class JobStatus(BaseModel):
     candidates: list[CandidateStatus]
     error: str | None = Field(None, description="Why the job failed, in one line.")
     error_detail: str | None = Field(None, description="Always null: tracebacks stay in the server log.")
+
+
+class CatalogCandidate(BaseModel):
+    name: str
+    kind: str = Field(description="zoo | imagenet")
+    description: str
+    arch: str = Field(description="timm architecture")
+    params_m: float | None = Field(description="backbone parameters, millions")
+    input_size: list[int] | None = Field(description="native input (C, H, W)")
+    built: bool = Field(description="False: a zoo entry this server has not pretrained (refused unless allowed)")
+
+
+class CatalogDataset(BaseModel):
+    name: str
+    description: str
+
+
+class Catalog(BaseModel):
+    """What a client can choose from: candidates, named datasets, the recipe's fields, the server's limits."""
+
+    candidates: list[CatalogCandidate]
+    datasets: list[CatalogDataset]
+    limits: dict[str, int]
+    recipe_schema: dict[str, Any] = Field(description="JSON schema of the recipe fields a job takes (types, "
+                                                      "bounds, defaults, descriptions)")
+    user: dict[str, str] = Field(description="who is asking: name and role")
 
 
 class JobSummary(BaseModel):
@@ -688,6 +718,25 @@ class NcapService:
                        finished_at=j["finished_at"], dataset=j["dataset_name"] or "digits",
                        candidates=j["candidates"], epochs=int(j["config"].get("epochs", 0)),
                        error=j["error"]) for j in jobs])
+
+    @bentoml.api(route="/catalog", input_spec=CatalogRequest)
+    @_rejections
+    def catalog(self, ctx: bentoml.Context = None) -> Catalog:
+        """Named candidates (with parameters and native input size), named datasets, the JSON schema of the
+        recipe fields a job takes, the server's limits and who is asking: what the web page's forms are built
+        from."""
+        from ncap.models.data import NAMED_DATASETS
+        from ncap.models.registry import candidate_catalog
+
+        who, s = principal_of(ctx), self.settings
+        schema = JobConfig.model_json_schema()
+        schema["properties"] = {k: v for k, v in schema["properties"].items() if k in _JOB_FIELDS}
+        schema.pop("required", None)
+        return Catalog(candidates=candidate_catalog(),
+                       datasets=[CatalogDataset(name=n, description=d) for n, d in sorted(NAMED_DATASETS.items())],
+                       limits={"max_upload_bytes": s.max_upload_bytes, "max_candidates": s.max_candidates,
+                               "max_epochs": s.max_epochs}, recipe_schema=schema,
+                       user={"name": who.name, "role": who.role})
 
     # -- AutoML helper -------------------------------------------------------------------------------
     @bentoml.api(route="/predict", input_spec=PredictRequest)

@@ -62,7 +62,8 @@ class ServiceSettings(BaseSettings):
         "(Forwarded, X-Forwarded-For, X-Real-IP) are trusted. A request that carries such a header is refused "
         "unless this is set, and then served only when every address the headers name is loopback or a "
         "trusted proxy. With a token, the token decides and these headers are not consulted.")
-    public_docs: bool = Field(False, description="Serve the OpenAPI spec (/docs.json) and UI without a token.")
+    public_docs: bool = Field(False, description="Serve the OpenAPI spec (/docs.json) and BentoML's Swagger page "
+                              "(/docs) without a token. The web page (/) never needs one; its data calls do.")
 
     # upload limits
     max_upload_mb: float = Field(200.0, gt=0, description="Largest accepted request body for /jobs/submit.")

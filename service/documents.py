@@ -12,7 +12,6 @@ Non-finite numbers (NaN placeholders of unrecorded β_eff, a diverged loss) beco
 """
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -107,7 +106,9 @@ class RankingDocument(_Document):
     @model_validator(mode="after")
     def _stamp_version(self) -> RankingDocument:
         if not self.ncap_version:
-            self.ncap_version = importlib.metadata.version("ncap")
+            from ncap import __version__
+
+            self.ncap_version = __version__
         return self
 
     def to_json(self) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 from ncap.service.config import ServiceSettings
 
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
-DOCS_PATHS = frozenset({"/", "/docs.json", "/schema.json"})
+DOCS_PATHS = frozenset({"/docs", "/docs.json", "/schema.json"})  # /docs: BentoML's Swagger page (its "/")
 DOCS_PREFIXES = ("/static_content/", "/assets/")
 UPLOAD_PATHS = frozenset({"/jobs/submit"})
 DATASET_SUFFIXES = (".npz", ".zip")
@@ -223,9 +223,13 @@ class GuardMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        from ncap.service.web import DOCS_PAGE, serve_asset
+
         path = scope.get("path") or "/"
         if path in OPEN_PATHS:
             await self.app(scope, receive, send)
+            return
+        if await serve_asset(scope, send):  # the web page: no token needed, its data calls need one
             return
         public = self.settings.public_docs and (path in DOCS_PATHS or path.startswith(DOCS_PREFIXES))
         cred = self._credential(scope)
@@ -249,6 +253,8 @@ class GuardMiddleware:
         from ncap.service.users import TOKEN_ADMIN
 
         scope.setdefault("state", {})["ncap_principal"] = principal or TOKEN_ADMIN
+        if path == DOCS_PAGE:  # authorised: BentoML serves its Swagger page at "/", which is ours
+            scope = {**scope, "path": "/", "raw_path": b"/"}
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
