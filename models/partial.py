@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ncap.models.candidates import CandidateError
+from ncap.models.memory import candidate_failure
 
 __all__ = ["TRAINABLE", "SplitBackbone", "SplitError", "Trainable", "frozen_digest", "split_backbone",
            "split_module_name", "split_problem"]
@@ -152,8 +153,7 @@ def _split_mismatch(backbone: nn.Module, trunk: Trunk, top: nn.Module, x: torch.
         try:
             err = _relative_error(top(trunk(x)), full)
         except Exception as exc:  # noqa: BLE001 - any failure of the top on the activation means: not a chain
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            return f"fails: {type(exc).__name__}: {first}"
+            return f"fails: {candidate_failure(exc, width=200)}"
     return None if err <= SPLIT_RTOL else f"differs from the whole backbone by {err:.2g} relative"
 
 
@@ -215,6 +215,5 @@ def split_problem(spec, trainable: str, image_size: int | None = None) -> str | 
     except SplitError as exc:
         return f"cannot train with trainable={trainable!r}: {exc}"
     except Exception as exc:  # noqa: BLE001 - e.g. an input size the architecture cannot take: said in one line
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        return f"cannot train with trainable={trainable!r}: {type(exc).__name__}: {first}"
+        return f"cannot train with trainable={trainable!r}: {candidate_failure(exc, width=200)}"
     return None

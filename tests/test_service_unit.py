@@ -300,3 +300,18 @@ def test_the_settings_table_in_docs_is_generated_from_the_settings():
     block = docs.split("<!-- settings: generated")[1].split("-->", 1)[1].split("<!-- /settings -->")[0].strip()
     assert block == settings_table()
     assert all(f"`NCAP_{name.upper()}`" in block for name in ServiceSettings.model_fields)
+
+
+def test_the_endpoint_table_in_docs_lists_every_route_of_the_openapi_spec():
+    """docs/service.md holds the one endpoint table: every route the service declares is in it, and it names
+    no route the service does not have."""
+    import re
+
+    from ncap.service.api import NcapService
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "service.md").read_text()
+    table = docs.split("### Endpoints")[1].split("\n\n")[2]
+    documented = set(re.findall(r"`(/[a-z/._]*)`", "\n".join(line.split("|")[1] for line in table.splitlines()[2:])))
+    declared = set(NcapService.openapi_spec.asdict()["paths"]) - {"/metrics"}
+    assert declared - documented == set()
+    assert documented - declared == {"/", "/docs", "/docs.json"}  # the web page, Swagger page and spec (BentoML's)
