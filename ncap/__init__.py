@@ -63,7 +63,7 @@ def __dir__() -> list[str]:
 
 def rank(dataset: str | Path | None = None, candidates: str | list[str] | None = None, *,
          out_dir: str | Path | None = None, recipe: Recipe | None = None, make_plots: bool = True,
-         progress: bool = True, **recipe_fields: Any) -> RankingDocument:
+         progress: bool = True, on_failure: str = "warn", **recipe_fields: Any) -> RankingDocument:
     """Rank candidate models on a dataset, as ``ncap rank`` does, and return the typed document.
 
     Each candidate is fine-tuned briefly with the capacitance probe under one shared recipe (``trainable``:
@@ -87,27 +87,47 @@ def rank(dataset: str | Path | None = None, candidates: str | list[str] | None =
         The settings; ``recipe_fields`` override single fields of it (or of the defaults).
     progress : bool
         Show progress bars.
+    on_failure : {"warn", "raise", "ignore"}
+        What a failed candidate does: a warning naming each with its reason (default), a ``RuntimeError``
+        after the ranking, or nothing (the failed ones are in ``doc.failed`` either way).
     **recipe_fields
         Any field of :class:`ncap.Recipe`: ``epochs``, ``lr``, ``batch_size``, ``trainable`` (``"all"``,
         ``"top"``, ``"probe"``), ``ranker``, ``probe_width``, ``variant`` (default ``"support"``), ``t0``,
-        ``seed``, ``device``, ... Unknown names or bad values raise
-        ``pydantic.ValidationError`` (a ``ValueError``).
+        ``seed``, ``device``, ... An unknown name raises ``TypeError`` with the closest field ("did you
+        mean"); a bad value raises ``pydantic.ValidationError`` (a ``ValueError``).
 
     Returns
     -------
     ncap.RankingDocument
-        ``.candidates``: one ``CandidateRecord`` per candidate, best first (``rank``, ``p_best``,
-        ``predicted_accuracy`` ± ``predicted_std``, the trajectories); ``.config``: the recipe used;
-        ``.dataset``, ``.device``, ``.wall_time_s``. ``.to_json()`` gives the ``ranking.json`` text.
+        ``.best``: the top candidate that did not fail; ``.table()``: the table ``ncap rank`` prints (a
+        notebook shows it as HTML); ``.candidates``: one ``CandidateRecord`` per candidate, best first
+        (``rank``, ``p_best``, ``predicted_accuracy`` ± ``predicted_std``, the trajectories); ``.failed``;
+        ``.config``: the recipe used; ``.dataset``, ``.device``, ``.wall_time_s``. ``.to_json()`` gives the
+        ``ranking.json`` text.
     """
     import warnings
 
     from ncap.models.recipe import Recipe
     from ncap.service.ranking import run_ranking
 
+    if on_failure not in ("raise", "warn", "ignore"):
+        raise ValueError(f"on_failure={on_failure!r}: choose 'raise', 'warn' or 'ignore'")
+    unknown = sorted(set(recipe_fields) - set(Recipe.model_fields))
+    if unknown:
+        import difflib
+
+        hints = [f"{k!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+            k, list(Recipe.model_fields), n=1)) else "") for k in unknown]
+        raise TypeError(f"ncap.rank() got unknown recipe fields {', '.join(hints)}; the fields are ncap.Recipe's")
     base = recipe.to_dict() if recipe is not None else {}
     config = Recipe.model_validate({**base, **recipe_fields})
     if config.beta_eff_shortfall and config.track_beta:  # the ranking rule does not need it (else: refused above)
         warnings.warn(f"β_eff's prediction {config.beta_eff_shortfall}; it will be a flagged fallback", stacklevel=2)
-    return run_ranking(dataset, candidates, config, None if out_dir is None else Path(out_dir),
-                       make_plots=make_plots, progress=progress)
+    doc = run_ranking(dataset, candidates, config, None if out_dir is None else Path(out_dir),
+                      make_plots=make_plots, progress=progress)
+    if doc.failed and on_failure != "ignore":
+        reasons = "; ".join(f"{r.candidate}: {r.error}" for r in doc.failed)
+        if on_failure == "raise":
+            raise RuntimeError(f"{len(doc.failed)} of {len(doc.candidates)} candidates failed: {reasons}")
+        warnings.warn(f"{len(doc.failed)} of {len(doc.candidates)} candidates failed: {reasons}", stacklevel=2)
+    return doc

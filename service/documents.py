@@ -113,3 +113,32 @@ class RankingDocument(_Document):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+    @property
+    def best(self) -> CandidateRecord | None:
+        """The top-ranked candidate that did not fail (None when every one failed)."""
+        ok = [r for r in self.candidates if r.status == "ok"]
+        return min(ok, key=lambda r: r.rank) if ok else None
+
+    @property
+    def failed(self) -> list[CandidateRecord]:
+        return [r for r in self.candidates if r.status != "ok"]
+
+    def table(self, pareto_only: bool = False) -> str:
+        """The ranking table ``ncap rank`` prints."""
+        from ncap.service.ranking import format_table
+
+        return format_table(self, pareto_only)
+
+    def __repr__(self) -> str:
+        best = self.best
+        top = "no candidate succeeded" if best is None else (
+            f"best {best.candidate!r}" + ("" if best.score is None else f" (score {best.score:.3g})"))
+        failed = f", {len(self.failed)} failed" if self.failed else ""
+        return (f"<RankingDocument: {len(self.candidates)} candidates on {self.dataset.source!r}, ranked by "
+                f"{self.config.ranker}; {top}{failed}; .table() shows all>")
+
+    def _repr_html_(self) -> str:
+        from ncap.service.ranking import html_table
+
+        return html_table(self)

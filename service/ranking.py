@@ -204,11 +204,11 @@ def _score_cell(r: CandidateRecord, ranker: str) -> str:
     return f"{100 * r.score:.1f}" + (f" ± {100 * r.score_std:.1f}" if r.score_std is not None else "")
 
 
-def format_table(doc: RankingDocument, pareto_only: bool = False) -> str:
-    """Plain-text ranking table for the terminal; long errors are cut and printed in full below it.
-    ``pareto_only`` keeps the candidates on the score-latency Pareto front, fastest first. Under a ranking
-    rule other than beta_eff, the score the candidates are ranked by gets its own column; the β_eff
-    prediction is always shown."""
+def table_rows(doc: RankingDocument, pareto_only: bool = False) -> tuple[list[tuple[str, ...]], list[str]]:
+    """(header + one row per candidate, full errors too long for their cell): the ranking table's cells, shared
+    by the terminal table and the notebook view. ``pareto_only`` keeps the candidates on the score-latency
+    Pareto front, fastest first. Under a ranking rule other than beta_eff, the score the candidates are
+    ranked by gets its own column; the β_eff prediction is always shown."""
     ranker = doc.config.ranker
     extra = (SCORE_COLUMNS[ranker],) if ranker in SCORE_COLUMNS else ()
     rows = [("rank", "candidate", *extra, "predicted acc (β_eff)", "P(best)", "last acc", "params", "ms/img b1 / b64",
@@ -225,8 +225,27 @@ def format_table(doc: RankingDocument, pareto_only: bool = False) -> str:
             errors.append(f"{r.candidate}: {full_error}")
         rows.append((str(r.rank), r.candidate + (" *" if r.pareto else ""), *((_score_cell(r, ranker),) if extra else ()),
                      pred, "—" if r.p_best is None else f"{r.p_best:.2f}", last, *_cost_cells(r), status))
+    return rows, errors
+
+
+def format_table(doc: RankingDocument, pareto_only: bool = False) -> str:
+    """Plain-text ranking table for the terminal (:func:`table_rows`); long errors are printed in full below."""
+    rows, errors = table_rows(doc, pareto_only)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    note = ["", "* on the Pareto front of the ranking score against batch-1 latency"] if any(r.pareto for r in records) else []
+    shown = doc.candidates if not pareto_only else [r for r in doc.candidates if r.pareto]
+    note = ["", "* on the Pareto front of the ranking score against batch-1 latency"] if any(r.pareto for r in shown) else []
     return "\n".join(lines + note + (["", "Errors:", *errors] if errors else []))
+
+
+def html_table(doc: RankingDocument) -> str:
+    """The ranking table as HTML (every cell escaped), for notebooks."""
+    import html
+
+    rows, errors = table_rows(doc)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+    notes = "".join(f"<li>{html.escape(e)}</li>" for e in errors)
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            + (f"<p>Errors:</p><ul>{notes}</ul>" if notes else ""))

@@ -54,10 +54,39 @@ def test_rank_returns_the_typed_document_and_validates_fields(tmp_path):
     assert isinstance(doc, ncap.RankingDocument)
     assert doc.config == ncap.Recipe(**TINY) and doc.candidates[0].rank == 1
     assert (tmp_path / "ranking.json").read_text() == doc.to_json()
-    with pytest.raises(ValueError, match="epoch"):  # pydantic's ValidationError is a ValueError
+    with pytest.raises(TypeError, match="'epoch' \\(did you mean 'epochs'\\?\\)"):  # before any training
         ncap.rank("digits", "mobilenetv3_small_050=random", epoch=3)
     with pytest.raises(ValueError, match="lr"):
         ncap.rank("digits", "mobilenetv3_small_050=random", recipe=ncap.Recipe(**TINY), lr=-1.0)
+    # the document's conveniences
+    assert doc.best is doc.candidates[0] and doc.failed == []
+    assert doc.table().splitlines()[0].startswith("rank  candidate") and "mobilenetv3_small_050=random" in doc.table()
+    assert repr(doc).startswith("<RankingDocument: 1 candidates on 'digits'") and len(repr(doc)) < 300
+    assert "<table>" in doc._repr_html_() and "mobilenetv3_small_050=random" in doc._repr_html_()
+
+
+def test_rank_on_failure_warns_raises_or_ignores(monkeypatch):
+    """A failed candidate is a warning naming it by default, an error with on_failure='raise', silent with
+    'ignore'; the failed ones are in doc.failed, and labels are escaped in the notebook table."""
+    import warnings
+
+    from ncap.service import ranking
+    from ncap.service.documents import CandidateRecord, DatasetInfo, RankingDocument
+
+    doc = RankingDocument(candidates=[CandidateRecord(candidate="<b>ok</b>", rank=1),
+                                      CandidateRecord(candidate="bad", rank=2, status="failed", error="boom")],
+                          config=ncap.Recipe(), dataset=DatasetInfo(source="d", n_images=1, n_train=1, n_val=1,
+                                                                    classes=["a"]))
+    monkeypatch.setattr(ranking, "run_ranking", lambda *a, **k: doc)
+    with pytest.warns(UserWarning, match="1 of 2 candidates failed: bad: boom"):
+        assert ncap.rank("digits", "x") is doc
+    with pytest.raises(RuntimeError, match="bad: boom"):
+        ncap.rank("digits", "x", on_failure="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ncap.rank("digits", "x", on_failure="ignore").failed == [doc.candidates[1]]
+    assert doc.best.candidate == "<b>ok</b>" and "&lt;b&gt;ok&lt;/b&gt;" in doc._repr_html_()
+    assert "1 failed" in repr(doc)
 
 
 def test_a_user_loop_with_the_tracker_reproduces_the_harness():
