@@ -40,6 +40,7 @@ from ncap.bench.design_v3 import (
     describe,
 )
 from ncap.bench.rankers import Signal, product_settings, truncate
+from ncap.bench.run_flops import run_flops
 from ncap.bench.selection_v3 import RESULTS, STATIC, load_record
 from ncap.bench.tasks import TASKS_V3
 
@@ -49,7 +50,15 @@ BUDGETS = (0.10, 0.25)
 
 
 def run_cost(run: dict, upto: int | None = None) -> float:
-    """CPU seconds of a run (up to observation ``upto``), charged for its activation cache whoever built it."""
+    """FLOPs of a run up to observation ``upto`` (:func:`ncap.bench.run_flops.run_flops`: every pass, its
+    activation cache included whoever built it). The compute fractions are ratios of these."""
+    task = TASKS_V3[run["task"]]
+    return run_flops(run, task.n_train, task.n_val, upto)
+
+
+def run_cpu(run: dict, upto: int | None = None) -> float:
+    """CPU seconds of a run (up to observation ``upto``), charged for its activation cache whoever built it:
+    reported beside the FLOPs fraction, but other load on the machine inflates it (bench/run_flops.py)."""
     cpu = run["cpu_time_s"] if upto is None else run["obs_cpu_s"][upto]
     return float(cpu + (run.get("cache_build_cpu_s", 0.0) if run.get("cache_reused") else 0.0))
 
@@ -71,19 +80,34 @@ def load_task(task: str) -> dict | None:
 
 def signals(data: dict) -> dict[str, tuple[list[dict], float]]:
     """{signal name: (trajectories, compute fraction of the truth)}."""
-    truth_cost = sum(run_cost(r) for r in data["seed0"])
-    out = {name: (data[name], sum(run_cost(r) for r in data[name]) / truth_cost) for name in ("short", "short-dense")}
+    out = {name: (data[name], _fraction(data[name], data["seed0"], run_cost)) for name in ("short", "short-dense")}
     for e in PREFIX_EPOCHS:
         runs = [truncate(r, e) for r in data["seed0"]]
-        cost = sum(run_cost(full, max(len(cut["epoch"]) - 1, 0)) for full, cut in zip(data["seed0"], runs))
-        out[f"prefix@{e:g}"] = (runs, cost / truth_cost)
+        upto = [max(len(cut["epoch"]) - 1, 0) for cut in runs]
+        out[f"prefix@{e:g}"] = (runs, _fraction(data["seed0"], data["seed0"], run_cost, upto))
     return out
+
+
+def cpu_fractions(data: dict) -> dict[str, float]:
+    """The CPU-time counterpart of :func:`signals`' FLOPs fractions, for the report."""
+    out = {name: _fraction(data[name], data["seed0"], run_cpu) for name in ("short", "short-dense")}
+    for e in PREFIX_EPOCHS:
+        upto = [max(len(truncate(r, e)["epoch"]) - 1, 0) for r in data["seed0"]]
+        out[f"prefix@{e:g}"] = _fraction(data["seed0"], data["seed0"], run_cpu, upto)
+    return out
+
+
+def _fraction(runs: list[dict], truth: list[dict], cost, upto: list[int] | None = None) -> float:
+    """cost(runs) / cost(one seed of the truth), each run up to its observation in ``upto``."""
+    spent = sum(cost(r, None if upto is None else u) for r, u in zip(runs, upto or [None] * len(runs)))
+    return spent / sum(cost(r) for r in truth)
 
 
 def score_task(data: dict) -> dict:
     """Per signal: its compute fraction and every ranker's decisive-pair metrics on this task."""
     seeds = data["truth"]
     out = {}
+    cpu = cpu_fractions(data)
     for name, (runs, fraction) in signals(data).items():
         budget = float(np.mean([r["epoch"][-1] for r in runs if r["epoch"]])) if runs else 0.0
         sig = Signal(runs, data["seed0"], data["static"], budget, float(TRUTH_EPOCHS))
@@ -98,7 +122,7 @@ def score_task(data: dict) -> dict:
                                "regret_pt": points, "regret_sd": sds, "p_best": decisive.p_pick_best(s, seeds, n_boot=500),
                                "within_noise": decisive.pick_within_noise(s, seeds),
                                "tau_b": decisive.kendall_tau_b_banded(s, seeds), "scores": s.tolist()}
-        out[name] = {"compute_fraction": fraction, "rankers": metrics}
+        out[name] = {"compute_fraction": fraction, "cpu_fraction": cpu[name], "rankers": metrics}
     return out
 
 

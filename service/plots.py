@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import functools
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 # labels come from clients: matplotlib must draw them as text, never read '$...$' as mathtext or hand them to TeX
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
@@ -85,7 +86,9 @@ def plot_pareto(doc, out_dir: Path) -> list[str]:
     front = sorted((r for r in pts if r.pareto), key=lambda r: r.latency_ms[1])
     ax.plot([r.latency_ms[1] for r in front], [scale * r.score for r in front], "C3--", lw=1,
             label="Pareto front")
-    ax.set_xscale("log")
+    ax.set_xscale("log")  # plain tick labels: log axes write theirs as mathtext, which PLAIN_TEXT shows raw
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel=f"latency per image at batch 1 (ms, {doc.device})", ylabel=label,
            title=f"ranking score ({doc.config.ranker}) against latency")
     ax.legend(fontsize=7)

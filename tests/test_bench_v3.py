@@ -81,7 +81,8 @@ def _fake_run(final: float, epochs: list[float], rng) -> dict:
     return {"status": "ok", "epoch": epochs, "val_accuracy": acc, "train_loss": list(1 - np.asarray(acc)),
             "beta_eff": {"support": beta, "default": beta}, "beta_denominator": {"support": [1.0] * n, "default": [1.0] * n},
             "cpu_time_s": 10.0 * epochs[-1], "obs_cpu_s": [10.0 * e for e in epochs], "cache_build_cpu_s": 5.0,
-            "cache_reused": True, "input_size": [3, 224, 224]}
+            "cache_reused": True, "input_size": [3, 224, 224], "task": "elpv-mono", "entry": "x", "trainable": "top",
+            "feature_dim": 64, "recipe": {"probe_width": 8, "probe_depth": 2, "cached_views": 2, "augmentation": "light"}}
 
 
 def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeypatch):
@@ -101,13 +102,16 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
         return _fake_run((finals[f"{cand.entry}@top"] if label == "calibration" else finals[cand.name]) + rng.normal(0, 0.003), epochs, rng)
 
     monkeypatch.setattr(evaluate_v3, "load_record", fake)
+    monkeypatch.setattr("ncap.bench.run_flops.forward_flops", lambda entry, trainable, size: (1e9, 1e8))
     monkeypatch.setattr(evaluate_v3, "TASKS", ("elpv-mono", "elpv-poly"))
     out = evaluate_v3.evaluate(partial=False)
     task = out["tasks"]["elpv-mono"]
     assert task["decisive_pairs"] == len(cands) * (len(cands) - 1) // 2 and task["kept"]
     short = out["per_task"]["elpv-mono"]["short"]
     assert short["rankers"]["val-acc"]["dpa"] == 1.0 and short["rankers"]["val-acc"]["regret_pt"] == 0.0
-    assert 0 < short["compute_fraction"] < 1 and out["per_task"]["elpv-mono"]["prefix@0.5"]["compute_fraction"] < 0.1
+    assert 0 < short["compute_fraction"] < 1
+    prefixes = [out["per_task"]["elpv-mono"][f"prefix@{e:g}"]["compute_fraction"] for e in evaluate_v3.PREFIX_EPOCHS]
+    assert prefixes == sorted(prefixes) and 0 < prefixes[0] and prefixes[-1] < 1  # caching is paid at any prefix
     assert out["default_ranker"] in ("val-acc", "tse-ema") or out["default_ranker"].startswith("ncap[")
     assert out["pooled"]["held_out"]["short"]["val-acc"]["dpa"] == 1.0
     assert short["rankers"]["logme"]["dpa"] == 1.0 and short["rankers"]["h-score"]["dpa"] == 0.0  # static records
@@ -116,3 +120,51 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
     md = markdown(out)
     assert "Default of `ncap rank`" in md and "elpv-poly" in md
     assert out["calibration"]["rho"] == 1.0 and out["calibration"]["dpa"] == 1.0
+
+
+def _conv_linear_flops(model, x) -> int:
+    """2 x multiply-accumulates of every Conv2d and Linear, counted by hand from hooks (an independent count)."""
+    import torch
+
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(m, torch.nn.Conv2d):
+            kh, kw = m.kernel_size
+            total += 2 * out.numel() * (m.in_channels // m.groups) * kh * kw
+        else:
+            total += 2 * out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def test_run_flops_counts_every_pass_of_a_run():
+    """forward_flops agrees with a hand count of the convolutions; the split's two parts add up to the whole;
+    a run's FLOPs are caching + 3 x training + validation, and a prefix costs less."""
+    import torch
+
+    from ncap.bench.run_flops import forward_flops, probe_flops, run_flops
+    from ncap.models.candidates import CandidateSpec, create_backbone
+
+    entry, size = "resnet10t=random", (3, 64, 64)
+    backbone = create_backbone(CandidateSpec(entry, "resnet10t", source="random"))[0]
+    assert forward_flops(entry, "all", size) == (0, _conv_linear_flops(backbone, torch.zeros(1, *size)))
+    trunk, top = forward_flops(entry, "top", size)
+    assert trunk > 0 and top > 0 and trunk + top == forward_flops(entry, "all", size)[1]
+    record = {"entry": entry, "trainable": "top", "input_size": list(size), "feature_dim": 512,
+              "epoch": [0.5, 1.0, 1.5, 2.0], "recipe": {"probe_width": 64, "probe_depth": 3, "cached_views": 2,
+                                                         "augmentation": "light"}}
+    probe = probe_flops(record)
+    assert probe == 2 * (512 * 64 + 2 * 64 * 64)
+    expected = (2 * 100 + 50) * trunk + 3 * (top + probe) * 100 * 2.0 + 4 * 50 * (top + probe)
+    assert run_flops(record, n_train=100, n_val=50) == pytest.approx(expected)
+    assert run_flops(record, 100, 50, upto=1) == pytest.approx((2 * 100 + 50) * trunk + 3 * (top + probe) * 100
+                                                                + 2 * 50 * (top + probe))
+    full = {**record, "trainable": "all"}
+    assert run_flops(full, 100, 50) > run_flops(record, 100, 50) - (2 * 100 + 50) * trunk  # all trains the trunk too
