@@ -72,6 +72,7 @@ __all__ = [
     "MappedImages",
     "TransformedImages",
     "candidate_transforms",
+    "data_fingerprint",
     "load_dataset",
     "make_loader",
     "missing_dataset_error",
@@ -611,6 +612,27 @@ def _load_zip(path: Path, *, image_size: tuple[int, int] | None, **limits) -> Im
 
 
 # ------------------------------------------------------------------------------------ splits and subsets
+
+
+def data_fingerprint(source: str | os.PathLike | None) -> str:
+    """A short identity of a dataset source without loading it: a named dataset's name; a file's SHA-256; a
+    folder's SHA-256 over every file's relative path, size and modification time. A rerun that finds another
+    fingerprint retrains instead of reusing records of other data."""
+    import hashlib
+
+    if source is None or (isinstance(source, str) and source in NAMED_DATASETS and not Path(source).exists()):
+        return f"named:{source or 'digits'}"
+    path = Path(source).expanduser()
+    digest = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        return f"file:{digest.hexdigest()[:16]}"
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        st = file.stat()
+        digest.update(f"{file.relative_to(path).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return f"folder:{digest.hexdigest()[:16]}"
 
 
 def split_problem(class_counts: Sequence[int], class_names: Sequence[str], val_fraction: float) -> str | None:

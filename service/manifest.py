@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ncap.capacitance.jsonsafe import to_jsonable, write_json
 from ncap.models.recipe import Recipe
 
-__all__ = ["ManifestEntry", "load_manifest", "run_manifest", "summary_markdown"]
+__all__ = ["ManifestEntry", "finished_records", "load_manifest", "run_fingerprint", "run_manifest", "save_record",
+           "summary_markdown"]
 log = logging.getLogger("ncap.manifest")
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 Candidates = list[str] | str | None
@@ -74,7 +75,15 @@ class ManifestEntry:
 
     def fingerprint(self) -> dict:
         """What a finished record depends on (a change retrains the dataset's candidates)."""
-        return {"data": self.data, "recipe": self.config.model_dump(mode="json")}
+        return run_fingerprint(self.data, self.config)
+
+
+def run_fingerprint(data, config: Recipe) -> dict:
+    """What a finished candidate record depends on: the data (:func:`ncap.models.data.data_fingerprint`: a
+    changed file is other data) and every recipe field that changes training (not the post-hoc ranking rule)."""
+    from ncap.models.data import data_fingerprint
+
+    return {"data": data_fingerprint(data), "recipe": config.run_dict()}
 
 
 def _fields(exc: ValidationError, prefix: str = "") -> str:
@@ -143,11 +152,16 @@ def save_record(folder: Path, record) -> None:
     write_json(_record_path(folder, data["candidate"]), data)
 
 
-def finished_records(folder: Path, entry: ManifestEntry) -> dict[str, dict]:
-    """Records finished by earlier runs of the same entry (same data and recipe), by candidate name;
-    otherwise none, and ``entry.json`` is rewritten for this run."""
+def finished_records(folder: Path, fingerprint: dict, reuse: bool = True) -> dict[str, dict]:
+    """Records finished by earlier runs into ``folder`` with the same ``fingerprint`` (:func:`run_fingerprint`:
+    same data and recipe), by candidate name; otherwise none (their files are removed, so other data or
+    another recipe is never mixed in), and ``entry.json`` is rewritten for this run. ``reuse=False`` removes
+    them whatever their fingerprint (``ncap rank --restart``)."""
     marker = folder / "entry.json"
-    same = marker.is_file() and json.loads(marker.read_text()) == entry.fingerprint()
+    try:
+        same = reuse and marker.is_file() and json.loads(marker.read_text()) == fingerprint
+    except ValueError:  # a torn marker: start over
+        same = False
     records: dict[str, dict] = {}
     for file in sorted((folder / "candidates").glob("*.json")):
         if not same:
@@ -160,7 +174,7 @@ def finished_records(folder: Path, entry: ManifestEntry) -> dict[str, dict]:
             log.warning("ignoring unreadable record %s", file)
     if not same:
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(entry.fingerprint()))
+        write_json(marker, fingerprint)
     return records
 
 
@@ -172,7 +186,7 @@ def rank_entry(entry: ManifestEntry, out_root: Path, executor, *, make_plots: bo
     from ncap.service.ranking import run_ranking, write_document
 
     folder = Path(out_root) / entry.name
-    completed = finished_records(folder, entry)
+    completed = finished_records(folder, entry.fingerprint())
 
     def done(record) -> None:
         save_record(folder, record)

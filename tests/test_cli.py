@@ -81,3 +81,42 @@ def test_too_few_observations_for_beta_eff_are_refused_for_its_ranker_and_warned
     with pytest.warns(UserWarning, match="flagged fallback"):
         ncap.rank(str(np_path), "resnet10t=random", epochs=1, image_size=16, probe_width=8, beta_batch_size=8,
                   num_workers=0, progress=False, make_plots=False)
+
+
+def test_rank_resumes_finished_candidates_detects_changes_and_prints_json(capsys, tmp_path):
+    """A rerun into the same --out reuses exactly the candidates an earlier run finished (same data, same
+    recipe) and says so; changed data or recipe, or --restart, retrains them; --json prints the document on
+    stdout and everything else on stderr."""
+    import json
+
+    import numpy as np
+
+    from ncap.models.data import load_dataset
+
+    ds = load_dataset("digits")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=ds.x[::20, 0], y=ds.y[::20])
+    out = tmp_path / "out"
+    tiny = ["--epochs", "2", "--evals-per-epoch", "1", "--image-size", "16", "--probe-width", "8", "--beta-batch-size",
+            "8", "--num-workers", "0", "--quiet", "--no-plots", "--out", str(out)]
+    argv = ["rank", "--data", str(data), "--candidates", "resnet10t=random,a:resnet10t=random", *tiny]
+    assert main(argv) == 0
+    records = sorted((out / "candidates").glob("*.json"))
+    assert len(records) == 2
+    records[1].unlink()  # as if the run had been interrupted after its first candidate
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # stdout is the document alone
+    reused = {r["candidate"]: r["reused"] for r in doc["candidates"]}
+    assert sorted(reused.values()) == [False, True] and "reusing 1 candidates" in captured.err
+    assert "rank  candidate" in captured.err  # the table went to stderr
+    assert main([*argv, "--restart"]) == 0
+    assert "reusing" not in capsys.readouterr().err
+    assert main([*argv, "--lr", "0.002"]) == 0  # another recipe: nothing reused
+    assert "reusing" not in capsys.readouterr().err
+    np.savez(data, x=ds.x[1::20, 0], y=ds.y[1::20])  # other data in the same file
+    assert main(argv) == 0
+    assert "reusing" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "reusing 2 candidates" in capsys.readouterr().err

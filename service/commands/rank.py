@@ -15,7 +15,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "rank", help="rank candidate models on a dataset by neural capacitance",
         description="Fine-tune each candidate briefly with the capacitance probe, record beta_eff, predict "
-        "its final accuracy and rank. With no arguments: the demo zoo on the embedded digits dataset.")
+        "its final accuracy and rank. With no arguments: the demo zoo on the embedded digits dataset. Rerunning "
+        "with the same --out, data and recipe reuses the candidates an earlier (interrupted) run finished.",
+        epilog="exit status: 0 ranked (some candidates may have failed: see the table), 1 every candidate "
+        "failed, 2 bad input (nothing trained; the reason on stderr), 130 interrupted (finished candidates are "
+        "kept in --out and reused by the next run)")
     p.add_argument("--data", default=None, help="dataset: .npz (x, y), ImageFolder directory, .zip of one, or "
                    "a named dataset shipped in an installed package (digits, mnist5k, animal-mnist, elpv); "
                    "default: digits")
@@ -31,6 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--prune-report", type=float, default=None, metavar="SPARSITY", dest="prune_sparsity",
                    help="alias of --prune-sparsity")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the ranking document (ranking.json) on stdout; the "
+                   "table, progress and messages go to stderr")
+    p.add_argument("--restart", action="store_true", help="retrain every candidate, even those an earlier run "
+                   "into --out finished with the same data and recipe (by default they are reused)")
     p.add_argument("--max-memory-gb", type=float, default=None, metavar="GB",
                    help="per-job memory limit: the job's estimated peak memory is checked against it before any "
                    "training (exit 2 when it does not fit) and the process is held to it (RLIMIT_DATA), so a wrong "
@@ -75,6 +83,7 @@ def executor_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ncap.models.data import DataError
+    from ncap.service.manifest import save_record
     from ncap.service.ranking import format_table, run_ranking
 
     try:
@@ -88,23 +97,40 @@ def run(args: argparse.Namespace) -> int:
                   "flagged fallback (the last accuracy)", file=sys.stderr)
         check_memory(args, config)
         check_run_estimate(args, config)
+        completed = resumable(args, config)
         with executor:
             doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
-                              progress=not args.quiet, executor=executor)
+                              progress=not args.quiet, executor=executor, completed=completed,
+                              on_candidate_done=lambda record: save_record(args.out, record))
     except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"ncap rank: error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(doc))
+    out = sys.stderr if args.json else sys.stdout
+    if args.json:
+        print(doc.to_json())
+    print(format_table(doc), file=out)
     if args.pareto:
         print(f"\nPareto view (ranking score, {doc.config.ranker}, against batch-1 latency):\n"
-              + format_table(doc, pareto_only=True))
+              + format_table(doc, pareto_only=True), file=out)
     print(f"\n{doc.dataset.source}: {doc.dataset.n_train} train / {doc.dataset.n_val} val images, "
-          f"{doc.config.epochs} epochs per candidate, {doc.wall_time_s:.0f} s in total.")
-    print(f"Wrote {args.out / 'ranking.json'}" + (f" and {', '.join(doc.plots)}" if doc.plots else ""))
+          f"{doc.config.epochs} epochs per candidate, {doc.wall_time_s:.0f} s in total.", file=out)
+    print(f"Wrote {args.out / 'ranking.json'}" + (f" and {', '.join(doc.plots)}" if doc.plots else ""), file=out)
     if all(r.status == "failed" for r in doc.candidates):
         print("ncap rank: every candidate failed", file=sys.stderr)
         return 1
     return 0
+
+
+def resumable(args: argparse.Namespace, config) -> dict[str, dict]:
+    """The candidate records an earlier run into ``--out`` finished with the same data and recipe (none with
+    ``--restart``, or when either changed: those records are removed, never mixed in); says what it reuses."""
+    from ncap.service.manifest import finished_records, run_fingerprint
+
+    completed = finished_records(args.out, run_fingerprint(args.data, config), reuse=not args.restart)
+    if completed:
+        print(f"ncap rank: reusing {len(completed)} candidates finished by an earlier run in {args.out} (same data "
+              f"and recipe): {', '.join(completed)}; --restart retrains them", file=sys.stderr)
+    return completed
 
 
 def run_manifest_command(args: argparse.Namespace, config, executor) -> int:
