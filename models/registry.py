@@ -29,8 +29,16 @@ from ncap.models.candidates import (
     parse_candidates,
 )
 
-__all__ = ["NamedCandidate", "candidate_catalog", "check_candidates", "is_named", "list_candidates", "register_candidate",
-           "resolve_candidates", "unbuilt_zoo_epochs"]
+__all__ = [
+    "NamedCandidate",
+    "check_candidates",
+    "is_named",
+    "list_candidates",
+    "named_candidates",
+    "register_candidate",
+    "resolve_candidates",
+    "unbuilt_zoo_epochs",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,12 @@ def _ensure_builtins() -> None:
                                              f"{weights.distribution}",
                            lambda progress, n=name, w=weights: CandidateSpec(
                                n, w.arch, pretrained.pretrained_weights_file(n), "file"))
+
+
+def named_candidates() -> dict[str, NamedCandidate]:
+    """Every registered candidate by name (a copy)."""
+    _ensure_builtins()
+    return dict(_REGISTRY)
 
 
 def list_candidates(kind: str | None = None) -> list[str]:
@@ -114,27 +128,6 @@ def _parse_entry(entry: str, *, allow_files: bool, require_local_weights: bool) 
         raise CandidateError(f"candidate {entry!r}: no cached pretrained weights for {spec.arch!r} (nothing is "
                              f"downloaded); use {path_fix}'{spec.arch}=random' or a named candidate (`ncap zoo list`)")
     return spec.name, None, spec
-
-
-def candidate_catalog() -> list[dict]:
-    """Every registered candidate with what a user picks by: ``name``, ``kind`` ("zoo" | "imagenet"),
-    ``description``, timm ``arch``, ``params_m`` (millions, backbone), native ``input_size`` (C, H, W) and
-    ``built`` (False: a zoo entry that would be pretrained first). Measured on the meta device, nothing built."""
-    from ncap.models import zoo
-    from ncap.models.memory import backbone_profile, candidate_architecture
-
-    _ensure_builtins()
-    out = []
-    for name, c in _REGISTRY.items():
-        arch, kwargs = candidate_architecture(name)
-        try:
-            profile = backbone_profile(arch, kwargs, zoo.ZOO_IMAGE_SIZE if c.kind == "zoo" else None)
-            params_m, size = round(profile.params / 1e6, 3), list(profile.input_size)
-        except (CandidateError, RuntimeError, ValueError):  # a candidate that cannot be profiled is still listed
-            params_m, size = None, None
-        out.append({"name": name, "kind": c.kind, "description": c.description, "arch": arch, "params_m": params_m,
-                    "input_size": size, "built": c.kind != "zoo" or zoo.is_built(name)})
-    return out
 
 
 def unbuilt_zoo_epochs(candidates: str | Sequence[str] | None) -> dict[str, float]:

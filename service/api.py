@@ -725,8 +725,8 @@ class NcapService:
         """Named candidates (with parameters and native input size), named datasets, the JSON schema of the
         recipe fields a job takes, the server's limits and who is asking: what the web page's forms are built
         from."""
+        from ncap.models.catalog import candidate_catalog
         from ncap.models.data import NAMED_DATASETS
-        from ncap.models.registry import candidate_catalog
 
         who, s = principal_of(ctx), self.settings
         schema = JobConfig.model_json_schema()

@@ -126,7 +126,7 @@ class RankingDocument(_Document):
 
     def table(self, pareto_only: bool = False) -> str:
         """The ranking table ``ncap rank`` prints."""
-        from ncap.service.ranking import format_table
+        from ncap.service.tables import format_table
 
         return format_table(self, pareto_only)
 
@@ -139,6 +139,6 @@ class RankingDocument(_Document):
                 f"{self.config.ranker}; {top}{failed}; .table() shows all>")
 
     def _repr_html_(self) -> str:
-        from ncap.service.ranking import html_table
+        from ncap.service.tables import html_table
 
         return html_table(self)

@@ -22,10 +22,10 @@ from ncap.models.recipe import Recipe
 from ncap.models.registry import resolve_candidates
 from ncap.service.documents import CandidateRecord, DatasetInfo, RankingDocument
 from ncap.service.executors import Executor, Hooks, LocalExecutor, load_training_data
+from ncap.service.tables import format_table, html_table, table_rows  # noqa: F401 - ranking.format_table stays
 
 __all__ = ["Cancelled", "failed_record", "format_table", "rank_runs", "run_ranking", "write_document"]
 log = logging.getLogger("ncap.ranking")
-ERROR_WIDTH = 60  # longer errors are cut in the table and printed in full below it
 
 
 def candidate_record(run: CandidateRun, config: Recipe) -> CandidateRecord:
@@ -173,79 +173,3 @@ def write_document(doc: RankingDocument, out_dir: Path, make_plots: bool = True)
     write_json(out_dir / "ranking.json", doc.to_json())
 
 
-def _status_cell(r: CandidateRecord) -> tuple[str, str | None]:
-    """(table cell, full error or None when the cell holds it whole)."""
-    status = r.status + (" (reused)" if r.reused else "")
-    if r.prediction_method == "fallback_last":
-        status += " (fallback: " + "; ".join(r.prediction_flags) + ")"
-    if r.status != "failed":
-        return status, None
-    err = (r.error or "").replace("\n", " ")
-    if len(err) <= ERROR_WIDTH:
-        return f"{status}: {err}", None
-    return f"{status}: {err[:ERROR_WIDTH - 1]}… (see below)", r.error
-
-
-def _cost_cells(r: CandidateRecord) -> tuple[str, str]:
-    params = "—" if r.n_params is None else f"{r.n_params / 1e6:.2f}M"
-    lat = r.latency_ms
-    ms = "—" if not lat else " / ".join(f"{lat[b]:.2f}" for b in sorted(lat))
-    return params, ms
-
-
-SCORE_COLUMNS = {"val_acc": "ranked by: last acc", "tse_ema": "ranked by: -TSE-EMA"}
-
-
-def _score_cell(r: CandidateRecord, ranker: str) -> str:
-    if r.score is None:
-        return "—"
-    if ranker == "tse_ema":
-        return f"{r.score:.3f}"
-    return f"{100 * r.score:.1f}" + (f" ± {100 * r.score_std:.1f}" if r.score_std is not None else "")
-
-
-def table_rows(doc: RankingDocument, pareto_only: bool = False) -> tuple[list[tuple[str, ...]], list[str]]:
-    """(header + one row per candidate, full errors too long for their cell): the ranking table's cells, shared
-    by the terminal table and the notebook view. ``pareto_only`` keeps the candidates on the score-latency
-    Pareto front, fastest first. Under a ranking rule other than beta_eff, the score the candidates are
-    ranked by gets its own column; the β_eff prediction is always shown."""
-    ranker = doc.config.ranker
-    extra = (SCORE_COLUMNS[ranker],) if ranker in SCORE_COLUMNS else ()
-    rows = [("rank", "candidate", *extra, "predicted acc (β_eff)", "P(best)", "last acc", "params", "ms/img b1 / b64",
-             "status")]
-    errors = []
-    records = doc.candidates
-    if pareto_only:
-        records = sorted((r for r in records if r.pareto), key=lambda r: r.latency_ms.get(1, float("inf")))
-    for r in records:
-        pred = "—" if r.predicted_accuracy is None else f"{100 * r.predicted_accuracy:.1f} ± {100 * (r.predicted_std or 0):.1f}"
-        last = "—" if r.observed_accuracy is None else f"{100 * r.observed_accuracy:.1f}"
-        status, full_error = _status_cell(r)
-        if full_error:
-            errors.append(f"{r.candidate}: {full_error}")
-        rows.append((str(r.rank), r.candidate + (" *" if r.pareto else ""), *((_score_cell(r, ranker),) if extra else ()),
-                     pred, "—" if r.p_best is None else f"{r.p_best:.2f}", last, *_cost_cells(r), status))
-    return rows, errors
-
-
-def format_table(doc: RankingDocument, pareto_only: bool = False) -> str:
-    """Plain-text ranking table for the terminal (:func:`table_rows`); long errors are printed in full below."""
-    rows, errors = table_rows(doc, pareto_only)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    shown = doc.candidates if not pareto_only else [r for r in doc.candidates if r.pareto]
-    note = ["", "* on the Pareto front of the ranking score against batch-1 latency"] if any(r.pareto for r in shown) else []
-    return "\n".join(lines + note + (["", "Errors:", *errors] if errors else []))
-
-
-def html_table(doc: RankingDocument) -> str:
-    """The ranking table as HTML (every cell escaped), for notebooks."""
-    import html
-
-    rows, errors = table_rows(doc)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    notes = "".join(f"<li>{html.escape(e)}</li>" for e in errors)
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            + (f"<p>Errors:</p><ul>{notes}</ul>" if notes else ""))
