@@ -499,3 +499,30 @@ def save_backbone(backbone: nn.Module, path: str | os.PathLike, *, arch: str, **
     save_file(sd, str(path), metadata={"ncap_format": "backbone-v1", "ncap_arch": arch,
                                        "ncap_create_kwargs": json.dumps(kw)})
     return path
+
+
+def save_candidate_model(backbone_state: dict, probe: nn.Module, path: str | os.PathLike, *, spec: CandidateSpec,
+                         metadata: dict) -> int:
+    """Write a fine-tuned candidate as one safetensors file: ``backbone.*`` (timm's key names, so plain timm
+    loads them into ``timm.create_model(arch, num_classes=0, **timm_kwargs)``) and ``probe.*`` (an
+    ``nn.Sequential`` of Linear/ReLU: index ``2k`` is the k-th Linear). ``metadata`` (arch, timm kwargs, class
+    names, recipe, timm data config, validation accuracy) is stored as JSON strings. The disk's free space is
+    checked first (:class:`OSError` when it is short). Returns the bytes written."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tensors = {f"backbone.{k}": v.detach().to("cpu").contiguous() for k, v in backbone_state.items()}
+    tensors.update({f"probe.{k}": v.detach().to("cpu").contiguous() for k, v in probe.state_dict().items()})
+    need = sum(t.numel() * t.element_size() for t in tensors.values()) + 65536
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if free < 1.1 * need:
+        raise OSError(f"not kept: {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free in {path.parent.name}")
+    meta = {"ncap_format": "candidate-model-v1", "ncap_arch": spec.arch,
+            **{f"ncap_{k}": json.dumps(v) for k, v in metadata.items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.clone() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path.stat().st_size

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,6 +69,8 @@ class CandidateRun:
     input_size: list[int] | None = None  # (C, H, W) the candidate was fed
     latency_ms: dict[int, float] = field(default_factory=dict)  # batch size -> inference ms per image
     weights_remap: dict | None = None  # how a checkpoint with other key names was mapped by order and shape
+    checkpoint_bytes: int | None = None  # size of the fine-tuned model written to ``checkpoint`` (None: not written)
+    checkpoint_error: str | None = None  # why it was not written (e.g. too little disk space)
     pruning: dict | None = None  # pruning report of the probe (Recipe.prune_sparsity)
 
     def to_dict(self) -> dict:
@@ -189,6 +192,7 @@ def fine_tune_candidate(
     on_epoch: Callable[[str, float, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     snapshots: list | None = None,
+    checkpoint: Path | None = None,
 ) -> CandidateRun:
     """Fine-tune ``spec`` on ``train`` for ``config.epochs`` and record its trajectory.
 
@@ -202,6 +206,9 @@ def fine_tune_candidate(
     snapshots : list, optional
         If given, receives up to ``config.max_snapshots`` probe weight snapshots (dict of float32 numpy
         arrays, thinned evenly in time) — never the backbone's weights.
+    checkpoint : Path, optional
+        Write the fine-tuned model there (:func:`~ncap.models.candidates.save_candidate_model`: the whole
+        backbone, frozen part included, and the probe) when training succeeds.
     """
     from ncap.models.candidates import build_candidate_model
 
@@ -210,6 +217,7 @@ def fine_tune_candidate(
     device = resolve_device(config.device)
     seed_everything(config.seed)
     model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden)
+    built = model  # its backbone keeps the frozen part; with trainable top/probe the trained top is a copy
     run.n_params = sum(p.numel() for p in model.parameters())
     run.weights_remap = getattr(model.backbone, "ncap_weight_remap", None)
     if config.trainable == "all":
@@ -235,8 +243,30 @@ def fine_tune_candidate(
     finally:
         hook.remove()
     _finish(run, tracker, observer, feeds, config, device, snapshots)
+    if checkpoint is not None and run.status == "ok":
+        _keep(run, built, feeds, spec, train, data_cfg, config, checkpoint)
     run.wall_time_s, run.cpu_time_s = time.perf_counter() - t_start, time.process_time() - c_start
     return run
+
+
+_TRANSFORM_KEYS = ("interpolation", "mean", "std", "crop_pct", "crop_mode")  # timm's create_transform arguments
+
+
+def _keep(run: CandidateRun, built, feeds: _Feeds, spec, train, data_cfg: dict, config: Recipe,
+          path: Path) -> None:
+    """Write the fine-tuned candidate to ``path``: the backbone's state (the trained top's tensors over the
+    frozen ones when only the top trained) and the probe, with what it takes to use it."""
+    from ncap.models.candidates import save_candidate_model
+
+    state = {**built.backbone.state_dict(), **feeds.model.backbone.state_dict()}
+    meta = {"timm_kwargs": spec.kwargs or {}, "class_names": list(train.class_names), "recipe": config.run_dict(),
+            "data_config": {"input_size": run.input_size, **{k: list(v) if isinstance(v, tuple) else v for k, v in
+                                                             data_cfg.items() if k in _TRANSFORM_KEYS}},
+            "input_size": run.input_size, "val_accuracy": run.val_accuracy[-1] if run.val_accuracy else None}
+    try:
+        run.checkpoint_bytes = save_candidate_model(state, feeds.model.probe, path, spec=spec, metadata=meta)
+    except OSError as exc:
+        run.checkpoint_error = str(exc)
 
 
 def _finish(run: CandidateRun, tracker: BetaEffTracker, observer: _Observer, feeds: _Feeds, config: Recipe,

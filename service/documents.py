@@ -76,6 +76,10 @@ class CandidateRecord(_Document):
     pruning_report: dict[str, Any] | None = Field(None, description="Degree distributions and power-law fits "
                                                                    "of the magnitude-pruned probe.")
     reused: bool = Field(False, description="Taken from an interrupted earlier attempt, not retrained.")
+    checkpoint: str | None = Field(None, description="The fine-tuned model kept next to ranking.json (top `keep` "
+                                   "candidates): a safetensors file of backbone.* (timm keys) and probe.*.")
+    checkpoint_bytes: int | None = Field(None, description="Its size on disk.")
+    checkpoint_error: str | None = Field(None, description="Why it was not kept (e.g. too little disk space).")
 
 
 class DatasetInfo(_Document):

@@ -5,6 +5,7 @@ The same function backs ``ncap rank``, ``ncap.rank`` and the web service. The do
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -38,7 +39,8 @@ def candidate_record(run: CandidateRun, config: Recipe) -> CandidateRecord:
         epoch=run.epoch, beta_numerator=run.beta_numerator.get(v, []), beta_denominator=run.beta_denominator.get(v, []),
         beta_eff_variants=run.beta_eff, wall_time_s=run.wall_time_s, beta_time_s=run.beta_time_s,
         train_time_s=run.train_time_s, feature_dim=run.feature_dim, n_params=run.n_params,
-        latency_ms=run.latency_ms, weights_remap=run.weights_remap, pruning_report=run.pruning)
+        latency_ms=run.latency_ms, weights_remap=run.weights_remap, pruning_report=run.pruning,
+        checkpoint_bytes=run.checkpoint_bytes, checkpoint_error=run.checkpoint_error)
     if run.status == "ok" and run.val_accuracy:
         try:
             p = score_run("beta_eff", beta_eff=rec.beta_eff, val_accuracy=rec.val_accuracy, train_loss=rec.train_loss,
@@ -110,9 +112,22 @@ def failed_record(name: str, error: str, config: Recipe) -> CandidateRecord:
     return candidate_record(CandidateRun(candidate=name, status="failed", error=error), config)
 
 
-def _train_one(spec, train, val, config: Recipe, **hooks) -> CandidateRecord:
+CHECKPOINTS = "checkpoints"  # the kept models' folder, next to ranking.json
+
+
+def checkpoint_name(candidate: str) -> str:
+    """File name of a candidate's kept model: its name made file-safe, plus a hash against collisions."""
+    import hashlib
+    import re
+
+    digest = hashlib.sha1(candidate.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9._=+-]+', '_', candidate)[:80]}-{digest}.safetensors"
+
+
+def _train_one(spec, train, val, config: Recipe, checkpoint_dir: Path | None = None, **hooks) -> CandidateRecord:
     try:
-        run = fine_tune_candidate(spec, train, val, config, **hooks)
+        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / checkpoint_name(spec.name)
+        run = fine_tune_candidate(spec, train, val, config, checkpoint=checkpoint, **hooks)
     except Cancelled:
         raise
     except Exception as exc:  # any failure of one candidate fails that candidate only; the traceback goes to the log
@@ -127,13 +142,16 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
                 on_candidate_done: Callable[[CandidateRecord], None] | None = None,
                 on_epoch: Callable[[str, float, dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                make_plots: bool = True, progress: bool = True, executor: Executor | None = None) -> RankingDocument:
+                make_plots: bool = True, progress: bool = True, executor: Executor | None = None,
+                keep: int = 0) -> RankingDocument:
     """Rank ``candidates`` on ``dataset`` (path or named dataset; None = the embedded digits).
 
     ``completed`` maps candidate names to records of a previous interrupted run: they are reused, not
     retrained. ``should_stop()`` is polled between steps and raises ``Cancelled``. ``executor`` runs the
     fine-tunes (default :class:`~ncap.service.executors.LocalExecutor`: one after another in this process;
     a :class:`~ncap.service.executors.RayExecutor` runs them as Ray tasks); hooks are called the same way.
+    ``keep``: the fine-tuned models of the top ``keep`` candidates are kept in ``out_dir/checkpoints`` (every
+    candidate's is written as it finishes, the others are removed once the ranking is known).
     """
     t0 = time.perf_counter()
     ds, data = load_training_data(dataset, config)
@@ -144,8 +162,10 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
     refused = {s.name: failed_record(s.name, problem, config) for s in specs if s.name not in reused
                and (problem := split_problem(s, config.trainable, config.image_size))}
     hooks = Hooks(on_candidate_start, on_epoch, on_candidate_done, should_stop, progress)
+    folder = None if out_dir is None else Path(out_dir) / CHECKPOINTS
+    train = functools.partial(_train_one, checkpoint_dir=folder) if folder is not None and keep > 0 else _train_one
     trained = (executor or LocalExecutor()).run([s for s in specs if s.name not in reused and s.name not in refused],
-                                                data, config, hooks, train=_train_one, fail=failed_record)
+                                                data, config, hooks, train=train, fail=failed_record)
     records = [reused.get(s.name) or refused.get(s.name) or trained[s.name] for s in specs]
     doc = RankingDocument(
         candidates=mark_pareto(rank_runs(records, seed=config.seed, ranker=config.ranker, t0=config.t0,
@@ -153,9 +173,24 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
         dataset=DatasetInfo(source=ds.source, n_images=len(ds.y), n_train=len(data.train.y), n_val=len(data.val.y),
                             classes=ds.class_names, image_shape=list(ds.x.shape[1:])),
         device=str(resolve_device(config.device)), wall_time_s=time.perf_counter() - t0)
+    if folder is not None:
+        keep_top(doc, folder, keep)  # keep=0 removes what an earlier run into out_dir kept
     if out_dir is not None:
         write_document(doc, Path(out_dir), make_plots=make_plots)
     return doc
+
+
+def keep_top(doc: RankingDocument, folder: Path, keep: int) -> None:
+    """Keep the models of the ``keep`` best-ranked candidates that succeeded (recorded in their records as
+    ``checkpoints/<file>``); remove every other model file in ``folder``."""
+    ranked = sorted((r for r in doc.candidates if r.status == "ok"), key=lambda r: r.rank)
+    kept = {checkpoint_name(r.candidate): r for r in ranked[:keep]}
+    for file in folder.glob("*.safetensors") if folder.is_dir() else []:
+        if file.name in kept:
+            record = kept[file.name]
+            record.checkpoint, record.checkpoint_bytes = f"{CHECKPOINTS}/{file.name}", file.stat().st_size
+        else:
+            file.unlink()
 
 
 def write_document(doc: RankingDocument, out_dir: Path, make_plots: bool = True) -> None:

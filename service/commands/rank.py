@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the ranking document (ranking.json) on stdout; the "
                    "table, progress and messages go to stderr")
+    p.add_argument("--keep", type=int, default=1, metavar="K", help="keep the fine-tuned models of the top K "
+                   "candidates in OUT/checkpoints (safetensors: backbone.* with timm's keys, probe.*; 0 keeps none; "
+                   "the disk's free space is checked before each is written) [default: %(default)s]")
     p.add_argument("--restart", action="store_true", help="retrain every candidate, even those an earlier run "
                    "into --out finished with the same data and recipe (by default they are reused)")
     p.add_argument("--max-memory-gb", type=float, default=None, metavar="GB",
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = recipe_from_args(args)
         executor = executor_from_args(args)
+        if args.keep < 0:
+            raise ValueError(f"--keep must be 0 or more, got {args.keep}")
         if args.manifest is not None:
             return run_manifest_command(args, config, executor)
         check_inputs(args)
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         with executor:
             doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
                               progress=not args.quiet, executor=executor, completed=completed,
-                              on_candidate_done=lambda record: save_record(args.out, record))
+                              on_candidate_done=lambda record: save_record(args.out, record), keep=args.keep)
     except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"ncap rank: error: {exc}", file=sys.stderr)
         return 2
@@ -115,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{doc.dataset.source}: {doc.dataset.n_train} train / {doc.dataset.n_val} val images, "
           f"{doc.config.epochs} epochs per candidate, {doc.wall_time_s:.0f} s in total.", file=out)
     print(f"Wrote {args.out / 'ranking.json'}" + (f" and {', '.join(doc.plots)}" if doc.plots else ""), file=out)
+    for r in doc.candidates:
+        if r.checkpoint or r.checkpoint_error:
+            print(f"Kept #{r.rank} {r.candidate}: {args.out / r.checkpoint} ({r.checkpoint_bytes / 1e6:.1f} MB)"
+                  if r.checkpoint else f"Not kept: {r.candidate}: {r.checkpoint_error}", file=out)
     if all(r.status == "failed" for r in doc.candidates):
         print("ncap rank: every candidate failed", file=sys.stderr)
         return 1
