@@ -68,3 +68,30 @@ def test_kept_models_load_in_plain_timm_and_give_the_logged_accuracy(tmp_path, c
         assert meta["ncap_val_accuracy"] == pytest.approx(logged)
     assert main([*args, "--keep", "0", "--restart"]) == 0  # keep none: the folder is emptied
     assert not list((out / "checkpoints").glob("*.safetensors"))
+
+
+def test_the_readme_example_loads_a_kept_model_and_classifies_an_image(tmp_path, capsys):
+    """The README's "Use the winner" block, run as written on a kept model and a digits image."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Use the winner"):]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    ds = load_dataset("digits")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=ds.x[::6, 0], y=ds.y[::6])
+    assert main(["rank", "--data", str(data), "--candidates", "resnet10t=random", "--epochs", "2", "--image-size", "32",
+                 "--probe-width", "16", "--beta-batch-size", "16", "--num-workers", "0", "--quiet", "--no-plots",
+                 "--out", str(tmp_path / "out")]) == 0
+    kept = json.loads((tmp_path / "out" / "ranking.json").read_text())["candidates"][0]["checkpoint"]
+    Image.fromarray((ds.x[1, 0] * 255 / ds.x.max()).astype(np.uint8)).save(tmp_path / "cell.png")
+    code = code.replace("runs/rank/checkpoints/<the file named in ranking.json>.safetensors", str(tmp_path / "out" / kept))
+    (tmp_path / "example.py").write_text(code)
+    r = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() in [str(c) for c in range(10)]
