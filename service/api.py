@@ -659,7 +659,8 @@ class NcapService:
     @bentoml.api(route="/jobs/artifacts", input_spec=JobRef)
     @_rejections
     def artifacts(self, job_id: str, ctx: bentoml.Context = None) -> Annotated[Path, ContentType("application/zip")]:
-        """A zip of a finished job's ranking.json and plots."""
+        """A zip of a finished job's ranking.json, its plots and the winner's fine-tuned model
+        (``checkpoints/*.safetensors``: backbone.* with timm's keys, probe.*; README "Use the winner")."""
         job = self._job(job_id, principal_of(ctx))
         if job["state"] != DONE:
             raise Rejected(409, f"job {job_id} is {job['state']}; artifacts exist once it is done")
@@ -672,6 +673,8 @@ class NcapService:
                 zf.writestr("ranking.json", json.dumps(doc, indent=2))
                 for n in self._plots(job, doc):
                     zf.write(out_dir / n, n)
+                for name in kept_models(doc, out_dir):  # the winner's fine-tuned model (ncap rank --keep)
+                    zf.write(out_dir / name, name, compress_type=zipfile.ZIP_STORED)
             tmp.replace(target)
         return target
 
@@ -788,6 +791,12 @@ class NcapService:
             finished_at=job["finished_at"], attempts=job["attempts"], cancel_requested=job["cancel_requested"],
             dataset=job["dataset_name"] or "digits", config=job["config"], progress=Progress(**prog),
             candidates=items, error=job.get("error"), error_detail=None)
+
+
+def kept_models(doc: dict, out_dir: Path) -> list[str]:
+    """The kept model files a ranking document names (``checkpoints/<file>``) that exist in ``out_dir``."""
+    names = [str(r.get("checkpoint")) for r in doc.get("candidates", []) or [] if isinstance(r, dict) and r.get("checkpoint")]
+    return [n for n in names if n.startswith("checkpoints/") and "/" not in n[12:] and (out_dir / n).is_file()]
 
 
 def zip_disk_charge(path: Path) -> int:

@@ -535,6 +535,8 @@ class _JobHooks:
                                   "should_stop": self.should_stop, "make_plots": True, "progress": False}
         if _declares(runner, "on_candidate_start"):
             kwargs["on_candidate_start"] = self.on_candidate_start
+        if _declares(runner, "keep"):  # the winner's fine-tuned model, offered in the job's artifacts
+            kwargs["keep"] = 1
         if executor is not None:
             if not _declares(runner, "executor"):
                 raise SystemExit(f"runner {runner!r} takes no executor: use executor 'local' with it")

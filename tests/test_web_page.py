@@ -45,7 +45,7 @@ def _classes(dataset) -> list[str]:
 
 
 def paced_runner(dataset, candidates, config, out_dir, *, completed=None, on_candidate_start=None,
-                 on_candidate_done=None, on_epoch=None, should_stop=None, **_):
+                 on_candidate_done=None, on_epoch=None, should_stop=None, keep=0, **_):
     """A ranking function that trains nothing: ``config.epochs`` epochs of EPOCH_S seconds per candidate
     (SLOW_EPOCH_S for labels starting 'slow'), two observations per epoch reported through ``on_epoch``; a
     made-up trajectory per candidate; labels starting 'broken' fail with :data:`XSS_ERROR`. The document goes
@@ -93,6 +93,16 @@ def paced_runner(dataset, candidates, config, out_dir, *, completed=None, on_can
         candidates=mark_pareto(rank_runs(records, seed=config.seed, ranker=config.ranker, t0=config.t0)),
         config=config, dataset=DatasetInfo(source=str(dataset or "digits"), n_images=12 * len(classes), n_train=10,
                                            n_val=2, classes=classes), wall_time_s=1.0)
+    if keep:  # a stand-in for the winner's kept model (the real one: tests/test_keep.py)
+        from ncap.service.ranking import keep_top
+
+        best = next(r for r in doc.candidates if r.status == "ok")
+        folder = Path(out_dir) / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        from ncap.service.ranking import checkpoint_name
+
+        (folder / checkpoint_name(best.candidate)).write_bytes(b"weights of " + best.candidate.encode())
+        keep_top(doc, folder, keep)
     write_document(doc, Path(out_dir), make_plots=True)
     return doc
 
@@ -304,7 +314,7 @@ def test_submit_shows_progress_then_ranking_and_plots(page, server):
     failed = page.text_content("#failed li")
     assert failed == "broken: " + XSS_ERROR  # the reason, shown as text
     assert page.query_selector("#failed img") is None
-    assert "not offered by the service yet" in page.text_content("#weights-note")
+    assert "the winner's fine-tuned model" in page.text_content("#weights-note")
 
     page.wait_for_function("document.querySelectorAll('#plots img[data-plot]').length === 3")
     page.wait_for_function("[...document.querySelectorAll('#plots img')].every(i => i.complete && i.naturalWidth > 0)")
@@ -318,6 +328,13 @@ def test_submit_shows_progress_then_ranking_and_plots(page, server):
     assert download.suggested_filename == "ranking.json"
     doc = json.loads(Path(download.path()).read_text())
     assert [c["candidate"] for c in doc["candidates"]] == ["a", "broken"]
+    with page.expect_download() as info:
+        page.click("#download-artifacts")
+    import zipfile
+
+    with zipfile.ZipFile(info.value.path()) as zf:
+        kept = doc["candidates"][0]["checkpoint"]
+        assert kept.startswith("checkpoints/") and zf.read(kept) == b"weights of a" and "ranking.json" in zf.namelist()
 
 
 def test_jobs_list_cancel_and_delete_ask_first(page, server):

@@ -1146,10 +1146,15 @@
             (doc.wall_time_s ? " in " + fmtDuration(doc.wall_time_s) : "") + "." }),
           el("div", { class: "actions" },
             el("button", { type: "button", id: "download-ranking", class: "primary", text: "Download ranking.json",
-                           on: { click: function () { download(doc); } } })),
+                           on: { click: function () { download(doc); } } }),
+            cands.some(function (r) { return r.checkpoint; })
+              ? el("button", { type: "button", id: "download-artifacts", text: "Download the winner's model (zip)",
+                               on: { click: function () { downloadArtifacts(); } } }) : null),
           el("p", { class: "note", id: "weights-note",
-                    text: "The winner's fine-tuned weights are not offered by the service yet; " +
-                          "the ranking tells you which model to fine-tune in full." })));
+                    text: cands.some(function (r) { return r.checkpoint; })
+                      ? "The zip holds ranking.json, the plots and the winner's fine-tuned model " +
+                        "(checkpoints/*.safetensors; the README's \"Use the winner\" loads it with timm)."
+                      : "No fine-tuned model was kept for this job." })));
 
       var failed = cands.filter(function (r) { return r.status === "failed"; });
       if (failed.length) {
@@ -1214,6 +1219,16 @@
         holder.textContent = "Could not load " + name + ": " + describe(err);
       });
       return fig;
+    }
+
+    async function downloadArtifacts() {
+      var blob = await api("/jobs/artifacts", { job_id: jobId }, { as: "blob" });
+      var url = URL.createObjectURL(blob);
+      var a = el("a", { href: url, download: "ncap-" + jobId + ".zip", class: "visually-hidden", text: "zip" });
+      document.body.appendChild(a);
+      a.click();
+      document.body.removeChild(a);
+      setTimeout(function () { URL.revokeObjectURL(url); }, 30000);
     }
 
     function download(doc) {
