@@ -307,33 +307,42 @@ class GuardMiddleware:
                     "error": f"request body exceeds the limit of {limit} bytes for {path}"})
 
 
-def _error_shape(send: Any) -> Any:
-    """Give every 4xx JSON body the shape ``{"error": "<what is wrong>", ...}``: BentoML answers its own 4xx
-    with a one-element list (``[{"error": ...}]``, a tuple in its code), and a failed model validation with
-    ``{"error": "1 validation error for Input", "detail": [...]}``, whose first line says nothing; that
-    line becomes ``<field>: <message>; ...`` from the details."""
+def _rewritten(send: Any, hold: Any, rewrite: Any) -> Any:
+    """An ASGI ``send`` that buffers the body of a response whose start message ``hold(start)`` accepts and
+    sends ``rewrite(body)`` instead, with its Content-Length fixed; other responses pass unchanged."""
     held: dict | None = None
     chunks: list[bytes] = []
 
-    async def shaped(message: dict) -> None:
+    async def wrapped(message: dict) -> None:
         nonlocal held
-        if message["type"] == "http.response.start":
-            ctype = dict(message.get("headers") or []).get(b"content-type", b"")
-            if 400 <= message["status"] < 500 and ctype.startswith(b"application/json"):
-                held = message
-                return
-        elif held is not None and message["type"] == "http.response.body":
+        if message["type"] == "http.response.start" and hold(message):
+            held = message
+            return
+        if held is not None and message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = _reshape(b"".join(chunks))
+            body = rewrite(b"".join(chunks))
             headers = [(k, v) for k, v in held.get("headers") or [] if k != b"content-length"]
             await send({**held, "headers": headers + [(b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return
         await send(message)
 
-    return shaped
+    return wrapped
+
+
+def _error_shape(send: Any) -> Any:
+    """Give every 4xx JSON body the shape ``{"error": "<what is wrong>", ...}``: BentoML answers its own 4xx
+    with a one-element list (``[{"error": ...}]``, a tuple in its code), and a failed model validation with
+    ``{"error": "1 validation error for Input", "detail": [...]}``, whose first line says nothing; that
+    line becomes ``<field>: <message>; ...`` from the details."""
+
+    def json_4xx(start: dict) -> bool:
+        ctype = dict(start.get("headers") or []).get(b"content-type", b"")
+        return 400 <= start["status"] < 500 and ctype.startswith(b"application/json")
+
+    return _rewritten(send, json_4xx, _reshape)
 
 
 ERROR_SCHEMA = {
@@ -362,26 +371,8 @@ def declare_errors(spec: dict) -> dict:
 
 def _spec_with_errors(send: Any) -> Any:
     """An ASGI ``send`` that rewrites the OpenAPI document (``/docs.json``) with :func:`declare_errors`."""
-    held: dict | None = None
-    chunks: list[bytes] = []
-
-    async def rewrite(message: dict) -> None:
-        nonlocal held
-        if message["type"] == "http.response.start" and message["status"] == 200:
-            held = message
-            return
-        if held is not None and message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            body = json.dumps(declare_errors(json.loads(b"".join(chunks)))).encode()
-            headers = [(k, v) for k, v in held.get("headers") or [] if k != b"content-length"]
-            await send({**held, "headers": headers + [(b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await send(message)
-
-    return rewrite
+    return _rewritten(send, lambda start: start["status"] == 200,
+                      lambda body: json.dumps(declare_errors(json.loads(body))).encode())
 
 
 def _reshape(body: bytes) -> bytes:

@@ -272,13 +272,20 @@ def test_new_ranking_form_is_generated_from_the_schema(page, server):
         assert first in visible and len(visible) < len(catalog["candidates"])
 
 
-def test_submit_shows_progress_then_ranking_and_plots(page, server):
+def _new_ranking(page, server, candidates: str) -> list:
+    """Sign in on the new-ranking form with ``candidates`` typed in; returns the list that collects the
+    page's /jobs/submit requests."""
     sign_in(page, server)
-    sent = []
+    sent: list = []
     page.on("request", lambda r: sent.append(r) if r.url.endswith("/jobs/submit") else None)
-    page.select_option("#dataset-name", "digits")
-    page.fill("#candidate-custom", "a:resnet10t=random, broken:resnet10t=random")
+    page.fill("#candidate-custom", candidates)
     page.press("#candidate-custom", "Enter")
+    return sent
+
+
+def test_submit_shows_progress_then_ranking_and_plots(page, server):
+    sent = _new_ranking(page, server, "a:resnet10t=random, broken:resnet10t=random")
+    page.select_option("#dataset-name", "digits")
     page.fill("#field-epochs", "4")  # the default is 4: not sent
     page.fill("#field-epochs", "5")
     page.fill("#field-image_size", "32")
@@ -365,11 +372,7 @@ def test_jobs_list_cancel_and_delete_ask_first(page, server):
 
 
 def test_refusals_are_shown_where_they_belong(page, server):
-    sign_in(page, server)
-    submits = []
-    page.on("request", lambda r: submits.append(r) if r.url.endswith("/jobs/submit") else None)
-    page.fill("#candidate-custom", "resnet10t=random")
-    page.press("#candidate-custom", "Enter")
+    submits = _new_ranking(page, server, "resnet10t=random")
     page.fill("#field-image_size", "32")
 
     # a file over the server's max_upload_bytes (1 MiB here): refused before anything is sent
