@@ -377,18 +377,19 @@ def load_dataset(source: str | os.PathLike | None = None, *, image_size: int | t
     raise DataError(f"{path}: unsupported dataset file (expected a .npz, a .zip or an ImageFolder directory)")
 
 
-def missing_dataset_error(source: str | os.PathLike) -> DataError:
+def missing_dataset_error(source: str | os.PathLike, files: bool = True) -> DataError:
     """The one error for a dataset that is neither a file, a folder nor a named dataset: a bare name (no
-    folder, no suffix) gets the known named datasets and the closest of them; a path gets "no such file"."""
+    folder, no suffix) gets the known named datasets and the closest of them; a path gets "no such file".
+    ``files=False``: where only named datasets are taken (the service), the same words without the file."""
     import difflib
 
     text = str(source)
-    if isinstance(source, str) and "/" not in text and "\\" not in text and not Path(text).suffix:
+    if not files or isinstance(source, str) and "/" not in text and "\\" not in text and not Path(text).suffix:
         known = ", ".join(f"{k} ({v})" for k, v in NAMED_DATASETS.items())
         close = difflib.get_close_matches(text, list(NAMED_DATASETS), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        return DataError(f"unknown dataset {text!r}: no such file or directory, and not a named dataset; "
-                         f"{hint}known named datasets: {known}")
+        where = "no such file or directory, and not a named dataset" if files else "not a named dataset"
+        return DataError(f"unknown dataset {text!r}: {where}; {hint}known named datasets: {known}")
     return DataError(f"{Path(source).expanduser()}: no such file or directory")
 
 

@@ -393,6 +393,19 @@ def validate_candidates(names: list[str], settings: ServiceSettings) -> list[tup
     return list(zip(entries, shown))
 
 
+def check_recipe(config) -> None:
+    """400 for a recipe the ranking would refuse (``Recipe``'s own checks, e.g. too few observations for the
+    beta_eff ranker), with the same words as ``ncap rank`` and ``ncap.rank``."""
+    from pydantic import ValidationError
+
+    from ncap.service.jobs import job_recipe
+
+    try:
+        job_recipe(config.model_dump())
+    except ValidationError as exc:
+        raise Rejected(400, "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from exc
+
+
 def check_zoo_builds(entries: list[str], epochs: int, settings: ServiceSettings) -> None:
     """400 for zoo candidates that are not built on this server, unless the operator allows building them;
     then their pretraining epochs count against ``max_epochs`` with the job's own."""
@@ -516,6 +529,9 @@ class NcapService:
         s = self.settings
         if config.epochs > s.max_epochs:
             raise Rejected(400, f"epochs={config.epochs} is out of range 1..{s.max_epochs} (max_epochs)")
+        if upload is None and config.dataset:  # an unknown dataset is said before any other check
+            self._check_named(config.dataset)
+        check_recipe(config)
         pairs = validate_candidates(config.candidates, s) or [(n, n) for n in default_candidates()]
         check_zoo_builds([entry for entry, _name in pairs], config.epochs, s)
         if upload is not None and config.dataset:
@@ -575,12 +591,11 @@ class NcapService:
 
     @staticmethod
     def _check_named(name: str):
-        from ncap.models.data import NAMED_DATASETS, DataError
+        from ncap.models.data import NAMED_DATASETS, DataError, missing_dataset_error
         from ncap.models.memory import named_dataset_shape
 
-        if name not in NAMED_DATASETS:
-            raise Rejected(400, f"unknown named dataset {name!r}; known: {', '.join(sorted(NAMED_DATASETS))} "
-                                "(or upload a .npz / .zip file)")
+        if name not in NAMED_DATASETS:  # the CLI's and ncap.rank's words, for the service's named datasets
+            raise Rejected(400, f"{missing_dataset_error(name, files=False)} (or upload a .npz / .zip file)")
         try:
             return named_dataset_shape(name)
         except DataError as exc:  # a named dataset whose package is not installed on this server
