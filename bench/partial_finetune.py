@@ -98,7 +98,30 @@ def views_markdown(doc: dict) -> str:
         acc = np.array([r["val_acc"] for r in rs]) * 100
         cache = max(r["cache_s"] for r in rs)
         lines.append(f"| {cand} | {k} | {acc.mean():.1f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.1f} | {cache:.0f} |")
+    lines += ["", *views_pooled(doc["rows"])]
     return "\n".join(lines) + "\n"
+
+
+def views_pooled(rows: list[dict]) -> list[str]:
+    """Per number of views, pooled over candidates: the mean last accuracy, and its paired difference from
+    each other K (same candidate and seed) with a t interval over the pairs."""
+    from scipy import stats
+
+    acc = {(r["candidate"], r["seed"], r["views"]): 100 * r["val_acc"] for r in rows}
+    ks = sorted({r["views"] for r in rows})
+    out = ["| views | mean last val acc, pooled | difference from the next K (paired, 95 % t interval) |",
+           "|---|---|---|"]
+    for i, k in enumerate(ks):
+        mine = [v for (c, s, kk), v in acc.items() if kk == k]
+        cell = "—"
+        if i + 1 < len(ks):
+            d = np.array([acc[(c, s, k)] - acc[(c, s, ks[i + 1])] for (c, s, kk) in acc if kk == k
+                          and (c, s, ks[i + 1]) in acc])
+            if len(d) > 1:
+                half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+                cell = f"K={k} − K={ks[i + 1]}: {d.mean():+.2f} [{d.mean() - half:+.2f}, {d.mean() + half:+.2f}] pt over {len(d)} pairs"
+        out.append(f"| {k} | {np.mean(mine):.2f} | {cell} |")
+    return out
 
 
 def main(argv=None) -> None:

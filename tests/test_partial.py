@@ -281,3 +281,26 @@ def test_the_estimate_times_each_candidate_at_the_size_the_run_feeds_it():
     assert all(c.seconds["caching"] > 0 and c.cache_bytes > 0 for c in est.candidates)
     sized = estimate_run("resnet10t=random", Recipe(epochs=1, image_size=64), shape)
     assert sized.candidates[0].input_size == (3, 64, 64) and "caching" not in sized.candidates[0].seconds
+
+
+def test_views_pooled_pairs_runs_by_candidate_and_seed():
+    """The cached-views summary: paired differences (same candidate and seed) against scipy's t interval."""
+    import numpy as np
+    from scipy import stats
+
+    from ncap.bench.partial_finetune import views_pooled
+
+    rng = np.random.default_rng(0)
+    rows, diffs = [], []
+    for cand in ("a", "b"):
+        for seed in range(3):
+            base = rng.uniform(0.6, 0.8)
+            gain = rng.normal(0.01, 0.005)
+            rows += [{"candidate": cand, "seed": seed, "views": 1, "val_acc": base},
+                     {"candidate": cand, "seed": seed, "views": 2, "val_acc": base + gain}]
+            diffs.append(-100 * gain)
+    lines = views_pooled(rows)
+    d = np.array(diffs)
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert f"K=1 − K=2: {d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] pt over 6 pairs" in lines[2]
+    assert lines[3].startswith("| 2 | ") and f"{100 * np.mean([r['val_acc'] for r in rows if r['views'] == 2]):.2f}" in lines[3]
