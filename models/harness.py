@@ -193,6 +193,7 @@ def fine_tune_candidate(
     should_stop: Callable[[], bool] | None = None,
     snapshots: list | None = None,
     checkpoint: Path | None = None,
+    probe_state: dict | None = None,
 ) -> CandidateRun:
     """Fine-tune ``spec`` on ``train`` for ``config.epochs`` and record its trajectory.
 
@@ -209,6 +210,8 @@ def fine_tune_candidate(
     checkpoint : Path, optional
         Write the fine-tuned model there (:func:`~ncap.models.candidates.save_candidate_model`: the whole
         backbone, frozen part included, and the probe) when training succeeds.
+    probe_state : dict, optional
+        Start the probe from this state dict (continuing a kept model) instead of a fresh initialisation.
     """
     from ncap.models.candidates import build_candidate_model
 
@@ -218,6 +221,8 @@ def fine_tune_candidate(
     seed_everything(config.seed)
     model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden)
     built = model  # its backbone keeps the frozen part; with trainable top/probe the trained top is a copy
+    if probe_state is not None:
+        model.probe.load_state_dict(probe_state)
     run.n_params = sum(p.numel() for p in model.parameters())
     run.weights_remap = getattr(model.backbone, "ncap_weight_remap", None)
     if config.trainable == "all":

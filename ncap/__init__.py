@@ -7,6 +7,7 @@ The public API (each name is imported on first use, so ``import ncap`` stays lig
     ncap.p_best                  P(each candidate is the best) from Gaussian predictions
     ncap.rank                    the `ncap rank` pipeline as a function -> ncap.RankingDocument
     ncap.Recipe                  every fine-tuning / ranking setting, declared once (pydantic)
+    ncap.finetune                continue a candidate `ncap rank --keep` kept to a full fine-tune
 
 Optional integrations (not imported by ``import ncap``): ``ncap.integrations.optuna.CapacitancePruner``
 (``pip install 'ncap[optuna]'``) and ``ncap.integrations.ray_tune.CapacitanceScheduler`` (``'ncap[ray]'``).
@@ -30,12 +31,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from ncap.capacitance.tracker import BetaEffTracker
     from ncap.models.recipe import Recipe
     from ncap.service.documents import RankingDocument
+    from ncap.service.finetune import finetune
 
 try:
     __version__ = importlib.metadata.version("ncap")
 except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
-__all__ = ["BetaEffTracker", "Prediction", "RankingDocument", "Recipe", "__version__", "p_best",
+__all__ = ["BetaEffTracker", "Prediction", "RankingDocument", "Recipe", "__version__", "finetune", "p_best",
            "predict_final_accuracy", "rank"]
 
 # public name -> module defining it (PEP 562 lazy attributes: the heavy modules import on first use)
@@ -46,6 +48,7 @@ LAZY_NAMES = {
     "p_best": "ncap.capacitance.predictor",
     "Recipe": "ncap.models.recipe",
     "RankingDocument": "ncap.service.documents",
+    "finetune": "ncap.service.finetune",
 }
 
 

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "ncap.service.commands.bench",
     "ncap.service.commands.serve",
     "ncap.service.commands.keys",
+    "ncap.service.commands.finetune",
     "ncap.service.commands.prune",
     "ncap.service.commands.powerlaw",
     "ncap.service.commands.sparse_train",

@@ -95,3 +95,40 @@ def test_the_readme_example_loads_a_kept_model_and_classifies_an_image(tmp_path,
     r = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() in [str(c) for c in range(10)]
+
+
+def test_finetune_continues_the_kept_model_and_reports_against_the_prediction(tmp_path, capsys):
+    """`ncap finetune RUN_DIR` starts from the kept weights (at a vanishing learning rate it keeps the kept
+    model's accuracy, far above a fresh start), writes the continued model, and refuses what cannot be done."""
+    import ncap
+
+    ds = load_dataset("digits")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=ds.x[::2, 0], y=ds.y[::2])
+    run_dir = tmp_path / "run"
+    tiny = ["--image-size", "32", "--probe-width", "64", "--beta-batch-size", "16", "--num-workers", "0", "--quiet",
+            "--no-plots", "--augmentation", "none"]
+    assert main(["rank", "--data", str(data), "--candidates", "resnet10t=random", "--epochs", "3", *tiny,
+                 "--out", str(run_dir)]) == 0
+    kept = json.loads((run_dir / "ranking.json").read_text())["candidates"][0]
+    capsys.readouterr()
+    assert main(["finetune", str(run_dir), "--epochs", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "resnet10t=random: 2 more epochs, last validation accuracy" in printed and "the ranking predicted" in printed
+    assert (run_dir / "finetuned" / "finetuned.safetensors").is_file()
+    # the continuation starts where the ranking stopped: with lr ~ 0 the accuracy stays the kept model's
+    still = ncap.finetune(run_dir, epochs=1, out_dir=tmp_path / "ft", progress=False, lr=1e-12)
+    assert kept["val_accuracy"][-1] > 0.3  # far above a fresh start's chance level (0.1)
+    assert still.val_accuracy == pytest.approx(kept["val_accuracy"][-1], abs=0.03)
+    assert still.predicted_accuracy == kept["predicted_accuracy"]
+    # refusals: a ranking without kept models, a name that is not there, other data
+    assert main(["rank", "--data", str(data), "--candidates", "resnet10t=random", "--epochs", "2", *tiny, "--out",
+                 str(tmp_path / "nokeep"), "--keep", "0"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", str(tmp_path / "nokeep"), "--epochs", "1"]) == 2
+    assert "was not kept: rerun `ncap rank` with --keep" in capsys.readouterr().err
+    assert main(["finetune", str(run_dir), "--candidate", "nope", "--epochs", "1"]) == 2
+    assert "no candidate 'nope'" in capsys.readouterr().err
+    np.savez(data, x=ds.x[1::2, 0], y=ds.y[1::2])
+    assert main(["finetune", str(run_dir), "--epochs", "1"]) == 2
+    assert "not the data" in capsys.readouterr().err
