@@ -26,3 +26,19 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
             if path and not (md.parent / path).exists():
                 broken.append(f"{md.relative_to(root)} -> {target}")
     assert not broken, broken
+
+
+def test_the_readme_layout_names_every_package_module():
+    """Every module of the installed package (the layer folders and ncap/) appears by name in the README's
+    Layout block, so the map does not drift from the tree."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    section = text[text.index("## Layout"):]
+    block = section[section.index("```"):section.index("```", section.index("```") + 3)]
+    missing = [str(f.relative_to(root)) for d in ("capacitance", "models", "bench", "service", "ncap")
+               for f in (root / d).rglob("*.py") if f.name != "__init__.py" and "__pycache__" not in f.parts
+               and not re.search(rf"(?<![\w]){re.escape(f.stem)}(\.py)?(?![\w])", block)]
+    assert missing == []
