@@ -101,7 +101,9 @@ class Recipe(BaseModel):
                     "classifier only, on cached pooled features.")] = "all"
     cached_views: Annotated[int, JOB, Field(
         ge=1, le=16, description="trainable top/probe: augmented views cached per training image (each epoch "
-                                 "reads one at random); 1 with augmentation none.")] = 2
+                                 "reads one at random); 1 with augmentation none. Default 1: on elpv, 2 and 4 "
+                                 "views gave no better accuracy (bench/results/partial_views.md) and cost more "
+                                 "caching.")] = 1
     seed: Annotated[int, JOB, Field(ge=0, le=2**31 - 1, description="Seed of the split, the probe batch and "
                                                                   "the training order.")] = 0
     variant: Annotated[VariantName, JOB, Field(
