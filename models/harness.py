@@ -36,7 +36,7 @@ from ncap.models.probe import CandidateModel
 from ncap.models.recipe import Recipe
 from ncap.models.training import Cancelled, DivergedError, TrainSettings, evaluate_accuracy, seed_everything
 
-__all__ = ["Cancelled", "CandidateRun", "evaluate_accuracy", "fine_tune_candidate", "probe_pruning_report",
+__all__ = ["Cancelled", "CandidateRun", "CandidateSession", "evaluate_accuracy", "fine_tune_candidate", "probe_pruning_report",
            "resolve_device"]
 
 
@@ -182,20 +182,20 @@ def _cached_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Rec
                   input_size, whole)
 
 
-def fine_tune_candidate(
-    spec,
-    train,
-    val,
-    config: Recipe,
-    *,
-    progress: bool = True,
-    on_epoch: Callable[[str, float, dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    snapshots: list | None = None,
-    checkpoint: Path | None = None,
-    probe_state: dict | None = None,
-) -> CandidateRun:
-    """Fine-tune ``spec`` on ``train`` for ``config.epochs`` and record its trajectory.
+def fine_tune_candidate(spec, train, val, config: Recipe, **options) -> CandidateRun:
+    """Fine-tune ``spec`` on ``train`` for ``config.epochs`` and record its trajectory: a
+    :class:`CandidateSession` advanced to the end at once (the options are its own)."""
+    session = CandidateSession(spec, train, val, config, **options)
+    session.advance(config.epochs)
+    return session.finish()
+
+
+class CandidateSession:
+    """One candidate's fine-tune, advanced in pieces: ``advance(epoch)`` trains (and observes) up to ``epoch``;
+    ``finish()`` ends it and returns the :class:`CandidateRun`. Advancing to ``config.epochs`` at once is
+    :func:`fine_tune_candidate`; successive halving and time budgets (``ncap.models.allocation``) advance
+    several sessions in turns, each drawing from its own random generators, so a candidate trained in pieces
+    records what it would record trained at once (bit for bit on CPU).
 
     Parameters
     ----------
@@ -213,45 +213,109 @@ def fine_tune_candidate(
     probe_state : dict, optional
         Start the probe from this state dict (continuing a kept model) instead of a fresh initialisation.
     """
-    from ncap.models.candidates import build_candidate_model
 
-    t_start, c_start = time.perf_counter(), time.process_time()
-    run = CandidateRun(candidate=spec.name)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    model, data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden)
-    built = model  # its backbone keeps the frozen part; with trainable top/probe the trained top is a copy
-    if probe_state is not None:
-        model.probe.load_state_dict(probe_state)
-    run.n_params = sum(p.numel() for p in model.parameters())
-    run.weights_remap = getattr(model.backbone, "ncap_weight_remap", None)
-    if config.trainable == "all":
-        feeds = _full_feeds(model, data_cfg, train, val, config, device)
-    else:
-        feeds = _cached_feeds(model, data_cfg, train, val, config, device, progress, run)
-    model, train_loader = feeds.model, feeds.train_loader
-    run.feature_dim, run.input_size = model.probe.in_features, list(feeds.input_size)
-    tracker = BetaEffTracker(model.probe, variant=config.variant, extra_variants=config.extra_variants,
-                             extra_variants_until=config.extra_variants_until, batch_size=config.beta_batch_size,
-                             max_magnitude_flops=config.max_magnitude_flops, t0=config.t0, enabled=config.track_beta)
-    settings = TrainSettings.from_recipe(config)
-    observer = _Observer(run, model, tracker, (feeds.val_loader, feeds.val_labels), feeds.fixed, config, device,
-                         len(train_loader), on_epoch, snapshots)
-    observer.cpu_start = c_start
-    hook = model.probe.register_forward_pre_hook(observer.see_features)
-    try:
-        result = training.train(model, train_loader, settings, device=device, on_step=observer.on_step,
-                                should_stop=should_stop, progress=progress, desc=spec.name)
-        run.train_time_s, run.train_cpu_s, run.images_per_s = result.seconds, result.cpu_seconds, result.images_per_s
-    except DivergedError as exc:
-        run.status, run.error = "failed", str(exc)
-    finally:
-        hook.remove()
-    _finish(run, tracker, observer, feeds, config, device, snapshots)
-    if checkpoint is not None and run.status == "ok":
-        _keep(run, built, feeds, spec, train, data_cfg, config, checkpoint)
-    run.wall_time_s, run.cpu_time_s = time.perf_counter() - t_start, time.process_time() - c_start
-    return run
+    def __init__(self, spec, train, val, config: Recipe, *, progress: bool = True,
+                 on_epoch: Callable[[str, float, dict], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, snapshots: list | None = None,
+                 checkpoint: Path | None = None, probe_state: dict | None = None):
+        from ncap.models.candidates import build_candidate_model
+
+        self.t_start, self.c_start = time.perf_counter(), time.process_time()
+        self.spec, self.train_data, self.config, self.checkpoint = spec, train, config, checkpoint
+        self.snapshots, self.halted_at, self.halt_reason = snapshots, None, None
+        self.run = run = CandidateRun(candidate=spec.name)
+        self.device = device = resolve_device(config.device)
+        seed_everything(config.seed)
+        model, self.data_cfg = build_candidate_model(spec, len(train.class_names), probe_hidden=config.probe_hidden)
+        self.built = model  # its backbone keeps the frozen part; with trainable top/probe the trained top is a copy
+        if probe_state is not None:
+            model.probe.load_state_dict(probe_state)
+        run.n_params = sum(p.numel() for p in model.parameters())
+        run.weights_remap = getattr(model.backbone, "ncap_weight_remap", None)
+        if config.trainable == "all":
+            self.feeds = _full_feeds(model, self.data_cfg, train, val, config, device)
+        else:
+            self.feeds = _cached_feeds(model, self.data_cfg, train, val, config, device, progress, run)
+        model = self.feeds.model
+        run.feature_dim, run.input_size = model.probe.in_features, list(self.feeds.input_size)
+        self.tracker = BetaEffTracker(
+            model.probe, variant=config.variant, extra_variants=config.extra_variants,
+            extra_variants_until=config.extra_variants_until, batch_size=config.beta_batch_size,
+            max_magnitude_flops=config.max_magnitude_flops, t0=config.t0, enabled=config.track_beta)
+        self.observer = _Observer(run, model, self.tracker, (self.feeds.val_loader, self.feeds.val_labels),
+                                  self.feeds.fixed, config, device, len(self.feeds.train_loader), on_epoch, snapshots)
+        self.observer.cpu_start = self.c_start
+        self.loop = training.TrainingLoop(model, self.feeds.train_loader, TrainSettings.from_recipe(config),
+                                          device=device, on_step=self.observer.on_step, should_stop=should_stop,
+                                          progress=progress, desc=spec.name, isolate_rng=True)
+        self._own = [time.perf_counter() - self.t_start, time.process_time() - self.c_start]  # this session's s, CPU s
+        self._left = (time.perf_counter(), time.process_time())  # when it last handed over
+
+    def _resume_clock(self) -> None:
+        """Leave out of this run's times (and its per-observation CPU seconds) what ran since it handed over."""
+        self.observer.cpu_start += time.process_time() - self._left[1]
+
+    def _pause_clock(self, t: float, c: float) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self._own[0] += now[0] - t
+        self._own[1] += now[1] - c
+        self._left = now
+
+    @property
+    def epoch(self) -> float:
+        """Epochs trained so far."""
+        return self.loop.result.steps / self.loop.steps_per_epoch
+
+    @property
+    def active(self) -> bool:
+        """Not failed, not finished and not at its last step."""
+        return self.run.status == "ok" and not self.loop.done and self.halted_at is None
+
+    def advance(self, epoch: float, pause: Callable[[], bool] | None = None) -> None:
+        """Train up to ``epoch`` (whole steps; at most ``config.epochs``), or until ``pause()`` says so before a
+        step. A diverging loss marks the run failed; :class:`Cancelled` propagates."""
+        if self.run.status != "ok":
+            return
+        self._resume_clock()
+        t, c = time.perf_counter(), time.process_time()
+        hook = self.loop.model.probe.register_forward_pre_hook(self.observer.see_features)
+        try:
+            result = self.loop.run(round(epoch * self.loop.steps_per_epoch), pause=pause)
+            self.run.train_time_s, self.run.train_cpu_s = result.seconds, result.cpu_seconds
+            self.run.images_per_s = result.images_per_s
+        except DivergedError as exc:
+            self.run.status, self.run.error = "failed", str(exc)
+        finally:
+            hook.remove()
+            self._pause_clock(t, c)
+
+    @property
+    def failed(self) -> bool:
+        return self.run.status != "ok"
+
+    def observed(self, upto: float | None = None) -> dict[str, list[float]]:
+        """The observations so far with epoch ≤ ``upto`` (default all): ``val_accuracy``, ``beta_eff``,
+        ``beta_denominator`` (of ``config.variant``) and ``train_loss``, one entry per observation."""
+        t, v = self.tracker, self.config.variant
+        n = len(t.epochs) if upto is None else sum(e <= upto + 1e-9 for e in t.epochs)
+        return {"val_accuracy": list(t.val_accuracy[:n]), "beta_eff": list(t.beta_eff.get(v, [])[:n]),
+                "beta_denominator": list(t.denominator.get(v, [])[:n]), "train_loss": list(self.run.train_loss[:n])}
+
+    def halt(self, reason: str) -> None:
+        """Train no further: :meth:`finish` records the epoch and ``reason`` (the first one given)."""
+        if self.halted_at is None:
+            self.halted_at, self.halt_reason = self.epoch, reason
+
+    def finish(self) -> CandidateRun:
+        """The recorded run: trajectories, pruning report, snapshots, latency and the kept model."""
+        run, feeds = self.run, self.feeds
+        t, c = time.perf_counter(), time.process_time()
+        _finish(run, self.tracker, self.observer, feeds, self.config, self.device, self.snapshots)
+        if self.checkpoint is not None and run.status == "ok":
+            _keep(run, self.built, feeds, self.spec, self.train_data, self.data_cfg, self.config, self.checkpoint)
+        self._pause_clock(t, c)
+        run.wall_time_s, run.cpu_time_s = self._own
+        return run
 
 
 _TRANSFORM_KEYS = ("interpolation", "mean", "std", "crop_pct", "crop_mode")  # timm's create_transform arguments

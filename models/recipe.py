@@ -26,7 +26,7 @@ from ncap.capacitance.ranking_rules import DEFAULT_RULE, RuleName
 from ncap.models.partial import Trainable
 from ncap.models.probe import probe_width_spec
 
-__all__ = ["Exposure", "Recipe", "VariantName", "exposed_fields", "plain_value_errors"]
+__all__ = ["ALLOCATION", "Duration", "Exposure", "Recipe", "VariantName", "exposed_fields", "plain_value_errors"]
 
 
 class Exposure(enum.Enum):
@@ -59,6 +59,13 @@ def plain_value_errors(model: type[BaseModel], value, info: ValidationInfo):
 
 
 POST_HOC = frozenset({"ranker"})  # settings applied to a finished run; they never change the training
+# how far each candidate trains (ncap.models.allocation): a run stopped early is a prefix of its full run, so
+# these never change what one run records up to where it stops
+ALLOCATION = frozenset({"strategy", "halving_eta", "halving_min_epochs", "stop_p_best", "time_budget_s"})
+
+
+class Duration:
+    """Marks a field in seconds that the command line takes as a duration (``90s``, ``30m``, ``1h30m``)."""
 
 
 class Recipe(BaseModel):
@@ -133,6 +140,26 @@ class Recipe(BaseModel):
     prune_sparsity: Annotated[float | None, JOB, Field(
         gt=0, lt=1, description="Attach a pruning report per candidate: magnitude-prune the fine-tuned probe "
                                 "to this sparsity and fit power laws to its degree distributions.")] = None
+    strategy: Annotated[Literal["equal", "halving"], JOB, Field(
+        description="How training is allocated across the candidates (ncap.models.allocation): equal = every "
+                    "candidate trains for epochs; halving = successive halving on the ranking rule, which stops "
+                    "a candidate once it ranks in the worse part of a rung.")] = "equal"
+    # defaults: the cheapest setting that matched equal allocation's pick quality on the allocation benchmark's
+    # development tasks (bench/results/allocation.md)
+    halving_eta: Annotated[int, JOB, Field(
+        ge=2, le=8, description="Successive halving: the best 1/eta of the candidates go on at each rung.")] = 3
+    halving_min_epochs: Annotated[float | None, JOB, Field(
+        gt=0, le=1000, allow_inf_nan=False, description="Successive halving: epoch of the first rung (rungs follow "
+                                                        "at ×eta); null (CLI: none) = epochs / eta^K, K halvings "
+                                                        "reaching one candidate.")] = 0.5
+    stop_p_best: Annotated[float, JOB, Field(
+        gt=0.5, le=1, allow_inf_nan=False, description="Successive halving stops as soon as one candidate's P(best) "
+                                                       "reaches this (1 = never early).")] = 0.95
+    time_budget_s: Annotated[float | None, JOB, Duration(), Field(
+        ge=1, le=30 * 86400, allow_inf_nan=False,
+        description="Time budget of the whole ranking in seconds (CLI: a duration such as 30m): epochs become "
+                    "the most (at most epochs) the measured cost estimate fits, and training stops when it is "
+                    "spent; null = none.")] = None
     activation_cache_gb: Annotated[float, CLI, Field(
         gt=0, le=100000, allow_inf_nan=False, description="Bound of the activation cache on disk "
                                                           "($NCAP_CACHE/activations); least recently used "
@@ -222,9 +249,17 @@ class Recipe(BaseModel):
         return self.model_dump(mode="json")
 
     def run_dict(self) -> dict:
-        """:meth:`to_dict` without the settings that only read a finished run (:data:`POST_HOC`): what a
-        cached fine-tuning run depends on, so cache keys stay valid when only those change."""
-        return {k: v for k, v in self.to_dict().items() if k not in POST_HOC}
+        """:meth:`to_dict` without the settings that only read a finished run (:data:`POST_HOC`) or say how far
+        it goes (:data:`ALLOCATION`): what a cached fine-tuning run depends on, so cache keys stay valid when only
+        those change."""
+        return {k: v for k, v in self.to_dict().items() if k not in POST_HOC | ALLOCATION}
+
+    def allocation_dict(self) -> dict:
+        """The allocation settings (:data:`ALLOCATION`) when they are not the defaults' (equal, no budget), else
+        an empty dict: what a resumed run must also match, beyond :meth:`run_dict`."""
+        if self.strategy == "equal" and self.time_budget_s is None:
+            return {}
+        return {k: v for k, v in self.to_dict().items() if k in ALLOCATION}
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:

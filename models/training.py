@@ -41,6 +41,7 @@ __all__ = [
     "StepInfo",
     "TrainResult",
     "TrainSettings",
+    "TrainingLoop",
     "evaluate_accuracy",
     "lr_factor",
     "make_optimizer",
@@ -211,76 +212,151 @@ def evaluate_accuracy(model: nn.Module, batches: Iterable, *, device: torch.devi
     return correct / max(total, 1)
 
 
+class TrainingLoop:
+    """The training loop, resumable: :meth:`run` trains up to a step and returns; the next call goes on from
+    there with the same optimiser, schedule, gradient scaler, random generators and place in the epoch, so a
+    run done in pieces equals one done at once (bit for bit on CPU; with ``isolate_rng`` also when other runs
+    train between the pieces). :func:`train` is one call of it.
+
+    The schedule spans ``settings.epochs`` whatever the pieces; ``loader`` yields batches ``(x, y)``, is
+    re-iterable and has a length. ``optimizer`` defaults to :func:`make_optimizer`; ``frozen`` is a submodule
+    kept in eval mode (frozen BatchNorm statistics); ``input_transform`` maps each batch on the device to model
+    input. ``on_step(StepInfo)`` runs after every step; a dict it returns is shown on the progress bar."""
+
+    def __init__(self, model: nn.Module, loader: Iterable, settings: TrainSettings, *,
+                 device: torch.device | str = "cpu", optimizer: torch.optim.Optimizer | None = None,
+                 frozen: nn.Module | None = None, input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 on_step: Callable[[StepInfo], dict | None] | None = None, should_stop: Callable[[], bool] | None = None,
+                 progress: bool = False, desc: str = "train", isolate_rng: bool = False):
+        self.device = torch.device(device)
+        self.steps_per_epoch = len(loader)  # type: ignore[arg-type]
+        if self.steps_per_epoch == 0:
+            raise ValueError("the loader yields no batches (fewer samples than one batch with drop_last?)")
+        self.model, self.loader, self.frozen, self.input_transform = model, loader, frozen, input_transform
+        self.on_step, self.should_stop, self.progress, self.desc = on_step, should_stop, progress, desc
+        self.total = max(1, round(settings.epochs * self.steps_per_epoch))
+        total, warmup = self.total, round(settings.warmup_fraction * self.total)
+        _prepare_model(model, self.device)
+        self.opt = optimizer or make_optimizer(model, settings)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, total, warmup, settings.schedule))
+        self.dtype = resolve_amp(settings.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self.clip = settings.grad_clip_norm
+        self.params = [p for g in self.opt.param_groups for p in g["params"]]
+        self.result = TrainResult()
+        self._batches = None  # the current pass over the loader, when a run stopped inside it
+        self._pending = None  # a batch drawn but not trained on yet
+        self._pass = [0.0, 0]  # loss sum and images of the current pass
+        # isolate_rng: this run's generator states are kept between pieces and the caller's restored after each,
+        # so runs advanced in turns draw what each would draw alone
+        self._rng = _rng_state() if isolate_rng else None
+
+    @property
+    def done(self) -> bool:
+        return self.result.steps >= self.total
+
+    def run(self, until_step: int | None = None, *, pause: Callable[[], bool] | None = None) -> TrainResult:
+        """Train up to step ``until_step`` (default: the end), or until ``pause()`` returns True before a step;
+        return the totals so far. Raises :class:`DivergedError` or :class:`Cancelled` (``should_stop``)."""
+        until = self.total if until_step is None else min(int(until_step), self.total)
+        result, batch = self.result, getattr(self.loader, "batch_size", None) or 1
+        bar = tqdm(total=self.total * batch, initial=result.steps * batch, desc=self.desc, unit="img",
+                   unit_scale=True, disable=not self.progress, leave=False)
+        t_start, c_start, cb_s, cb_c = time.perf_counter(), time.process_time(), result.callback_seconds, result.callback_cpu_seconds
+        outer = None if self._rng is None else _rng_state()
+        if self._rng is not None:
+            _set_rng_state(self._rng)
+        try:
+            while result.steps < until and not (pause is not None and pause()):
+                if self._batches is None:
+                    self._batches, self._pass = iter(self.loader), [0.0, 0]
+                item, self._pending = self._pending or next(self._batches, None), None
+                if item is None:  # the pass ended
+                    self._end_pass()
+                    continue
+                self._step(*item, bar)
+                if result.steps % self.steps_per_epoch == 0:  # the pass should end here: see that it does (the
+                    # loader's sampler draws at its end), so no iterator is held while paused between epochs
+                    self._pending = next(self._batches, None)
+                    if self._pending is None:
+                        self._end_pass()
+        finally:
+            if outer is not None:
+                self._rng = _rng_state()
+                _set_rng_state(outer)
+            bar.close()
+            result.seconds += time.perf_counter() - t_start - (result.callback_seconds - cb_s)
+            result.cpu_seconds += time.process_time() - c_start - (result.callback_cpu_seconds - cb_c)
+        if self.done and self._pass[1]:
+            self._end_pass()
+        return result
+
+    def _end_pass(self) -> None:
+        self.result.epoch_losses.append(self._pass[0] / max(self._pass[1], 1))
+        self._batches, self._pass = None, [0.0, 0]
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, bar) -> None:
+        result, model, opt = self.result, self.model, self.opt
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"{self.desc}: cancelled at step {result.steps}")
+        model.train()
+        if self.frozen is not None:
+            self.frozen.eval()
+        x, y = to_device(x, self.device), y.to(self.device, non_blocking=True)
+        if self.input_transform is not None:
+            x = self.input_transform(x)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            loss = self.loss_fn(model(x), y)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DivergedError(f"training loss became {value} at step {result.steps} "
+                                f"(epoch {result.steps / self.steps_per_epoch:.2f})")
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.clip is not None:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(self.params, self.clip)
+        lr = opt.param_groups[-1]["lr"]
+        self.scaler.step(opt)
+        self.scaler.update()
+        self.sched.step()
+        result.steps += 1
+        result.images += len(y)
+        self._pass[0] += value * len(y)
+        self._pass[1] += len(y)
+        bar.update(len(y))
+        if self.on_step is not None:
+            t_cb, c_cb = time.perf_counter(), time.process_time()
+            shown = self.on_step(StepInfo(result.steps, result.steps / self.steps_per_epoch, value, y, lr))
+            if shown:
+                bar.set_postfix(shown, refresh=False)
+            result.callback_seconds += time.perf_counter() - t_cb
+            result.callback_cpu_seconds += time.process_time() - c_cb
+
+
+def _rng_state() -> tuple:
+    """The global generators' states (Python, NumPy, torch, and CUDA when it is initialised)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple) -> None:
+    py, np_state, torch_state, cuda = state
+    random.setstate(py)
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch_state)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def train(model: nn.Module, loader: Iterable, settings: TrainSettings, *, device: torch.device | str = "cpu",
           optimizer: torch.optim.Optimizer | None = None, frozen: nn.Module | None = None,
           input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
           on_step: Callable[[StepInfo], dict | None] | None = None, should_stop: Callable[[], bool] | None = None,
           progress: bool = False, desc: str = "train") -> TrainResult:
-    """Train ``model`` in place for ``settings.epochs`` passes over ``loader`` (batches ``(x, y)``, re-iterable,
-    with a length). ``optimizer`` defaults to :func:`make_optimizer`; the schedule wraps whichever is used.
-    ``frozen`` is a submodule kept in eval mode (frozen BatchNorm statistics); ``input_transform`` maps each
-    batch on the device to model input. ``on_step(StepInfo)`` runs after every step; a dict it returns is
-    shown on the progress bar."""
-    device = torch.device(device)
-    steps_per_epoch = len(loader)  # type: ignore[arg-type]
-    if steps_per_epoch == 0:
-        raise ValueError("the loader yields no batches (fewer samples than one batch with drop_last?)")
-    total = max(1, round(settings.epochs * steps_per_epoch))
-    warmup = round(settings.warmup_fraction * total)
-    _prepare_model(model, device)
-    opt = optimizer or make_optimizer(model, settings)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, settings.schedule))
-    dtype = resolve_amp(settings.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    result = TrainResult()
-    batch = getattr(loader, "batch_size", None) or 1
-    bar = tqdm(total=total * batch, desc=desc, unit="img", unit_scale=True, disable=not progress, leave=False)
-    t_start, c_start = time.perf_counter(), time.process_time()
-    try:
-        while result.steps < total:
-            pass_loss, pass_n = 0.0, 0
-            for x, y in loader:
-                if should_stop is not None and should_stop():
-                    raise Cancelled(f"{desc}: cancelled at step {result.steps}")
-                model.train()
-                if frozen is not None:
-                    frozen.eval()
-                x, y = to_device(x, device), y.to(device, non_blocking=True)
-                if input_transform is not None:
-                    x = input_transform(x)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = loss_fn(model(x), y)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise DivergedError(f"training loss became {value} at step {result.steps} "
-                                        f"(epoch {result.steps / steps_per_epoch:.2f})")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if settings.grad_clip_norm is not None:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(params, settings.grad_clip_norm)
-                lr = opt.param_groups[-1]["lr"]
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                result.steps += 1
-                result.images += len(y)
-                pass_loss, pass_n = pass_loss + value * len(y), pass_n + len(y)
-                bar.update(len(y))
-                if on_step is not None:
-                    t_cb, c_cb = time.perf_counter(), time.process_time()
-                    shown = on_step(StepInfo(result.steps, result.steps / steps_per_epoch, value, y, lr))
-                    if shown:
-                        bar.set_postfix(shown, refresh=False)
-                    result.callback_seconds += time.perf_counter() - t_cb
-                    result.callback_cpu_seconds += time.process_time() - c_cb
-                if result.steps >= total:
-                    break
-            result.epoch_losses.append(pass_loss / max(pass_n, 1))
-    finally:
-        bar.close()
-        result.seconds = time.perf_counter() - t_start - result.callback_seconds
-        result.cpu_seconds = time.process_time() - c_start - result.callback_cpu_seconds
-    return result
+    """Train ``model`` in place for ``settings.epochs`` passes over ``loader``: one :meth:`TrainingLoop.run`
+    (see :class:`TrainingLoop` for the arguments)."""
+    return TrainingLoop(model, loader, settings, device=device, optimizer=optimizer, frozen=frozen,
+                        input_transform=input_transform, on_step=on_step, should_stop=should_stop,
+                        progress=progress, desc=desc).run()

@@ -80,6 +80,9 @@ class CandidateRecord(_Document):
                                    "candidates): a safetensors file of backbone.* (timm keys) and probe.*.")
     checkpoint_bytes: int | None = Field(None, description="Its size on disk.")
     checkpoint_error: str | None = Field(None, description="Why it was not kept (e.g. too little disk space).")
+    stopped_at_epoch: float | None = Field(None, description="Epochs it trained when successive halving or the "
+                                           "time budget stopped it before config.epochs (None: it ran them all).")
+    stopped_reason: str | None = Field(None, description="Why it stopped there.")
 
 
 class DatasetInfo(_Document):
@@ -106,6 +109,9 @@ class RankingDocument(_Document):
     ncap_version: str = ""
     pruning_report: dict[str, Any] | None = Field(None, description="The `ncap prune` report a service job "
                                                                    "was submitted with, if any.")
+    allocation: dict[str, Any] | None = Field(None, description="How training was allocated when not equally "
+                                              "without a budget (config.strategy, config.time_budget_s): the "
+                                              "rungs' decisions, the planned epochs and the time spent.")
 
     @model_validator(mode="after")
     def _stamp_version(self) -> RankingDocument:

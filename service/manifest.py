@@ -80,10 +80,12 @@ class ManifestEntry:
 
 def run_fingerprint(data, config: Recipe) -> dict:
     """What a finished candidate record depends on: the data (:func:`ncap.models.data.data_fingerprint`: a
-    changed file is other data) and every recipe field that changes training (not the post-hoc ranking rule)."""
+    changed file is other data), every recipe field that changes training (not the post-hoc ranking rule) and,
+    when not the default, the allocation (a candidate stopped by successive halving is not a finished one)."""
     from ncap.models.data import data_fingerprint
 
-    return {"data": data_fingerprint(data), "recipe": config.run_dict()}
+    return {"data": data_fingerprint(data), "recipe": config.run_dict(), **(
+        {"allocation": allocation} if (allocation := config.allocation_dict()) else {})}
 
 
 def _fields(exc: ValidationError, prefix: str = "") -> str:

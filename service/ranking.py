@@ -153,23 +153,20 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
     ``keep``: the fine-tuned models of the top ``keep`` candidates are kept in ``out_dir/checkpoints`` (every
     candidate's is written as it finishes, the others are removed once the ranking is known).
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.monotonic()
     ds, data = load_training_data(dataset, config)
     specs = resolve_candidates(candidates, progress=progress, require_local_weights=True)
-    completed = {k: CandidateRecord.model_validate(v) for k, v in (completed or {}).items()}
-    reused = {s.name: completed[s.name].model_copy(update={"reused": True}) for s in specs
-              if s.name in completed and completed[s.name].status in ("ok", "failed")}
-    refused = {s.name: failed_record(s.name, problem, config) for s in specs if s.name not in reused
-               and (problem := split_problem(s, config.trainable, config.image_size))}
     hooks = Hooks(on_candidate_start, on_epoch, on_candidate_done, should_stop, progress)
     folder = None if out_dir is None else Path(out_dir) / CHECKPOINTS
-    train = functools.partial(_train_one, checkpoint_dir=folder) if folder is not None and keep > 0 else _train_one
-    trained = (executor or LocalExecutor()).run([s for s in specs if s.name not in reused and s.name not in refused],
-                                                data, config, hooks, train=train, fail=failed_record)
-    records = [reused.get(s.name) or refused.get(s.name) or trained[s.name] for s in specs]
+    if config.strategy == "halving" or config.time_budget_s is not None:
+        records, config, allocation = _train_in_rounds(specs, data, ds, candidates, config, hooks, started,
+                                                       folder if keep > 0 else None, bool(completed), executor)
+    else:
+        records, allocation = _train_each(specs, data, config, hooks, folder if keep > 0 else None, completed,
+                                          executor), None
+    warnings = allocation.pop("warnings", []) if allocation else []
     doc = RankingDocument(
-        candidates=mark_pareto(rank_runs(records, seed=config.seed, ranker=config.ranker, t0=config.t0,
-                                               n_val=len(data.val.y))), config=config,
+        candidates=mark_pareto(records), config=config, allocation=allocation, warnings=warnings,
         dataset=DatasetInfo(source=ds.source, n_images=len(ds.y), n_train=len(data.train.y), n_val=len(data.val.y),
                             classes=ds.class_names, image_shape=list(ds.x.shape[1:])),
         device=str(resolve_device(config.device)), wall_time_s=time.perf_counter() - t0)
@@ -178,6 +175,48 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
     if out_dir is not None:
         write_document(doc, Path(out_dir), make_plots=make_plots)
     return doc
+
+
+def _train_each(specs, data, config: Recipe, hooks: Hooks, folder: Path | None, completed: dict | None,
+                executor: Executor | None) -> list[CandidateRecord]:
+    """Every candidate for ``config.epochs`` (the executor's way), reusing ``completed`` records; ranked."""
+    completed = {k: CandidateRecord.model_validate(v) for k, v in (completed or {}).items()}
+    reused = {s.name: completed[s.name].model_copy(update={"reused": True}) for s in specs
+              if s.name in completed and completed[s.name].status in ("ok", "failed")}
+    refused = {s.name: failed_record(s.name, problem, config) for s in specs if s.name not in reused
+               and (problem := split_problem(s, config.trainable, config.image_size))}
+    train = functools.partial(_train_one, checkpoint_dir=folder) if folder is not None else _train_one
+    trained = (executor or LocalExecutor()).run([s for s in specs if s.name not in reused and s.name not in refused],
+                                                data, config, hooks, train=train, fail=failed_record)
+    records = [reused.get(s.name) or refused.get(s.name) or trained[s.name] for s in specs]
+    return rank_runs(records, seed=config.seed, ranker=config.ranker, t0=config.t0, n_val=len(data.val.y))
+
+
+def _train_in_rounds(specs, data, ds, candidates, config: Recipe, hooks: Hooks, started: float, folder: Path | None,
+                     resumed: bool, executor: Executor | None) -> tuple[list[CandidateRecord], Recipe, dict]:
+    """Successive halving or a time budget (:mod:`ncap.service.rounds`): (ranked records, the recipe with its
+    planned epochs, the allocation's record for the document)."""
+    from ncap.service.rounds import BUDGET_RESERVE, plan_budget, rank_by_rounds, run_in_rounds
+
+    allocation: dict = {"strategy": config.strategy, "warnings": []}
+    if resumed:
+        allocation["warnings"].append("a run with successive halving or a time budget starts over: the records "
+                                      "of the interrupted attempt were not reused")
+    if executor is not None and not isinstance(executor, LocalExecutor):
+        allocation["warnings"].append("successive halving and time budgets train in this process, not on Ray")
+    deadline = None
+    if config.time_budget_s is not None:
+        config, plan = plan_budget(config, candidates, ds)
+        allocation.update(plan)
+        deadline = started + config.time_budget_s * (1 - BUDGET_RESERVE)
+    refused = {s.name: failed_record(s.name, problem, config) for s in specs
+               if (problem := split_problem(s, config.trainable, config.image_size))}
+    records, result = run_in_rounds([s for s in specs if s.name not in refused], data, config, hooks,
+                                    checkpoint_path=lambda name: folder and folder / checkpoint_name(name),
+                                    make_record=candidate_record, fail_record=failed_record,
+                                    deadline=deadline)
+    allocation.update(result.to_dict(), training_s=round(time.monotonic() - started, 1))
+    return rank_by_rounds(records + list(refused.values()), result), config, allocation
 
 
 def keep_top(doc: RankingDocument, folder: Path, keep: int) -> None:

@@ -7,13 +7,15 @@ from typing import Any
 # the document's types are not imported: documents.py imports this module (RankingDocument.table())
 RankingDocument = CandidateRecord = Any
 
-__all__ = ["ERROR_WIDTH", "SCORE_COLUMNS", "format_table", "html_table", "table_rows"]
+__all__ = ["ERROR_WIDTH", "SCORE_COLUMNS", "allocation_summary", "format_table", "html_table", "table_rows"]
 ERROR_WIDTH = 60  # longer errors are cut in the table and printed in full below it
 
 
 def _status_cell(r: CandidateRecord) -> tuple[str, str | None]:
     """(table cell, full error or None when the cell holds it whole)."""
     status = r.status + (" (reused)" if r.reused else "")
+    if getattr(r, "stopped_at_epoch", None) is not None:
+        status += f" (trained {r.stopped_at_epoch:g} epochs: {r.stopped_reason})"
     if r.prediction_method == "fallback_last":
         status += " (fallback: " + "; ".join(r.prediction_flags) + ")"
     if r.status != "failed":
@@ -87,3 +89,24 @@ def html_table(doc: RankingDocument) -> str:
     notes = "".join(f"<li>{html.escape(e)}</li>" for e in errors)
     return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
             + (f"<p>Errors:</p><ul>{notes}</ul>" if notes else ""))
+
+
+def allocation_summary(doc: RankingDocument) -> str:
+    """How training was allocated (``doc.allocation``), in a few lines: the rungs (epoch, candidates compared,
+    how many went on, why it stopped) and the time budget's plan against what training took."""
+    a = doc.allocation or {}
+    lines = []
+    if a.get("strategy") == "halving":
+        steps = [f"epoch {d['epoch']:g}: {len(d['ranked'])} compared, "
+                 + (f"{len(d['continuing'])} went on" if d["reason"] == "halving" else
+                    {"p_best": f"P(best) of {d['continuing'][0]} reached {doc.config.stop_p_best:g}",
+                     "last rung": "the last rung", "time budget": "the time budget was spent"}.get(d["reason"], d["reason"]))
+                 for d in a.get("decisions", [])]
+        lines.append("Successive halving (eta " + f"{doc.config.halving_eta}): " + "; ".join(steps) + ".")
+    if a.get("time_budget_s") is not None:
+        spent = a.get("budget_spent_at")
+        lines.append(f"Time budget {a['time_budget_s']:.0f} s: planned {a['planned_epochs']} epochs (estimated "
+                     f"{a['estimated_s']:.0f} s of training); training took {a.get('training_s', 0):.0f} s"
+                     + (f"; the budget ran out and the candidates were compared at epoch {spent:g}" if spent is not None
+                        else "") + ".")
+    return "\n".join(lines)

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ncap.models.data import DataError
     from ncap.service.manifest import save_record
     from ncap.service.ranking import format_table, run_ranking
+    from ncap.service.tables import allocation_summary
 
     try:
         config = recipe_from_args(args)
@@ -100,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
         if config.beta_eff_shortfall and config.track_beta:  # the ranking rule does not need it: a warning
             print(f"ncap rank: warning: β_eff's prediction {config.beta_eff_shortfall}; it will be reported as a "
                   "flagged fallback (the last accuracy)", file=sys.stderr)
+        rounds = config.strategy == "halving" or config.time_budget_s is not None
+        if rounds and args.executor != "local":
+            raise ValueError("--strategy halving and --time-budget train the candidates in turns in this process: "
+                             "use --executor local")
         check_memory(args, config)
         check_run_estimate(args, config)
-        completed = resumable(args, config)
+        completed = {} if rounds else resumable(args, config)
         with executor:
             doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
                               progress=not args.quiet, executor=executor, completed=completed,
@@ -119,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
               + format_table(doc, pareto_only=True), file=out)
     print(f"\n{doc.dataset.source}: {doc.dataset.n_train} train / {doc.dataset.n_val} val images, "
           f"{doc.config.epochs} epochs per candidate, {doc.wall_time_s:.0f} s in total.", file=out)
+    if doc.allocation:
+        print(allocation_summary(doc), file=out)
     print(f"Wrote {args.out / 'ranking.json'}" + (f" and {', '.join(doc.plots)}" if doc.plots else ""), file=out)
     for r in doc.candidates:
         if r.checkpoint or r.checkpoint_error:

@@ -4,15 +4,16 @@ has the recipe's type, default, bounds (in its help) and help text. Field ``prob
 from __future__ import annotations
 
 import argparse
+import re
 import types
 import typing
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from ncap.models.recipe import Exposure, Recipe, exposed_fields
+from ncap.models.recipe import Duration, Exposure, Recipe, exposed_fields
 
-__all__ = ["add_recipe_flags", "recipe_from_args", "validation_message"]
+__all__ = ["add_recipe_flags", "parse_duration", "recipe_from_args", "validation_message"]
 _BOUNDS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
 
 
@@ -37,6 +38,25 @@ def _parse_as(kind: type, nullable: bool):
     return parse
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds of ``90``, ``90s``, ``30m``, ``1.5h``, ``1h30m``; ``none`` = None. ``argparse.ArgumentTypeError``
+    (argparse prints its message) otherwise."""
+    text = text.strip().lower()
+    if text in ("none", "null"):
+        return None
+    match = _DURATION.fullmatch(text)
+    if not text or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 1h30m)")
+    h, m, sec = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + sec
+
+
+parse_duration.__name__ = "duration"  # argparse names the type in its error messages
+
+
 def _help(info: FieldInfo) -> str:
     bounds = [f"{sym} {getattr(m, key):{'g' if isinstance(getattr(m, key), float) else ''}}"
               for m in info.metadata for key, sym in _BOUNDS if getattr(m, key, None) is not None]
@@ -51,7 +71,9 @@ def add_recipe_flags(parser: argparse.ArgumentParser, *exposures: Exposure) -> N
         kind, choices, nullable = _base_type(info.annotation)
         flag = "--" + name.replace("_", "-")
         kwargs = {"dest": name, "default": info.default, "help": _help(info)}
-        if kind is bool:
+        if any(isinstance(m, Duration) for m in info.metadata):  # time_budget_s -> --time-budget 30m
+            group.add_argument(flag.removesuffix("-s"), type=parse_duration, metavar="DURATION", **kwargs)
+        elif kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif kind in (int, float, str):
             meta = "N" if kind is int else ("X" if kind is float else None)

@@ -1100,6 +1100,7 @@
         var batches = Object.keys(lat).map(Number).sort(function (a, b) { return a - b; });
         var ms = batches.length ? batches.map(function (b) { return Number(lat[b]).toFixed(2); }).join(" / ") : "—";
         var status = String(r.status || "ok") + (r.reused ? " (reused)" : "");
+        if (r.stopped_at_epoch != null) status += " (trained " + r.stopped_at_epoch + " epochs: " + r.stopped_reason + ")";
         if (r.prediction_method === "fallback_last") status += " (fallback: " + (r.prediction_flags || []).join("; ") + ")";
         if (r.status === "failed" && r.error) {  // as the CLI's table: long reasons in full below it
           var err = String(r.error).replace(/\n/g, " ");
