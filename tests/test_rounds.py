@@ -101,7 +101,7 @@ def test_halving_on_a_real_tiny_run_stops_the_worse_half_and_ranks_by_the_rungs(
 def test_a_time_budget_plans_the_epochs_and_is_never_exceeded_by_more_than_a_tenth(tmp_path):
     import ncap
 
-    budget = 40.0
+    budget = 25.0
     t0 = time.monotonic()
     doc = ncap.rank("digits", FOUR[:3], out_dir=tmp_path, make_plots=False, progress=False, time_budget_s=budget,
                     **{**TINY, "epochs": 50})

@@ -135,6 +135,9 @@ BAD_CONFIGS = [
     ("unknown field", {"epochz": 3}, ["epochz"]),
     ("bad variant", {"candidates": ["resnet10t=random"], "variant": "nope"}, ["variant", "nope"]),
     ("named dataset", {"candidates": ["resnet10t=random"], "dataset": "/etc/passwd"}, ["unknown dataset", "not a named dataset"]),
+    ("bad strategy", {"candidates": ["resnet10t=random"], "strategy": "fast"}, ["unknown strategy 'fast'", "halving"]),
+    ("budget zero", {"candidates": ["resnet10t=random"], "time_budget_s": 0}, ["time_budget_s", "greater than or equal to 1"]),
+    ("halving eta", {"candidates": ["resnet10t=random"], "halving_eta": 1}, ["halving_eta"]),
 ]
 
 
