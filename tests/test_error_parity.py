@@ -16,7 +16,7 @@ TOKEN = "parity-token"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
-    srv = Server(tmp, token=TOKEN, runner="ncap.bench.api_fuzz:instant_runner",
+    srv = Server(tmp, token=TOKEN, runner="ncap.service.measurements.api_fuzz:instant_runner",
                  env={"HF_HUB_CACHE": str(tmp / "empty-hub")})
     srv.start()
     yield srv

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_service_helpers import Server, npz_bytes
 
-from ncap.bench.api_fuzz import fuzz, instant_runner
+from ncap.service.measurements.api_fuzz import fuzz, instant_runner
 
 pytestmark = pytest.mark.slow
 TOKEN = "hardening-token"

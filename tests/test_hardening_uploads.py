@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from ncap.bench.api_fuzz import npz_payloads, zip_payloads
 from ncap.models.archive import DataError, safe_extract_zip
 from ncap.models.data import load_dataset
 from ncap.models.upload_checks import check_image_folder, check_npz, read_npz_headers
+from ncap.service.measurements.api_fuzz import npz_payloads, zip_payloads
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -29,7 +29,7 @@ SMALL = {"candidates": ["resnet10t=random"], "epochs": 1, "image_size": 32}
 
 def slow_runner(dataset, candidates, config, out_dir, *, should_stop=None, **kw):
     """Stays running until cancelled (at most 60 s), then ranks like instant_runner."""
-    from ncap.bench.api_fuzz import instant_runner
+    from ncap.service.measurements.api_fuzz import instant_runner
 
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -54,7 +54,7 @@ def _zip(members: list[tuple[str, bytes]]) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("users"), token=TOKEN, runner="ncap.bench.api_fuzz:instant_runner",
+    srv = Server(tmp_path_factory.mktemp("users"), token=TOKEN, runner="ncap.service.measurements.api_fuzz:instant_runner",
                  max_job_memory_gb="2", max_upload_mb="64", max_user_gb=str(40 / 1024), max_stored_kb="256")
     srv.start()
     yield srv

@@ -14,16 +14,38 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"capacitance": 0, "models": 1, "bench": 2, "service": 3}  # each imports only from lower numbers
+# ncap/'s own subpackages, with the layer they sit at (the AutoML integrations use the method only)
+PACKAGE_LAYERS = {"integrations": 1}
+STRING_IMPORTERS = {"import_module", "resolve_name"}  # importlib.import_module("..."), pkgutil.resolve_name("...")
 
 
 def source_modules() -> dict[str, Path]:
-    """``ncap.<layer>.<...>`` module name -> file, for every .py file under the layer folders."""
+    """``ncap.<layer>.<...>`` module name -> file, for every .py file under the layer folders and ncap/'s
+    subpackages."""
     mods = {}
-    for layer in LAYERS:
-        for path in (ROOT / layer).rglob("*.py"):
-            parts = ("ncap", *path.relative_to(ROOT).with_suffix("").parts)
+    roots = [(ROOT / layer, ("ncap", layer)) for layer in LAYERS]
+    roots += [(ROOT / "ncap" / pkg, ("ncap", pkg)) for pkg in PACKAGE_LAYERS]
+    for folder, prefix in roots:
+        for path in folder.rglob("*.py"):
+            parts = (*prefix, *path.relative_to(folder).with_suffix("").parts)
             mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return mods
+
+
+def string_import(node: ast.AST) -> str | None:
+    """The module a call ``import_module("a.b")`` / ``resolve_name("a.b:c")`` names (an f-string: its constant
+    prefix up to the last dot before the first placeholder), else None."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+    if func not in STRING_IMPORTERS:
+        return None
+    arg = node.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value.split(":")[0]
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        return str(arg.values[0].value).split(":")[0].rpartition(".")[0] or None
+    return None
 
 
 def imports_of(name: str, path: Path) -> list[tuple[str, str | None]]:
@@ -38,12 +60,16 @@ def imports_of(name: str, path: Path) -> list[tuple[str, str | None]]:
             if node.level:
                 base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
             out += [(base, a.name) for a in node.names]
+        elif (named := string_import(node)) is not None:
+            out.append((named, None))
     return out
 
 
 def layer_of(module: str) -> int | None:
     parts = module.split(".")
-    return LAYERS.get(parts[1]) if len(parts) > 1 and parts[0] == "ncap" else None
+    if len(parts) < 2 or parts[0] != "ncap":
+        return None
+    return LAYERS.get(parts[1], PACKAGE_LAYERS.get(parts[1]))
 
 
 def import_graph() -> tuple[dict[str, set[str]], list[str], list[str]]:
@@ -96,10 +122,14 @@ def test_the_checker_catches_what_it_should(tmp_path):
     edges = {"ncap.models.a": {"ncap.models.b"}, "ncap.models.b": {"ncap.models.a"}, "ncap.models.c": set()}
     assert cycles(edges) == [["ncap.models.a", "ncap.models.b"]]
     path = tmp_path / "x.py"
-    path.write_text("from ncap.service.api import NcapService\nfrom .harness import _secret\n")
+    path.write_text("from ncap.service.api import NcapService\nfrom .harness import _secret\nimport pkgutil\n"
+                    "f = pkgutil.resolve_name('ncap.service.executors:RayExecutor')\n"
+                    "g = importlib.import_module(f'ncap.service.{name}')\n")
     assert imports_of("ncap.models.x", path) == [("ncap.service.api", "NcapService"),
-                                                 ("ncap.models.harness", "_secret")]
+                                                 ("ncap.models.harness", "_secret"), ("pkgutil", None),
+                                                 ("ncap.service.executors", None), ("ncap.service", None)]
     assert layer_of("ncap.service.api") > layer_of("ncap.models.x")
+    assert layer_of("ncap.bench.x") > layer_of("ncap.integrations.rule") > layer_of("ncap.capacitance.x")
 
 
 def test_every_subpackage_is_installed():

@@ -1,5 +1,5 @@
 """Helpers for the service tests (no tests here): a real `ncap serve` subprocess on 127.0.0.1 with a small
-HTTP client (``ncap.bench.live_server.LiveServer``), and builders for good and bad dataset uploads."""
+HTTP client (``ncap.service.measurements.live_server.LiveServer``), and builders for good and bad dataset uploads."""
 from __future__ import annotations
 
 import io
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ncap.bench.live_server import LiveServer, free_port  # noqa: F401 - free_port re-exported for tests
+from ncap.service.measurements.live_server import LiveServer, free_port  # noqa: F401 - free_port re-exported for tests
 
 ROOT = Path(__file__).resolve().parents[1]
 NCAP = [sys.executable, "-m", "ncap.service.cli"]
 FAST_CANDIDATES = ["mobilenetv3_small_050=random", "resnet10t=random"]  # ~5 s and ~9 s for 2 epochs
-Server = LiveServer  # `ncap serve` on 127.0.0.1 (ncap.bench.live_server), shared with the benchmarks
+Server = LiveServer  # `ncap serve` on 127.0.0.1 (ncap.service.measurements.live_server), shared with the benchmarks
 
 
 # -------------------------------------------------------------------------------------- dataset files

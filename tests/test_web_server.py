@@ -16,7 +16,7 @@ TOKEN = "web-token"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("web"), token=TOKEN, runner="ncap.bench.api_fuzz:instant_runner",
+    srv = Server(tmp_path_factory.mktemp("web"), token=TOKEN, runner="ncap.service.measurements.api_fuzz:instant_runner",
                  max_candidates="5", max_epochs="7")
     srv.start()
     yield srv

@@ -1,7 +1,7 @@
 """Chaos runs of the ranking service: kill -9 one process at a random moment of a 3-candidate job, restart what
 needs restarting, and check that the job finishes without retraining a finished candidate.
 
-    python -m ncap.bench.chaos [--runs 30] [--seed 0] [--runner ncap.service.ranking:run_ranking]
+    python -m ncap.service.measurements.chaos [--runs 30] [--seed 0] [--runner ncap.service.ranking:run_ranking]
 
 Runs share one ``ncap serve`` on 127.0.0.1 (and its data dir). Each run submits a 3-candidate job (three
 labelled copies of a small random-init model on the embedded digits data, 1 epoch, 32 px), waits a random
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import httpx
 
-from ncap.bench.live_server import LiveServer
+from ncap.service.measurements.live_server import LiveServer
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"  # the repository's bench/results
 ROLES = ("server", "worker", "trainer")
 CANDIDATES = ["a:resnet10t=random", "b:resnet10t=random", "c:resnet10t=random"]
 CONFIG = {"candidates": CANDIDATES, "epochs": 1, "image_size": 32, "evals_per_epoch": 2, "batch_size": 64}
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 def write(rows: list[dict], wall: float, args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     ok = sum(r["ok"] for r in rows)
-    cmd = f"python -m ncap.bench.chaos --runs {args.runs} --seed {args.seed}" + (
+    cmd = f"python -m ncap.service.measurements.chaos --runs {args.runs} --seed {args.seed}" + (
         f" --runner {args.runner}" if args.runner else "")
     (args.out / "chaos.json").write_text(json.dumps({"command": cmd, "machine": platform.machine(), "runs": rows,
                                                      "ok": ok, "wall_s": round(wall)}, indent=2))

@@ -1,7 +1,7 @@
 """API fuzzing of the ranking service: requests generated from its OpenAPI spec, and raw bodies, against a
 live server on 127.0.0.1; no response may be a 5xx.
 
-    python -m ncap.bench.api_fuzz [--cases 10000] [--minutes 40] [--seed 0]
+    python -m ncap.service.measurements.api_fuzz [--cases 10000] [--minutes 40] [--seed 0]
 
 Two sources of requests, interleaved operation by operation:
 
@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"  # the repository's bench/results
 SMALL_CONFIG = {"candidates": ["resnet10t=random"], "epochs": 1, "image_size": 32}
 JSON_ROUTES = ("/jobs/status", "/jobs/result", "/jobs/plot", "/jobs/artifacts", "/jobs/cancel", "/jobs/delete",
                "/jobs/list", "/predict", "/jobs/submit")
@@ -349,7 +349,7 @@ def fuzz(url: str, token: str | None, *, max_cases: int = 500, max_seconds: floa
 
 # --------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    from ncap.bench.live_server import LiveServer
+    from ncap.service.measurements.live_server import LiveServer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=10_000)
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ncap-fuzz-") as tmp:
-        srv = LiveServer(Path(tmp), token="fuzz-token", runner="ncap.bench.api_fuzz:instant_runner",
+        srv = LiveServer(Path(tmp), token="fuzz-token", runner="ncap.service.measurements.api_fuzz:instant_runner",
                          max_queued_jobs="20", max_upload_mb="2", max_job_memory_gb="4")
         srv.start()
         t0 = time.time()
@@ -384,7 +384,7 @@ def write(tally: Tally, wall: float, healthy: bool, args) -> None:
         by_op.setdefault(op, Counter())[status] += n
     total = sum(tally.counts.values())
     n5 = sum(n for (_op, status), n in tally.counts.items() if status >= 500)
-    meta = {"command": f"python -m ncap.bench.api_fuzz --cases {args.cases} --minutes {args.minutes:g} "
+    meta = {"command": f"python -m ncap.service.measurements.api_fuzz --cases {args.cases} --minutes {args.minutes:g} "
                        f"--seed {args.seed}", "machine": f"{platform.machine()}, {platform.python_version()}",
             "requests": total, "responses_5xx": n5, "wall_s": round(wall, 1), "healthy_after": healthy,
             "spec_4xx_checked": tally.checked, "spec_4xx_mismatches": sum(tally.mismatches.values())}

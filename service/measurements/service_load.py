@@ -1,8 +1,8 @@
 """Load test of the ranking service: many concurrent clients poll job status while a job trains.
 
-    python -m ncap.bench.service_load                     # start a server, 50 clients, 60 s, write results
-    python -m ncap.bench.service_load --clients 100 --interval 0
-    python -m ncap.bench.service_load --url http://127.0.0.1:3000 --token $NCAP_TOKEN   # an existing server
+    python -m ncap.service.measurements.service_load                     # start a server, 50 clients, 60 s, write results
+    python -m ncap.service.measurements.service_load --clients 100 --interval 0
+    python -m ncap.service.measurements.service_load --url http://127.0.0.1:3000 --token $NCAP_TOKEN   # an existing server
 
 Each client is its own HTTP connection (httpx.AsyncClient) that POSTs /jobs/status in a loop, sleeping
 ``--interval`` seconds between requests (0 = back to back). A request counts as an error if it raises
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = ["resnet10t=random", "mobilenetv3_small_050=random", "resnet18=random"]
 
 
@@ -200,7 +200,7 @@ def wait_running(url: str, token: str, job_id: str, timeout: float = 120) -> Non
 
 def to_markdown(runs: list[dict], meta: dict) -> str:
     lines = ["# Service load test: concurrent status polling while a job trains", "",
-             (f"`python -m ncap.bench.service_load` on {meta['machine']}; {meta['cpus']} CPU cores shared by the server, "
+             (f"`python -m ncap.service.measurements.service_load` on {meta['machine']}; {meta['cpus']} CPU cores shared by the server, "
              "the training process and the load generator (all on loopback). Server: `ncap serve` "
              "(BentoML 1.4.39, 1 worker process, 16 API threads); the job trains "
              f"{', '.join(CANDIDATES)} on the embedded digits data in its own process (1 torch thread, nice 10)."), "",
@@ -229,7 +229,7 @@ def to_markdown(runs: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ncap.bench.service_load", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ncap.service.measurements.service_load", description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[50])
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--interval", type=float, nargs="+", default=[0.25],

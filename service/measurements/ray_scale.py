@@ -2,7 +2,7 @@
 executor and with Ray at 1 and 2 workers, the per-task overhead, the driver's progress-event rate, and a
 throughput model against cluster size.
 
-    python -m ncap.bench.ray_scale [--candidates 4] [--rounds 2] [--out bench/results/ray_scale]
+    python -m ncap.service.measurements.ray_scale [--candidates 4] [--rounds 2] [--out bench/results/ray_scale]
 
 The job: ``--candidates`` labelled copies of ``resnet10t=random`` on a 600-image digits subset (an in-memory
 ``.npz``: shipped through the object store), 32 px, 1 epoch, 2 observations. Every configuration runs in
@@ -13,8 +13,8 @@ Ray task does (one CPU per candidate). A Ray configuration starts a private loca
 ``num_cpus`` = workers (timed apart: ``start_s``), runs the job twice: ``cold`` (worker processes start and
 import torch) and ``warm`` (idle workers are reused), then shuts Ray down.
 
-The executors live in the service layer; they are named by string (``pkgutil.resolve_name``), as
-bench/chaos.py names its runner, so that the layers still import only downward.
+It measures the service layer's executors, so it lives in that layer (``ncap.service.measurements``) and imports
+them plainly.
 """
 from __future__ import annotations
 
@@ -30,16 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+from ncap.service.executors import RayExecutor
+from ncap.service.ranking import run_ranking
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"  # the repository's bench/results
 RECIPE = {"epochs": 1, "image_size": 32, "evals_per_epoch": 2, "batch_size": 64, "beta_batch_size": 64,
           "probe_width": 32, "num_workers": 0, "measure_latency": False, "seed": 0}
 MODEL_GPUS = (8, 64, 512)
-
-
-def _service(name: str):
-    import pkgutil
-
-    return pkgutil.resolve_name(f"ncap.service.{name}")
 
 
 def make_job(folder: Path, n_candidates: int) -> tuple[str, list[str]]:
@@ -57,7 +54,7 @@ def time_job(data: str, candidates: list[str], executor=None) -> float:
     from ncap.models.recipe import Recipe
 
     t0 = time.perf_counter()
-    doc = _service("ranking:run_ranking")(data, candidates, Recipe(**RECIPE), None, progress=False,
+    doc = run_ranking(data, candidates, Recipe(**RECIPE), None, progress=False,
                                          executor=executor)
     assert all(r.status == "ok" for r in doc.candidates), [r.error for r in doc.candidates]
     return time.perf_counter() - t0
@@ -77,7 +74,7 @@ def time_local(data: str, candidates: list[str]) -> dict:
 def time_ray(data: str, candidates: list[str], workers: int) -> dict:
     """Start a private Ray with ``workers`` CPUs, run the job cold then warm, measure the event rate."""
     temp_dir = tempfile.mkdtemp(prefix="rb", dir="/tmp")
-    executor = _service("executors:RayExecutor")(local_cpus=workers, temp_dir=temp_dir)
+    executor = RayExecutor(local_cpus=workers, temp_dir=temp_dir)
     t0 = time.perf_counter()
     executor.connect()
     start = time.perf_counter() - t0
@@ -221,7 +218,7 @@ def write(result: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ncap.bench.ray_scale", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ncap.service.measurements.ray_scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--candidates", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "ray_scale")
@@ -230,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = measure(args.candidates, args.rounds)
     summary = summarise(runs, args.candidates)
     overhead = max(summary["overhead_per_task_cold_s"], 0.0)
-    result = {"command": f"python -m ncap.bench.ray_scale --candidates {args.candidates} --rounds {args.rounds}",
+    result = {"command": f"python -m ncap.service.measurements.ray_scale --candidates {args.candidates} --rounds {args.rounds}",
               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end",
               "job": f"{args.candidates} x resnet10t=random on 600 digits images, recipe {RECIPE}",
               "runs": runs, "summary": summary, "assumptions": ASSUMPTIONS,

@@ -1,8 +1,8 @@
 """Screenshots of the web page (docs/img/web-*.png) from a real server and a real ranking job.
 
-    python -m ncap.bench.web_screenshots [--out docs/img] [--timeout 900]
+    python -m ncap.service.measurements.web_screenshots [--out docs/img] [--timeout 900]
 
-Starts ``ncap serve`` on 127.0.0.1 (``ncap.bench.live_server.LiveServer``, the real ranking function) and drives
+Starts ``ncap serve`` on 127.0.0.1 (``ncap.service.measurements.live_server.LiveServer``, the real ranking function) and drives
 the distribution's Chromium with Playwright for Python (the browser the page's tests use) at 1280x800:
 
     web-signin.png        the sign-in form
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ncap.bench.live_server import ROOT, LiveServer
+from ncap.service.measurements.live_server import ROOT, LiveServer
 
 CANDIDATES = "mobilenetv3_small_050=random, resnet10t=random"
 RECIPE = {"epochs": "2", "image_size": "32"}
@@ -110,7 +110,7 @@ def take(out: Path, timeout: float = 900.0, log=print) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ncap.bench.web_screenshots", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ncap.service.measurements.web_screenshots", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="folder for the PNGs [docs/img]")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the job [900]")
     args = ap.parse_args(argv)

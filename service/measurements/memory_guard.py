@@ -1,6 +1,6 @@
 """Memory guards of the ranking service, measured on a live server (127.0.0.1) with a 2 GB per-job limit.
 
-    python -m ncap.bench.memory_guard
+    python -m ncap.service.measurements.memory_guard
 
 1. Refused at submit: the issue's job (``resnet10t=random``, 1 epoch, ``probe_width`` 8192) is answered 400
    with the estimate, before anything is queued.
@@ -30,7 +30,7 @@ import numpy as np
 
 from ncap.models.memory import available_memory
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"  # the repository's bench/results
 LIMIT_GB = 2
 SMALL = {"epochs": 1, "image_size": 32, "evals_per_epoch": 2}
 
@@ -136,13 +136,13 @@ def maximal_uploads(srv, tmp: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ncap.bench.live_server import LiveServer
+    from ncap.service.measurements.live_server import LiveServer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ncap-memguard-") as tmp:
-        srv = LiveServer(Path(tmp), token="guard", runner="ncap.bench.memory_guard:guarded_runner",
+        srv = LiveServer(Path(tmp), token="guard", runner="ncap.service.measurements.memory_guard:guarded_runner",
                          max_job_memory_gb=str(LIMIT_GB), max_upload_mb="201")
         srv.start()
         try:
@@ -161,7 +161,7 @@ def write(result: dict, out: Path) -> None:
     (out / "memory_guard.json").write_text(json.dumps(result, indent=2))
     w = result["wrong_estimate"]
     gb = 1024**3
-    lines = ["# Memory guards (per-job limit 2 GB)", "", ("Command: `python -m ncap.bench.memory_guard` (a live "
+    lines = ["# Memory guards (per-job limit 2 GB)", "", ("Command: `python -m ncap.service.measurements.memory_guard` (a live "
              "server on 127.0.0.1, `NCAP_MAX_JOB_MEMORY_GB=2`)."), "",
              "## Refused at submit", "", (f"`probe_width` 8192: HTTP {result['refused']['status']}: "
              f"{result['refused']['message']}"), "", "## A wrong estimate fails cleanly", "",
