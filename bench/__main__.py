@@ -10,7 +10,7 @@ warm-up + cosine to 0, averaged over the truth seeds), ncap's own short run with
 defaults, and the training-free scores. Every ranker (bench.rankers) is scored on the prefix of the
 seed-0 truth run at several budgets and on the short run. Writes bench/results/selection[-quick]/:
 results.json (every number), results.md (tables), rho_vs_budget.png, pred_vs_true.png; and the combined
-predictor fitted on the development tasks (capacitance/combined_predictor.json, full design only).
+predictor fitted on the development tasks (bench/results/combined_predictor.json, full design only).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from ncap.bench.statistics import metric_values, paired_counts, summarise
 from ncap.bench.tasks import get_task
 
 RESULTS = Path(__file__).parent / "results"
-ARTEFACT = Path(__file__).resolve().parents[1] / "capacitance" / "combined_predictor.json"
+ARTEFACT = Path(__file__).resolve().parent / "results" / "combined_predictor.json"  # read by no product code
 CEILING_MIN = 0.9
 
 

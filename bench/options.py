@@ -23,7 +23,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "cached apart")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates of the intervals")
     ap.add_argument("--no-artefact", action="store_true",
-                    help="do not write the fitted combined predictor (capacitance/combined_predictor.json)")
+                    help="do not write the fitted combined predictor (bench/results/combined_predictor.json)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared or small machine more threads spin-wait; measured "
                          "here ~10x faster than 2 threads under load)")

@@ -32,9 +32,9 @@ import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 
 from ncap.bench.baselines import learning_curve_extrapolation, successive_halving, tse_ema
+from ncap.capacitance.line_graph import VARIANTS
 from ncap.capacitance.predictor import CrossRunPredictor, predict_final_accuracy, trajectory_features
 
-VARIANTS = ("default", "support", "magnitude")
 T0S = (0, 1, 2)
 SMOOTHERS = ("none", "median3", "mean3")
 NCAP_DEFAULT = "ncap[support,t0=1,smooth=none]"  # β_eff (Algorithm 1) as `ncap rank` computes it with its defaults
@@ -211,7 +211,7 @@ ARTEFACT_FORMAT = "ncap-combined-predictor"
 
 
 def combined_artefact(model: CrossRunPredictor, provenance: dict) -> dict:
-    """A fitted combined predictor as plain JSON-able coefficients (``capacitance/combined_predictor.json``)."""
+    """A fitted combined predictor as plain JSON-able coefficients (``bench/results/combined_predictor.json``)."""
     scaler, reg = model.pipeline_[0], model.pipeline_[-1]
     return {"format": ARTEFACT_FORMAT, "version": 1, "features": list(COMBINED_FEATURES),
             "features_centred_within_ranking": True, "scaler_mean": scaler.mean_.tolist(),

@@ -15,7 +15,7 @@ import numpy as np
 
 from ncap.capacitance.jsonsafe import write_json
 from ncap.capacitance.predictor import p_best, rank_order
-from ncap.capacitance.ranking_rules import score_run
+from ncap.capacitance.ranking_rules import DEFAULT_RULE, score_run
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device
 from ncap.models.memory import candidate_failure
 from ncap.models.partial import split_problem
@@ -65,7 +65,7 @@ def rule_score(rec: CandidateRecord, ranker: str, t0: int, n_val: int | None) ->
     return s.score, s.std
 
 
-def rank_runs(records: list[CandidateRecord], seed: int = 0, ranker: str = "beta_eff", t0: int = 1,
+def rank_runs(records: list[CandidateRecord], seed: int = 0, ranker: str = DEFAULT_RULE, t0: int = 1,
               n_val: int | None = None) -> list[CandidateRecord]:
     """Fill ``score`` (under the ranking rule ``ranker``, ``capacitance/ranking_rules.py``), ``rank`` and
     ``p_best`` and sort by rank (failed candidates last). P(best) is Monte Carlo over N(score, std²) when the
