@@ -74,7 +74,8 @@ def rank(dataset: str | Path | None = None, candidates: str | list[str] | None =
     accuracy are recorded at every observation and Algorithm 1 predicts each final accuracy. The candidates are
     ranked by the recipe's ``ranker`` (default ``"val_acc"``: the last validation accuracy; ``"beta_eff"``: the
     Algorithm 1 prediction; ``"tse_ema"``: training speed), with P(best); β_eff's prediction is reported
-    whatever the rule.
+    whatever the rule. ``strategy="halving"`` stops the worse candidates early (successive halving) and
+    ``time_budget_s`` plans the epochs to fit a time budget (``ncap.models.allocation``).
 
     Parameters
     ----------
