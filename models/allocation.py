@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -247,8 +247,7 @@ def plan_epochs(fixed_s: Sequence[float], per_epoch_s: Sequence[float], budget_s
     fixed, per = np.asarray(fixed_s, float), np.sort(np.asarray(per_epoch_s, float))[::-1]
 
     def cost(epochs: int) -> float:
-        plan = Allocation(allocation.strategy, float(epochs), allocation.eta, allocation.min_epochs,
-                          allocation.grid, allocation.stop_p_best, min(allocation.min_rung, float(epochs)))
+        plan = replace(allocation, epochs=float(epochs), min_rung=min(allocation.min_rung, float(epochs)))
         total, before = float(fixed.sum()), 0.0
         for rung, alive in zip(plan.rungs(len(per)), plan.survivors(len(per))):
             total += (rung - before) * float(per[:alive].sum())

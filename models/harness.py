@@ -266,15 +266,10 @@ class CandidateSession:
         """Epochs trained so far."""
         return self.loop.result.steps / self.loop.steps_per_epoch
 
-    @property
-    def active(self) -> bool:
-        """Not failed, not finished and not at its last step."""
-        return self.run.status == "ok" and not self.loop.done and self.halted_at is None
-
     def advance(self, epoch: float, pause: Callable[[], bool] | None = None) -> None:
         """Train up to ``epoch`` (whole steps; at most ``config.epochs``), or until ``pause()`` says so before a
         step. A diverging loss marks the run failed; :class:`Cancelled` propagates."""
-        if self.run.status != "ok":
+        if self.failed:
             return
         self._resume_clock()
         t, c = time.perf_counter(), time.process_time()

@@ -254,10 +254,15 @@ class Recipe(BaseModel):
         those change."""
         return {k: v for k, v in self.to_dict().items() if k not in POST_HOC | ALLOCATION}
 
+    @property
+    def trains_in_turns(self) -> bool:
+        """Successive halving or a time budget: the candidates train in turns (``ncap.service.rounds``)."""
+        return self.strategy == "halving" or self.time_budget_s is not None
+
     def allocation_dict(self) -> dict:
         """The allocation settings (:data:`ALLOCATION`) when they are not the defaults' (equal, no budget), else
         an empty dict: what a resumed run must also match, beyond :meth:`run_dict`."""
-        if self.strategy == "equal" and self.time_budget_s is None:
+        if not self.trains_in_turns:
             return {}
         return {k: v for k, v in self.to_dict().items() if k in ALLOCATION}
 

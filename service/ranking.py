@@ -158,7 +158,7 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
     specs = resolve_candidates(candidates, progress=progress, require_local_weights=True)
     hooks = Hooks(on_candidate_start, on_epoch, on_candidate_done, should_stop, progress)
     folder = None if out_dir is None else Path(out_dir) / CHECKPOINTS
-    if config.strategy == "halving" or config.time_budget_s is not None:
+    if config.trains_in_turns:
         records, config, allocation = _train_in_rounds(specs, data, ds, candidates, config, hooks, started,
                                                        folder if keep > 0 else None, bool(completed), executor)
     else:
@@ -177,14 +177,19 @@ def run_ranking(dataset, candidates, config: Recipe, out_dir: Path | None, *,
     return doc
 
 
+def _refused(specs, config: Recipe) -> dict[str, CandidateRecord]:
+    """The failed records of the candidates that cannot be split as ``config.trainable`` asks, by name."""
+    return {s.name: failed_record(s.name, problem, config) for s in specs
+            if (problem := split_problem(s, config.trainable, config.image_size))}
+
+
 def _train_each(specs, data, config: Recipe, hooks: Hooks, folder: Path | None, completed: dict | None,
                 executor: Executor | None) -> list[CandidateRecord]:
     """Every candidate for ``config.epochs`` (the executor's way), reusing ``completed`` records; ranked."""
     completed = {k: CandidateRecord.model_validate(v) for k, v in (completed or {}).items()}
     reused = {s.name: completed[s.name].model_copy(update={"reused": True}) for s in specs
               if s.name in completed and completed[s.name].status in ("ok", "failed")}
-    refused = {s.name: failed_record(s.name, problem, config) for s in specs if s.name not in reused
-               and (problem := split_problem(s, config.trainable, config.image_size))}
+    refused = _refused([s for s in specs if s.name not in reused], config)
     train = functools.partial(_train_one, checkpoint_dir=folder) if folder is not None else _train_one
     trained = (executor or LocalExecutor()).run([s for s in specs if s.name not in reused and s.name not in refused],
                                                 data, config, hooks, train=train, fail=failed_record)
@@ -209,8 +214,7 @@ def _train_in_rounds(specs, data, ds, candidates, config: Recipe, hooks: Hooks, 
         config, plan = plan_budget(config, candidates, ds)
         allocation.update(plan)
         deadline = started + config.time_budget_s * (1 - BUDGET_RESERVE)
-    refused = {s.name: failed_record(s.name, problem, config) for s in specs
-               if (problem := split_problem(s, config.trainable, config.image_size))}
+    refused = _refused(specs, config)
     records, result = run_in_rounds([s for s in specs if s.name not in refused], data, config, hooks,
                                     checkpoint_path=lambda name: folder and folder / checkpoint_name(name),
                                     make_record=candidate_record, fail_record=failed_record,

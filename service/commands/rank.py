@@ -101,13 +101,12 @@ def run(args: argparse.Namespace) -> int:
         if config.beta_eff_shortfall and config.track_beta:  # the ranking rule does not need it: a warning
             print(f"ncap rank: warning: β_eff's prediction {config.beta_eff_shortfall}; it will be reported as a "
                   "flagged fallback (the last accuracy)", file=sys.stderr)
-        rounds = config.strategy == "halving" or config.time_budget_s is not None
-        if rounds and args.executor != "local":
+        if config.trains_in_turns and args.executor != "local":
             raise ValueError("--strategy halving and --time-budget train the candidates in turns in this process: "
                              "use --executor local")
         check_memory(args, config)
         check_run_estimate(args, config)
-        completed = {} if rounds else resumable(args, config)
+        completed = {} if config.trains_in_turns else resumable(args, config)
         with executor:
             doc = run_ranking(args.data, args.candidates, config, args.out, make_plots=not args.no_plots,
                               progress=not args.quiet, executor=executor, completed=completed,
