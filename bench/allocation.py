@@ -954,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write(doc: dict, args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     """Write allocation.{json,md,png} to ``args.out`` and print the markdown."""
-    from ncap.capacitance.jsonsafe import to_jsonable, write_json
+    from ncap.jsonsafe import to_jsonable, write_json
 
     given = list(sys.argv[1:] if argv is None else argv)
     doc["command"] = " ".join(["python -m ncap.bench.allocation", *given])

@@ -38,7 +38,7 @@ from ncap.integrations.optuna import CapacitancePruner, report_beta
 from ncap.models import training, zoo
 from ncap.models.data import prepare_batch
 from ncap.models.paths import cache_root as ncap_cache_root
-from ncap.models.probe import NeuralCapacitanceProbe
+from ncap.capacitance.probe import NeuralCapacitanceProbe
 from ncap.models.recipe import Recipe
 
 RESULTS = Path(__file__).parent / "results" / "automl"

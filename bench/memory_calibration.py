@@ -88,7 +88,7 @@ def child_beta(variant: str, width: int) -> dict:
     import torch
 
     from ncap.capacitance.beta_eff import capacitance
-    from ncap.models.probe import NeuralCapacitanceProbe, probe_width_spec
+    from ncap.capacitance.probe import NeuralCapacitanceProbe, probe_width_spec
 
     torch.set_num_threads(1)
     probe = NeuralCapacitanceProbe(512, 10, probe_width_spec(width, 3))
@@ -165,7 +165,7 @@ def step_estimate(arch: str, size: int, batch: int, mode: str) -> int:
 
 def beta_estimate(variant: str, width: int) -> int:
     from ncap.models.memory import beta_eff_bytes
-    from ncap.models.probe import probe_width_spec
+    from ncap.capacitance.probe import probe_width_spec
 
     return beta_eff_bytes(variant, [512, *probe_width_spec(width, 3), 10], 256)
 

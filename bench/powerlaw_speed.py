@@ -1,4 +1,4 @@
-"""Speed of ``ncap.capacitance.network.fit_power_law`` against ``powerlaw.Fit`` (powerlaw 2.0) on the same data.
+"""Speed of ``ncap.network.fit_power_law`` against ``powerlaw.Fit`` (powerlaw 2.0) on the same data.
 
     python -m ncap.bench.powerlaw_speed                      # sizes 1e5, 3e5, 1e6 (powerlaw takes minutes)
     python -m ncap.bench.powerlaw_speed --sizes 20000        # quick look
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncap.capacitance.network import fit_power_law, sample_power_law
+from ncap.network import fit_power_law, sample_power_law
 
 RESULTS = Path(__file__).parent / "results"
 ALPHA, XMIN, SEED = 2.5, 10, 0

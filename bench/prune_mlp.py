@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
 
-    from ncap.capacitance.network import network_from_model, preferential_attachment
+    from ncap.network import network_from_model, preferential_attachment
     from ncap.models.data import split_dataset
     from ncap.models.prune_pipeline import markdown_table, run_pruning
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ncap.bench.tasks import Task
-from ncap.capacitance.jsonsafe import write_json
+from ncap.jsonsafe import write_json
 from ncap.models.harness import fine_tune_candidate
 from ncap.models.paths import cache_root as ncap_cache_root
 from ncap.models.pretrained import PRETRAINED

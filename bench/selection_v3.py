@@ -34,7 +34,7 @@ from ncap.bench.design_v3 import (
 )
 from ncap.bench.runs import weights_key
 from ncap.bench.tasks import TASKS_V3
-from ncap.capacitance.jsonsafe import write_json
+from ncap.jsonsafe import write_json
 
 RESULTS = Path(__file__).parent / "results" / "selection-v3"
 RUNS = RESULTS / "runs"

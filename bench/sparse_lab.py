@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncap.capacitance.jsonsafe import to_jsonable, write_json
+from ncap.jsonsafe import to_jsonable, write_json
 from ncap.models.sparse import DSTConfig, train_dst
 from ncap.models.sparse.dst import as_tensors, build_model, sparsify
 from ncap.models.sparse.plots import plot_ccdfs_by_epoch, plot_series

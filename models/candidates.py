@@ -64,7 +64,7 @@ from ncap.models.pretrained import (
     pretrained_weights_file,
     timm_arch,
 )
-from ncap.models.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
+from ncap.capacitance.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
 
 __all__ = [
     "SOURCES",

@@ -32,7 +32,7 @@ import torch
 
 from ncap.capacitance.tracker import BetaEffTracker
 from ncap.models import training
-from ncap.models.probe import CandidateModel
+from ncap.capacitance.probe import CandidateModel
 from ncap.models.recipe import Recipe
 from ncap.models.training import Cancelled, DivergedError, TrainSettings, evaluate_accuracy, seed_everything
 
@@ -432,10 +432,10 @@ class _Observer:
 def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:
     """Magnitude-prune a copy of the fine-tuned probe (head kept dense) and report its degree
     distributions with power-law / truncated power-law fits per layer
-    (``ncap.capacitance.network.pruning_report``)."""
+    (``ncap.network.pruning_report``)."""
     import copy
 
-    from ncap.capacitance.network import pruning_report
+    from ncap.network import pruning_report
     from ncap.models.pruning import prune_magnitude
 
     pruned = copy.deepcopy(probe).cpu()

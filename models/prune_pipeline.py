@@ -1,6 +1,6 @@
 """The ``ncap prune`` pipeline: load data, build a candidate, train -> prune -> retrain it
 (:func:`ncap.models.pruning.three_step_prune`) and report its per-layer degree distributions
-(:func:`ncap.capacitance.network.pruning_report`), as a dict, ``report.json`` and ``report.md``.
+(:func:`ncap.network.pruning_report`), as a dict, ``report.json`` and ``report.md``.
 
 Candidates (:func:`build_pruning_model`):
 
@@ -12,7 +12,7 @@ Candidates (:func:`build_pruning_model`):
   :mod:`ncap.models.candidates`). With ``scope="probe"`` (default) the backbone is frozen, its pooled
   features are computed once and only the NCP probe is trained, pruned and reported; ``scope="all"``
   prunes every Linear/Conv2d layer of backbone + probe except the last (slow on CPU; degrees of branching
-  backbones follow execution order, an approximation — see :mod:`ncap.capacitance.network.degrees`).
+  backbones follow execution order, an approximation — see :mod:`ncap.network.degrees`).
 
 :func:`text_table` and :func:`markdown_table` render the result of :func:`run_pruning`.
 """
@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from ncap.capacitance.network import pruning_report
+from ncap.network import pruning_report
 from ncap.models.data import ImageDataset, load_dataset, split_dataset
 from ncap.models.pruning import paper_cnn, paper_mlp, three_step_prune
 
@@ -115,7 +115,7 @@ def run_pruning(candidate: str, sparsity: float, *, data=None, epochs: int = 10,
     Argument errors name the ``ncap prune`` flag (``--sparsity``, ``--epochs``, ...).
 
     The report holds the run settings, accuracies (validation split), the per-layer
-    :func:`ncap.capacitance.network.pruning_report` and, with ``out_dir``, the written files.
+    :func:`ncap.network.pruning_report` and, with ``out_dir``, the written files.
     """
     log = log or (lambda _m: None)
     if not 0.0 <= sparsity < 1.0:

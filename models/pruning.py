@@ -8,7 +8,7 @@ connection is a weight.
 
 Masks
 -----
-Masks are our own boolean buffers (kept by :mod:`ncap.capacitance.network.masks`, where degree counting
+Masks are our own boolean buffers (kept by :mod:`ncap.network.masks`, where degree counting
 reads them), not ``torch.nn.utils.prune``. Reasons:
 
 * ``torch.nn.utils.prune`` re-parametrises ``weight`` into ``weight_orig`` × ``weight_mask`` with a
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncap.capacitance.network.masks import get_mask, prunable_layers, remove_mask, set_mask
+from ncap.network.masks import get_mask, prunable_layers, remove_mask, set_mask
 
 __all__ = [
     "Pruner",

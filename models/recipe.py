@@ -24,7 +24,7 @@ from ncap.capacitance.line_graph import VARIANTS
 from ncap.capacitance.predictor import MIN_POINTS
 from ncap.capacitance.ranking_rules import DEFAULT_RULE, RuleName
 from ncap.models.partial import Trainable
-from ncap.models.probe import probe_width_spec
+from ncap.capacitance.probe import probe_width_spec
 
 __all__ = ["ALLOCATION", "Duration", "Exposure", "Recipe", "VariantName", "exposed_fields", "plain_value_errors"]
 

@@ -109,7 +109,7 @@ def _time_candidate(entry: str, recipe, n_train: int, n_val: int, n_classes: int
     from ncap.models.candidates import CandidateSpec, create_backbone
     from ncap.models.memory import candidate_architecture
     from ncap.models.partial import SplitError, split_backbone
-    from ncap.models.probe import CandidateModel, NeuralCapacitanceProbe
+    from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
     from ncap.models.zoo import ZOO, ZOO_IMAGE_SIZE
 
     arch, kwargs = candidate_architecture(entry)

@@ -14,8 +14,9 @@ Optional integrations (not imported by ``import ncap``): ``ncap.integrations.opt
 
 The repository's top-level folders are this package's layers, installed under the one name ``ncap``:
 
-    ncap.capacitance   the math (β_eff, tracker, predictor, network science)
-    ncap.models        data, candidates, probe, training loop, harness, zoo, pruning
+    ncap.capacitance   the β_eff method (probe, line graph, β_eff, tracker, predictor, ranking rules)
+    ncap.network       network science of weights (masks, degrees, measures, power-law fits)
+    ncap.models        data, candidates, training loop, harness, zoo, pruning
     ncap.bench         benchmarks
     ncap.service       ranking jobs, typed documents, store, BentoML service, CLI
 """

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ncap.capacitance.jsonsafe import to_jsonable
+from ncap.jsonsafe import to_jsonable
 from ncap.models.recipe import Recipe
 
 __all__ = ["SCHEMA_VERSION", "CandidateRecord", "DatasetInfo", "RankingDocument"]

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ncap.capacitance.jsonsafe import to_jsonable
+from ncap.jsonsafe import to_jsonable
 from ncap.service.store import (
     CANCELLED,
     CAND_DONE,

@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ncap.capacitance.jsonsafe import to_jsonable, write_json
+from ncap.jsonsafe import to_jsonable, write_json
 from ncap.models.recipe import Recipe
 
 __all__ = ["ManifestEntry", "finished_records", "load_manifest", "run_fingerprint", "run_manifest", "save_record",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncap.capacitance.jsonsafe import write_json
+from ncap.jsonsafe import write_json
 from ncap.capacitance.predictor import p_best, rank_order
 from ncap.capacitance.ranking_rules import DEFAULT_RULE, score_run
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device

@@ -22,7 +22,7 @@ from ncap.models.candidates import (
     save_backbone,
 )
 from ncap.models.data import prepare_batch
-from ncap.models.probe import CandidateModel, NeuralCapacitanceProbe
+from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
 
 torch.set_num_threads(1)
 

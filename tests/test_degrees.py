@@ -1,4 +1,4 @@
-"""Degree counting (capacitance/network/degrees.py) against hand counts and the paper's conv example."""
+"""Degree counting (network/degrees.py) against hand counts and the paper's conv example."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ncap.capacitance.network import conv_counts, linear_counts, network_from_model, network_from_weights
+from ncap.network import conv_counts, linear_counts, network_from_model, network_from_weights
 from ncap.models.pruning import Pruner, paper_cnn, paper_mlp
 
 

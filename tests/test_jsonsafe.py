@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncap.capacitance.jsonsafe import to_jsonable
+from ncap.jsonsafe import to_jsonable
 
 
 @dataclasses.dataclass
@@ -51,7 +51,7 @@ def test_write_json_replaces_the_file_in_one_rename(tmp_path, monkeypatch):
     import json
     import os
 
-    from ncap.capacitance.jsonsafe import write_json
+    from ncap.jsonsafe import write_json
 
     path = tmp_path / "a" / "doc.json"
     write_json(path, {"x": 1})

@@ -13,18 +13,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"capacitance": 0, "models": 1, "bench": 2, "service": 3}  # each imports only from lower numbers
-# ncap/'s own subpackages, with the layer they sit at (the AutoML integrations use the method only)
-PACKAGE_LAYERS = {"integrations": 1}
+# each imports only from lower numbers; the method (capacitance) and network science (network) share layer 0
+# and import nothing from each other (test_the_method_and_network_science_are_separate)
+LAYERS = {"capacitance": 0, "network": 0, "models": 1, "bench": 2, "service": 3}
+# ncap/'s own subpackages and modules, with the layer they sit at: the AutoML integrations use the method only;
+# the JSON writer every layer uses imports none of them (layer -1)
+PACKAGE_LAYERS = {"integrations": 1, "jsonsafe": -1}
 STRING_IMPORTERS = {"import_module", "resolve_name"}  # importlib.import_module("..."), pkgutil.resolve_name("...")
 
 
 def source_modules() -> dict[str, Path]:
     """``ncap.<layer>.<...>`` module name -> file, for every .py file under the layer folders and ncap/'s
     subpackages."""
-    mods = {}
     roots = [(ROOT / layer, ("ncap", layer)) for layer in LAYERS]
-    roots += [(ROOT / "ncap" / pkg, ("ncap", pkg)) for pkg in PACKAGE_LAYERS]
+    roots += [(ROOT / "ncap" / pkg, ("ncap", pkg)) for pkg in PACKAGE_LAYERS if (ROOT / "ncap" / pkg).is_dir()]
+    mods = {f"ncap.{pkg}": ROOT / "ncap" / f"{pkg}.py" for pkg in PACKAGE_LAYERS
+            if (ROOT / "ncap" / f"{pkg}.py").is_file()}
     for folder, prefix in roots:
         for path in folder.rglob("*.py"):
             parts = (*prefix, *path.relative_to(folder).with_suffix("").parts)
@@ -117,6 +121,18 @@ def test_layers_only_import_downward_without_cycles_or_private_names():
     assert not cycles(edges), cycles(edges)
 
 
+def test_the_method_and_network_science_are_separate():
+    """capacitance/ (the β_eff method) and network/ (masks, degrees, power laws) share layer 0 but neither imports
+    the other, and the method reads in at most six files."""
+    edges, _, _ = import_graph()
+    for a, b in (("ncap.capacitance", "ncap.network"), ("ncap.network", "ncap.capacitance")):
+        crossing = [f"{m} -> {d}" for m, ds in edges.items() if m.startswith(a) for d in ds if d.startswith(b)]
+        assert not crossing, crossing
+    method = [p for p in (ROOT / "capacitance").glob("*.py") if p.name != "__init__.py"]
+    assert len(method) <= 6, sorted(p.name for p in method)
+    assert not [p for p in (ROOT / "capacitance").iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
 def test_the_checker_catches_what_it_should(tmp_path):
     """The three rules fire on a planted example (so the test above can fail)."""
     edges = {"ncap.models.a": {"ncap.models.b"}, "ncap.models.b": {"ncap.models.a"}, "ncap.models.c": set()}
@@ -159,5 +175,5 @@ def test_wheel_installs_only_ncap(tmp_path):
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"ncap"}
     for module in ("ncap/capacitance/beta_eff.py", "ncap/models/recipe.py", "ncap/service/api.py",
-                   "ncap/bench/runs.py", "ncap/capacitance/network/powerlaw.py"):
+                   "ncap/bench/runs.py", "ncap/network/powerlaw.py"):
         assert module in names, module

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from ncap.capacitance.network import (
+from ncap.network import (
     core_numbers,
     dormant_neurons,
     esd,

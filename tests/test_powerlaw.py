@@ -1,4 +1,4 @@
-"""Power-law fitting (capacitance/network/powerlaw*.py) and the `ncap powerlaw` command."""
+"""Power-law fitting (network/powerlaw*.py) and the `ncap powerlaw` command."""
 from __future__ import annotations
 
 import io
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import optimize, special
 
-import ncap.capacitance.network.powerlaw_ks as plmod
-from ncap.capacitance.network import (
+import ncap.network.powerlaw_ks as plmod
+from ncap.network import (
     best_alternative,
     check_sample,
     compare_distributions,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ncap.capacitance.network import MASK_ATTR, prunable_layers
+from ncap.network import MASK_ATTR, prunable_layers
 from ncap.models.pruning import (
     Pruner,
     accuracy,

@@ -38,7 +38,7 @@ def test_the_readme_layout_names_every_package_module():
     text = (root / "README.md").read_text()
     section = text[text.index("## Layout"):]
     block = section[section.index("```"):section.index("```", section.index("```") + 3)]
-    missing = [str(f.relative_to(root)) for d in ("capacitance", "models", "bench", "service", "ncap")
+    missing = [str(f.relative_to(root)) for d in ("capacitance", "network", "models", "bench", "service", "ncap")
                for f in (root / d).rglob("*.py") if f.name != "__init__.py" and "__pycache__" not in f.parts
                and not re.search(rf"(?<![\w]){re.escape(f.stem)}(\.py)?(?![\w])", block)]
     assert missing == []

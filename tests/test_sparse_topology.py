@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ncap.capacitance.network import (
+from ncap.network import (
     core_numbers,
     get_mask,
     network_from_model,

@@ -7,7 +7,7 @@ Pieces:
 * :func:`build_model` — ``mlp``, ``mlp:W1,W2,...`` or ``cnn`` from :func:`ncap.models.prune_pipeline.build_pruning_model`,
   optionally with LayerNorm before each hidden ReLU (sources/003 §2.6).
 * :func:`sparsify` — layer densities (uniform / ER / ERK) and fan-in profiles of :mod:`ncap.models.sparse.init`;
-  masks are the keep-mask buffers of :mod:`ncap.capacitance.network.masks`. The output layer stays dense unless
+  masks are the keep-mask buffers of :mod:`ncap.network.masks`. The output layer stays dense unless
   ``include_output``.
 * :class:`DynamicSparsity` — the topology update as an optimiser *step post-hook* (``attach(optimizer)``): after
   every ``optimizer.step()`` it re-applies the masks, and every Δt steps it rewires each sparse layer
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from tqdm.auto import tqdm
 
-from ncap.capacitance.network import get_mask, prunable_layers, set_mask
+from ncap.network import get_mask, prunable_layers, set_mask
 from ncap.models.pruning import accuracy
 from ncap.models.sparse.init import (
     DENSITY_METHODS,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ncap.capacitance.jsonsafe import to_jsonable
-from ncap.capacitance.network import plot_degree_ccdfs
+from ncap.jsonsafe import to_jsonable
+from ncap.network import plot_degree_ccdfs
 from ncap.models.sparse.dst import DSTConfig, train_dst
 from ncap.models.sparse.plots import plot_ccdfs_by_epoch, plot_series
 

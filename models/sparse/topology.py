@@ -1,13 +1,13 @@
 """Topology of a sparse network over dynamic sparse training, recorded at every topology update.
 
-Per node layer (the layered graph and degree rule of :mod:`ncap.capacitance.network.degrees`: a degree
+Per node layer (the layered graph and degree rule of :mod:`ncap.network.degrees`: a degree
 counts connections through sparse layers only): in / out / total degrees, degree CV and maximum, dormant
 neurons below the thresholds of sources/002 §5.4 (degree < 10 and < 110; < 1 = isolated) and below the same
 thresholds relative to the layer's initial mean degree (:data:`RELATIVE_DORMANT`), k-shell range,
 and Ω̂(d) between consecutive updates. Per sparse layer: fan-in CV, Δ̂(d1, d2) between consecutive
 updates, per-neuron gradient norms (L2 norm of the gradient over the neuron's active incoming weights)
 and the gradient ratio of sources/003 §2.9 (mean norm of the half of the neurons with the largest fan-in
-over that of the other half). Ω̂ and Δ̂ are those of :func:`ncap.capacitance.network.preferential_attachment`
+over that of the other half). Ω̂ and Δ̂ are those of :func:`ncap.network.preferential_attachment`
 (new connections at update t grouped by degree at t−1, also per free slot).
 
 Two ways to compute them, with the same output:
@@ -16,8 +16,8 @@ Two ways to compute them, with the same output:
   the update, Ω̂/Δ̂ come from the regrown edges alone, and k-shells from :func:`core_numbers_csr`. The
   generic way costs ~0.35 s per update on a 784-1024-1024-10 MLP (mostly dense Δ̂ matmuls), a third of an
   epoch; this one ~10-40 ms, most of it the exact k-shell peeling (bench/results/sparse_lab/speed.md).
-* Anything else (CNNs): :func:`ncap.capacitance.network.network_from_model` on the masks at every update,
-  with :func:`~ncap.capacitance.network.kshell` and :func:`~ncap.capacitance.network.preferential_attachment`.
+* Anything else (CNNs): :func:`ncap.network.network_from_model` on the masks at every update,
+  with :func:`~ncap.network.kshell` and :func:`~ncap.network.preferential_attachment`.
 
 Storage is compact: a JSON-ready row of scalars per update (:attr:`TopologyTracker.rows`) and int32
 degree / float32 gradient-norm arrays per update (:meth:`TopologyTracker.arrays`, saved as ``.npz``).
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncap.capacitance.network import (
+from ncap.network import (
     LayerDegrees,
     degree_fit,
     dormant_neurons,
@@ -66,7 +66,7 @@ def weighted_corr(x, y, w=None) -> float | None:
 def core_numbers_csr(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Core numbers of a simple undirected graph given by CSR neighbour lists (each edge in both lists).
 
-    The level-synchronous peeling of :func:`ncap.capacitance.network.core_numbers`, but each round only
+    The level-synchronous peeling of :func:`ncap.network.core_numbers`, but each round only
     visits the edges of the nodes removed in it (total work O(edges) instead of one sparse matvec per
     round); the tests check it against that function and networkx.
     """
@@ -382,7 +382,7 @@ class TopologyTracker:
         return self._network().degrees()
 
     def fits(self, *, n_bootstrap: int = 0, seed: int = 0) -> tuple[list[LayerDegrees], list[dict]]:
-        """Power-law and truncated power-law fits (:func:`ncap.capacitance.network.degree_fit`) of the final
+        """Power-law and truncated power-law fits (:func:`ncap.network.degree_fit`) of the final
         total degrees of every node layer; returns the degrees and the fits (with their fit objects)."""
         degs = self.final_degrees()
         return degs, [degree_fit(ld.degree, n_bootstrap=n_bootstrap, seed=seed) for ld in degs]

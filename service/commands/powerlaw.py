@@ -15,7 +15,7 @@ import math
 import sys
 import warnings
 
-from ncap.capacitance.network.powerlaw import MIN_SAMPLES
+from ncap.network.powerlaw import MIN_SAMPLES
 
 
 class InputError(ValueError):
@@ -115,7 +115,7 @@ def _report_text(rep: dict, best: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ncap.capacitance.network import best_alternative, fit_sample, plot_ccdf
+    from ncap.network import best_alternative, fit_sample, plot_ccdf
 
     discrete = not args.continuous
     try:

@@ -13,8 +13,8 @@ Modules, each importing only the ones listed before it:
 The public names below are importable from here; the vectorised solvers (``powerlaw_norm.solve_alpha``,
 ``powerlaw_ks.ks_argmin``) only from their modules.
 """
-from ncap.capacitance.network.degree_report import degree_fit, plot_degree_ccdfs, pruning_report
-from ncap.capacitance.network.degrees import (
+from ncap.network.degree_report import degree_fit, plot_degree_ccdfs, pruning_report
+from ncap.network.degrees import (
     LayerConnections,
     LayerDegrees,
     NodeLayer,
@@ -25,7 +25,7 @@ from ncap.capacitance.network.degrees import (
     network_from_model,
     network_from_weights,
 )
-from ncap.capacitance.network.masks import (
+from ncap.network.masks import (
     MASK_ATTR,
     PRUNABLE_TYPES,
     get_mask,
@@ -34,7 +34,7 @@ from ncap.capacitance.network.masks import (
     remove_mask,
     set_mask,
 )
-from ncap.capacitance.network.measures import (
+from ncap.network.measures import (
     core_numbers,
     dormant_neurons,
     esd,
@@ -42,7 +42,7 @@ from ncap.capacitance.network.measures import (
     kshell,
     preferential_attachment,
 )
-from ncap.capacitance.network.powerlaw import (
+from ncap.network.powerlaw import (
     ALPHA_MAX,
     MIN_SAMPLES,
     PowerLawFit,
@@ -51,7 +51,7 @@ from ncap.capacitance.network.powerlaw import (
     fit_power_law,
     plot_ccdf,
 )
-from ncap.capacitance.network.powerlaw_compare import (
+from ncap.network.powerlaw_compare import (
     ALTERNATIVES,
     best_alternative,
     compare_distributions,
@@ -59,15 +59,15 @@ from ncap.capacitance.network.powerlaw_compare import (
     loglikelihood_ratio,
     power_law_loglik,
 )
-from ncap.capacitance.network.powerlaw_ks import KS_VARIANTS
-from ncap.capacitance.network.powerlaw_norm import log_normaliser
-from ncap.capacitance.network.powerlaw_report import SampleFits, fit_report, fit_sample
-from ncap.capacitance.network.powerlaw_sampling import (
+from ncap.network.powerlaw_ks import KS_VARIANTS
+from ncap.network.powerlaw_norm import log_normaliser
+from ncap.network.powerlaw_report import SampleFits, fit_report, fit_sample
+from ncap.network.powerlaw_sampling import (
     power_law_gof,
     sample_power_law,
     sample_truncated_power_law,
 )
-from ncap.capacitance.network.powerlaw_tpl import TPL_ALPHA_BOUNDS, fit_truncated_power_law
+from ncap.network.powerlaw_tpl import TPL_ALPHA_BOUNDS, fit_truncated_power_law
 
 __all__ = [
     "ALPHA_MAX",

@@ -1,10 +1,10 @@
 """Network-science measures of sparse networks: k-shells, dormant neurons, weight ESDs and preferential
-attachment (:mod:`ncap.capacitance.network.degree_report` gathers them into the ``ncap prune`` report).
+attachment (:mod:`ncap.network.degree_report` gathers them into the ``ncap prune`` report).
 
 * k-shell decomposition (sources/002, §4.5.1): repeatedly peel nodes of degree < k; a node's shell is the
   largest k whose k-core contains it. Run on the whole layered graph (input, hidden and the dense output
   layer, every layer's connections). Conv connections carry multiplicities (see
-  :mod:`ncap.capacitance.network.degrees`), so the peeling uses weighted degree (sum of multiplicities); on 0/1 graphs
+  :mod:`ncap.network.degrees`), so the peeling uses weighted degree (sum of multiplicities); on 0/1 graphs
   it equals ``networkx.core_number``.
 * Dormant / isolated neurons (sources/002, §5.4): nodes whose degree (paper rule) is below a threshold;
   ``isolated`` = degree 0; for hidden layers also nodes cut off from below (no input connection) or above.
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncap.capacitance.network.degrees import LayerConnections, LayerDegrees, SparseNetwork
-from ncap.capacitance.network.masks import prunable_layers
-from ncap.capacitance.network.powerlaw import fit_power_law
+from ncap.network.degrees import LayerConnections, LayerDegrees, SparseNetwork
+from ncap.network.masks import prunable_layers
+from ncap.network.powerlaw import fit_power_law
 
 __all__ = [
     "core_numbers",

@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 
-from ncap.capacitance.network.powerlaw import PowerLawFit, check_sample, fit_power_law
-from ncap.capacitance.network.powerlaw_norm import log_normaliser
+from ncap.network.powerlaw import PowerLawFit, check_sample, fit_power_law
+from ncap.network.powerlaw_norm import log_normaliser
 
 # --------------------------------------------------------------------------- sampling
 

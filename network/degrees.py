@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncap.capacitance.network.masks import get_mask, layer_support, prunable_layers
+from ncap.network.masks import get_mask, layer_support, prunable_layers
 
 __all__ = [
     "LayerConnections",
@@ -245,7 +245,7 @@ def network_from_model(model: nn.Module, *, input_shape: Sequence[int] | None = 
         Shape of one input (without batch); needed when the model has Conv2d layers (output map sizes)
         and used to order layers by execution. ``example_input`` (with batch dim) may be given instead.
     pruned : names of the pruned layers
-        Default: layers carrying a pruning mask (:mod:`ncap.capacitance.network.masks`), or, when none has one,
+        Default: layers carrying a pruning mask (:mod:`ncap.network.masks`), or, when none has one,
         every layer except the last (the dense output layer).
     masks : dict name → bool tensor, optional
         Supports to use instead of the model's masks / nonzero weights.

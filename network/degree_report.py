@@ -1,9 +1,9 @@
 """The per-layer degree report of a (pruned) model, :func:`pruning_report`: what ``ncap prune`` prints.
 
-For every reported node layer (:mod:`ncap.capacitance.network.degrees`) it fits the positive degrees
+For every reported node layer (:mod:`ncap.network.degrees`) it fits the positive degrees
 (:func:`degree_fit`: power law, bounded power law, likelihood-ratio comparisons), and adds the measures of
-:mod:`ncap.capacitance.network.measures` (k-shells, dormant neurons, ESD) and the sparsity of every
-layer (:mod:`ncap.capacitance.network.masks`); :func:`plot_degree_ccdfs` draws the log-log CCDFs.
+:mod:`ncap.network.measures` (k-shells, dormant neurons, ESD) and the sparsity of every
+layer (:mod:`ncap.network.masks`); :func:`plot_degree_ccdfs` draws the log-log CCDFs.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ncap.capacitance.jsonsafe import to_jsonable
-from ncap.capacitance.network.degrees import LayerDegrees, network_from_model
-from ncap.capacitance.network.masks import get_mask, prunable_layers
-from ncap.capacitance.network.measures import dormant_neurons, esd_report, kshell
-from ncap.capacitance.network.powerlaw import fit_power_law, plot_ccdf
-from ncap.capacitance.network.powerlaw_compare import best_alternative, compare_distributions
-from ncap.capacitance.network.powerlaw_sampling import power_law_gof
-from ncap.capacitance.network.powerlaw_tpl import fit_truncated_power_law
+from ncap.jsonsafe import to_jsonable
+from ncap.network.degrees import LayerDegrees, network_from_model
+from ncap.network.masks import get_mask, prunable_layers
+from ncap.network.measures import dormant_neurons, esd_report, kshell
+from ncap.network.powerlaw import fit_power_law, plot_ccdf
+from ncap.network.powerlaw_compare import best_alternative, compare_distributions
+from ncap.network.powerlaw_sampling import power_law_gof
+from ncap.network.powerlaw_tpl import fit_truncated_power_law
 
 __all__ = ["degree_fit", "plot_degree_ccdfs", "pruning_report"]
 
@@ -149,7 +149,7 @@ def pruning_report(model: nn.Module, *, input_shape: Sequence[int] | None = None
                    min_nodes: int = 10) -> dict:
     """Per-layer degree statistics of a (pruned) model as a JSON-serialisable dict.
 
-    Layers and degrees: see :func:`ncap.capacitance.network.degrees.network_from_model` (``input_shape`` is needed
+    Layers and degrees: see :func:`ncap.network.degrees.network_from_model` (``input_shape`` is needed
     for conv models). For every reported node layer: node count, which sides count, degree summary,
     power-law fit (α, x_min, KS, bootstrap p-value if ``n_bootstrap``), truncated power-law fit (α, x_min,
     x_max, KS), likelihood-ratio comparisons and the best alternative, k-shell summary and dormant counts.

@@ -17,9 +17,9 @@ import math
 
 import numpy as np
 
-from ncap.capacitance.network.powerlaw import TruncatedPowerLawFit, check_sample
-from ncap.capacitance.network.powerlaw_ks import ks_argmin, unique_counts
-from ncap.capacitance.network.powerlaw_norm import log_normaliser, solve_alpha
+from ncap.network.powerlaw import TruncatedPowerLawFit, check_sample
+from ncap.network.powerlaw_ks import ks_argmin, unique_counts
+from ncap.network.powerlaw_norm import log_normaliser, solve_alpha
 
 TPL_ALPHA_BOUNDS = (-50.0, 50.0)
 

@@ -30,9 +30,9 @@ import warnings
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
-from ncap.capacitance.network.powerlaw import PowerLawFit, check_sample
-from ncap.capacitance.network.powerlaw_ks import unique_counts
-from ncap.capacitance.network.powerlaw_norm import log_normaliser
+from ncap.network.powerlaw import PowerLawFit, check_sample
+from ncap.network.powerlaw_ks import unique_counts
+from ncap.network.powerlaw_norm import log_normaliser
 
 ALTERNATIVES = ("lognormal", "exponential", "cutoff_power_law")
 _DIRECT = 4096

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ncap.capacitance.network.powerlaw import PowerLawFit, TruncatedPowerLawFit, check_sample, fit_power_law
-from ncap.capacitance.network.powerlaw_compare import compare_distributions
-from ncap.capacitance.network.powerlaw_sampling import power_law_gof
-from ncap.capacitance.network.powerlaw_tpl import fit_truncated_power_law
+from ncap.network.powerlaw import PowerLawFit, TruncatedPowerLawFit, check_sample, fit_power_law
+from ncap.network.powerlaw_compare import compare_distributions
+from ncap.network.powerlaw_sampling import power_law_gof
+from ncap.network.powerlaw_tpl import fit_truncated_power_law
 
 __all__ = ["SampleFits", "fit_report", "fit_sample"]
 

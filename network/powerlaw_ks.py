@@ -1,5 +1,5 @@
 """KS distances between a sample and many fitted laws at once: the machinery shared by the power-law fit
-(:mod:`ncap.capacitance.network.powerlaw`) and the bounded power law (``powerlaw_tpl``).
+(:mod:`ncap.network.powerlaw`) and the bounded power law (``powerlaw_tpl``).
 
 A sample enters as its sorted unique values ``u`` with counts ``c`` (:func:`unique_counts`); a fit ``i``
 as its exponent, support ``[v_i, hi_i]``, ``log Z`` and the index range of ``u`` it covers. All (fit,
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ncap.capacitance.network.powerlaw_norm import log_normaliser
+from ncap.network.powerlaw_norm import log_normaliser
 
 __all__ = ["KS_VARIANTS", "check_variant", "ks_argmin", "unique_counts"]
 

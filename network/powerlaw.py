@@ -21,7 +21,7 @@ The rest of the power-law stack, each module importing only the ones above it:
   (likelihood-ratio tests against alternative laws).
 * ``powerlaw_report``: all of it on one sample (``fit_sample``, ``fit_report``).
 
-Every public name is also importable from ``ncap.capacitance.network``.
+Every public name is also importable from ``ncap.network``.
 
 Why not simply wrap the ``powerlaw`` package (v2.0)
 ---------------------------------------------------
@@ -40,7 +40,7 @@ Why not simply wrap the ``powerlaw`` package (v2.0)
   ``x^-alpha e^(-lambda x)``; the degree-distribution study needs the hard-bounded law above, whose
   ``alpha`` may be below 1 or negative.
 
-The KS distance (``ks_variant``) is explained in :mod:`ncap.capacitance.network.powerlaw_ks`.
+The KS distance (``ks_variant``) is explained in :mod:`ncap.network.powerlaw_ks`.
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ncap.capacitance.network.powerlaw_ks import check_variant, ks_argmin, unique_counts
-from ncap.capacitance.network.powerlaw_norm import log_normaliser, solve_alpha
+from ncap.network.powerlaw_ks import check_variant, ks_argmin, unique_counts
+from ncap.network.powerlaw_norm import log_normaliser, solve_alpha
 
 __all__ = [
     "ALPHA_MAX",
