@@ -223,14 +223,29 @@ class GuardMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        from ncap.service.web import DOCS_PAGE, serve_asset
+        from ncap.service.web import serve_asset
 
-        path = scope.get("path") or "/"
-        if path in OPEN_PATHS:
+        if (scope.get("path") or "/") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         if await serve_asset(scope, send):  # the web page: no token needed, its data calls need one
             return
+        path = scope.get("path") or "/"  # as asked (the docs page is served at "/" once authorised)
+        scope = await self._authorise(scope, send)
+        if scope is None:  # refused, and the refusal is sent
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self._within_body_limit(scope, receive, send, path)
+
+    async def _authorise(self, scope: dict, send: Any) -> dict | None:
+        """The scope with its principal set (``scope["state"]["ncap_principal"]``), or None once a 401 / 403 (or
+        a websocket close) is sent."""
+        from ncap.service.users import TOKEN_ADMIN
+        from ncap.service.web import DOCS_PAGE
+
+        path = scope.get("path") or "/"
         public = self.settings.public_docs and (path in DOCS_PATHS or path.startswith(DOCS_PREFIXES))
         cred = self._credential(scope)
         principal = None if cred is None else await self._principal(cred)
@@ -239,41 +254,48 @@ class GuardMiddleware:
         if needs_auth and principal is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
-                return
+                return None
             await self._send_json(
                 send, 401, {"error": "missing, invalid or revoked bearer token: send 'Authorization: Bearer "
                                      "<token>' (the server's NCAP_TOKEN, or an API key from `ncap keys add`)"},
                 [(b"www-authenticate", b'Bearer realm="ncap"')])
-            return
+            return None
         if self._token is None and principal is None and not self.settings.allow_remote_without_token:
             refusal = self._tokenless_refusal(scope)
             if refusal:
                 await self._send_json(send, 403, {"error": refusal})
-                return
-        from ncap.service.users import TOKEN_ADMIN
-
+                return None
         scope.setdefault("state", {})["ncap_principal"] = principal or TOKEN_ADMIN
         if path == DOCS_PAGE:  # authorised: BentoML serves its Swagger page at "/", which is ours
             scope = {**scope, "path": "/", "raw_path": b"/"}
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self._limit(path)
+        return scope
+
+    async def _declared_too_large(self, scope: dict, send: Any, path: str, limit: int) -> bool:
+        """Refuse (400 / 413, sent) a request whose Content-Length is malformed or over ``limit``."""
         for name, value in scope.get("headers") or []:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await self._send_json(send, 400, {"error": "invalid Content-Length header"})
-                    return
-                if declared > limit:
-                    await self._send_json(send, 413, {
-                        "error": f"request body of {declared} bytes exceeds the limit of {limit} bytes "
-                                 f"for {path}"})
-                    return
+            if name != b"content-length":
+                continue
+            try:
+                declared = int(value)
+            except ValueError:
+                await self._send_json(send, 400, {"error": "invalid Content-Length header"})
+                return True
+            if declared > limit:
+                await self._send_json(send, 413, {
+                    "error": f"request body of {declared} bytes exceeds the limit of {limit} bytes for {path}"})
+                return True
+        return False
+
+    async def _within_body_limit(self, scope: dict, receive: Any, send: Any, path: str) -> None:
+        """Run the app on an HTTP request whose body may not exceed the path's limit: a declared size over it
+        is refused up front, a streamed one as soon as it passes the limit (a 413 either way)."""
+        limit = self._limit(path)
+        if await self._declared_too_large(scope, send, path, limit):
+            return
         received = 0
         too_large = False
         started = False
+        too_large_error = {"error": f"request body exceeds the limit of {limit} bytes for {path}"}
 
         async def limited_receive() -> dict:
             nonlocal received, too_large
@@ -290,8 +312,7 @@ class GuardMiddleware:
             if too_large:  # whatever the app answers to the aborted body, the client gets a 413
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._send_json(send, 413, {
-                        "error": f"request body exceeds the limit of {limit} bytes for {path}"})
+                    await self._send_json(send, 413, too_large_error)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -303,8 +324,7 @@ class GuardMiddleware:
         except _BodyTooLarge:
             if not started:
                 started = True
-                await self._send_json(send, 413, {
-                    "error": f"request body exceeds the limit of {limit} bytes for {path}"})
+                await self._send_json(send, 413, too_large_error)
 
 
 def _rewritten(send: Any, hold: Any, rewrite: Any) -> Any:
