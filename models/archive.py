@@ -125,6 +125,36 @@ def _open_zip(path: Path, shown: str) -> zipfile.ZipFile:
         raise ArchiveError(f"{shown}: cannot read zip archive ({exc})") from exc
 
 
+def _check_member_entry(info: zipfile.ZipInfo, shown: str) -> None:
+    """Refuse a member whose name escapes the extraction folder, a symbolic link or an encrypted member."""
+    reason = _unsafe_path_reason(info.filename)
+    if reason:
+        raise ArchiveError(f"{shown}: member {info.filename!r}: {reason}")
+    if _is_symlink(info):
+        raise ArchiveError(f"{shown}: member {info.filename!r}: symbolic link not allowed")
+    if info.flag_bits & 0x1:
+        raise ArchiveError(f"{shown}: member {info.filename!r}: encrypted members are not supported")
+
+
+def _check_member_content(info: zipfile.ZipInfo, shown: str, *, allowed: set[str] | None, max_ratio: float,
+                          ratio_min_bytes: int) -> None:
+    """Refuse a file member of a suffix not ``allowed`` or compressed more than ``max_ratio`` : 1."""
+    name = info.filename
+    suffix = PurePosixPath(name).suffix.lower()
+    if allowed is not None and suffix not in allowed:
+        raise ArchiveError(
+            f"{shown}: member {name!r}: not an image file (suffix {suffix or '<none>'!r}; "
+            f"allowed: {', '.join(sorted(allowed))})"
+        )
+    if info.file_size > ratio_min_bytes:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > max_ratio:
+            raise ArchiveError(
+                f"{shown}: member {name!r}: compression ratio {ratio:.0f}:1 exceeds max_ratio={max_ratio:g} "
+                "(possible decompression bomb)"
+            )
+
+
 def _check_members(
     zf: zipfile.ZipFile,
     shown: str,
@@ -148,37 +178,18 @@ def _check_members(
     keep: list[zipfile.ZipInfo] = []
     for info in infos:
         name = info.filename
-        reason = _unsafe_path_reason(name)
-        if reason:
-            raise ArchiveError(f"{shown}: member {name!r}: {reason}")
-        if _is_symlink(info):
-            raise ArchiveError(f"{shown}: member {name!r}: symbolic link not allowed")
-        if info.flag_bits & 0x1:
-            raise ArchiveError(f"{shown}: member {name!r}: encrypted members are not supported")
+        _check_member_entry(info, shown)
         key = name.rstrip("/")
         if key in seen:
             raise ArchiveError(f"{shown}: member {name!r}: duplicate member name")
         seen.add(key)
-        if not info.is_dir():
-            files.add(key)
         if info.is_dir():
             keep.append(info)
             continue
+        files.add(key)
         if is_ignored_member(name):
             continue
-        suffix = PurePosixPath(name).suffix.lower()
-        if allowed is not None and suffix not in allowed:
-            raise ArchiveError(
-                f"{shown}: member {name!r}: not an image file (suffix {suffix or '<none>'!r}; "
-                f"allowed: {', '.join(sorted(allowed))})"
-            )
-        if info.file_size > ratio_min_bytes:
-            ratio = info.file_size / max(info.compress_size, 1)
-            if ratio > max_ratio:
-                raise ArchiveError(
-                    f"{shown}: member {name!r}: compression ratio {ratio:.0f}:1 exceeds max_ratio={max_ratio:g} "
-                    "(possible decompression bomb)"
-                )
+        _check_member_content(info, shown, allowed=allowed, max_ratio=max_ratio, ratio_min_bytes=ratio_min_bytes)
         total += info.file_size
         if total > max_total_bytes:
             raise ArchiveError(
