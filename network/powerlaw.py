@@ -248,6 +248,41 @@ def _fit_candidates(u, c, c_below, n_suf, slog_suf, v, start, *, discrete, alpha
     return alpha, se, at_bound, ks, n_t
 
 
+def _xmin_candidates(u: np.ndarray, xmin, xmin_candidates, discrete: bool) -> np.ndarray:
+    """The xmin values to search, shape (k,): ``xmin`` alone, the given candidates that are usable, or every
+    distinct value ``u`` (sorted, shape (m,)) except the two largest."""
+    if xmin is not None:
+        if not float(xmin) > 0 or (discrete and not float(xmin).is_integer()):
+            raise ValueError(f"xmin must be a positive{' integer' if discrete else ''}, got {xmin!r}")
+        return np.array([float(xmin)])
+    if xmin_candidates is not None:
+        cand = np.unique(np.asarray(xmin_candidates, dtype=np.float64).ravel())
+        if discrete:
+            cand = np.ceil(cand)
+        cand = cand[(cand > 0) & (cand <= u[-1])]
+        if not cand.size:
+            raise ValueError("no usable xmin candidate (all <= 0 or above the largest value)")
+        return cand
+    if u.size < 3:
+        raise ValueError(f"need at least 3 distinct values to search xmin, got {u.size}")
+    return u[:-2]
+
+
+def _best_xmin(ks: np.ndarray, at_bound: np.ndarray, alpha_max: float) -> int:
+    """Index of the smallest KS distance among candidates whose alpha is interior (of all finite ones, with a
+    warning, when none is)."""
+    valid = ~at_bound & np.isfinite(ks)
+    if valid.any():
+        return int(np.argmin(np.where(valid, ks, np.inf)))
+    warnings.warn(
+        f"power-law alpha sits on the search bound alpha_max={alpha_max} for every xmin candidate; "
+        "the tail is too steep (or too concentrated on xmin) to estimate alpha",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return int(np.argmin(np.where(np.isfinite(ks), ks, np.inf)))
+
+
 def fit_power_law(
     data,
     xmin: float | None = None,
@@ -289,21 +324,7 @@ def fit_power_law(
     n_suf = np.cumsum(c[::-1])[::-1]
     slog_suf = np.cumsum((c * logu)[::-1])[::-1]
     c_below = n - n_suf
-    if xmin is not None:
-        cand = np.array([float(xmin)])
-        if not cand[0] > 0 or (discrete and not float(xmin).is_integer()):
-            raise ValueError(f"xmin must be a positive{' integer' if discrete else ''}, got {xmin!r}")
-    elif xmin_candidates is not None:
-        cand = np.unique(np.asarray(xmin_candidates, dtype=np.float64).ravel())
-        if discrete:
-            cand = np.ceil(cand)
-        cand = cand[(cand > 0) & (cand <= u[-1])]
-        if not cand.size:
-            raise ValueError("no usable xmin candidate (all <= 0 or above the largest value)")
-    else:
-        if u.size < 3:
-            raise ValueError(f"need at least 3 distinct values to search xmin, got {u.size}")
-        cand = u[:-2]
+    cand = _xmin_candidates(u, xmin, xmin_candidates, discrete)
     start = np.searchsorted(u, cand, side="left")
     keep = start < u.size
     cand, start = cand[keep], start[keep]
@@ -312,17 +333,7 @@ def fit_power_law(
     alpha, se, at_bound, ks, n_t = _fit_candidates(
         u, c, c_below, n_suf, slog_suf, cand, start, discrete=discrete, alpha_max=alpha_max, variant=ks_variant
     )
-    valid = ~at_bound & np.isfinite(ks)
-    if valid.any():
-        best = int(np.argmin(np.where(valid, ks, np.inf)))
-    else:
-        best = int(np.argmin(np.where(np.isfinite(ks), ks, np.inf)))
-        warnings.warn(
-            f"power-law alpha sits on the search bound alpha_max={alpha_max} for every xmin candidate; "
-            "the tail is too steep (or too concentrated on xmin) to estimate alpha",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    best = _best_xmin(ks, at_bound, alpha_max)
     return PowerLawFit(
         alpha=float(alpha[best]),
         alpha_se=float(se[best]),
