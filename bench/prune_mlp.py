@@ -190,68 +190,42 @@ def plot_pa(pa: dict, out_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--retrain-epochs", type=int, default=6)
-    ap.add_argument("--sparsity", type=float, default=0.9)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--bootstrap", type=int, default=500, help="replicates for the power-law p-value")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-pa", action="store_true", help="skip the continual-learning (§4) part")
-    ap.add_argument("--pa-epochs", type=int, default=6)
-    ap.add_argument("--pa-retrain-epochs", type=int, default=3)
-    ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
-
-    from ncap.network import network_from_model, preferential_attachment
+def continual_part(model, pruner, ds, args, out_dir: Path, log) -> dict:
+    """§4.2: train the pruned MLP on task B (the central 8x8 pixels permuted), then measure internal preferential
+    attachment of the new connections (Ω̂ per node, Δ̂ per layer pair) and plot it."""
     from ncap.models.data import split_dataset
-    from ncap.models.prune_pipeline import markdown_table, run_pruning
+    from ncap.network import network_from_model, preferential_attachment
 
-    def log(msg):
-        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    tr, va = split_dataset(ds, 0.2, args.seed)
+    train_b = (permute_center(tr.float_images(), 8, args.seed), tr.y)
+    val_b = (permute_center(va.float_images(), 8, args.seed), va.y)
+    before = network_from_model(model)
+    cont = continual_task_b(model, pruner, train_b, val_b, s2=0.8, epochs=args.pa_epochs,
+                            retrain_epochs=args.pa_retrain_epochs, lr=args.lr, batch_size=args.batch_size,
+                            seed=args.seed + 10, log=log)
+    after = network_from_model(model, pruned=["fc1", "fc2"])
+    pa_exact = preferential_attachment(before, after)
+    pa = preferential_attachment(before, after, bins=12)
+    result = {
+        "task_b": "MNIST with the central 8x8 pixels permuted (P = 8)",
+        "s2": 0.8,
+        "accuracy_b": {"dense": cont["dense_b"], "pruned": cont["pruned_b"], "sparse": cont["sparse_b"]},
+        "new_connections": cont["new_connections"],
+        "omega": [{k: r[k] for k in ("layer", "slope", "affine", "corr", "corr_free", "new_connections")}
+                  for r in pa_exact["omega"]],
+        "delta": [{k: r[k] for k in ("lower", "upper", "corr_d1d2", "corr_d1d2_free", "new_connections")}
+                  for r in pa["delta"]],
+        "omega_binned": pa["omega"],
+        "delta_binned": pa["delta"],
+    }
+    plot_pa({"omega": pa_exact["omega"], "delta": pa["delta"]}, out_dir)
+    return result
 
-    t0 = time.perf_counter()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ds, data_desc = load_mnist_like(args.seed)
-    log(f"data: {data_desc}")
-    res = run_pruning("mlp", args.sparsity, data=ds, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
-                      lr=args.lr, batch_size=args.batch_size, seed=args.seed, n_bootstrap=args.bootstrap,
-                      plot_dir=out_dir, log=log, return_model=True)
-    model, pruner = res.pop("_model"), res.pop("_pruner")
-    res["report"]["plots"] = [Path(p).name for p in res["report"].get("plots", [])]
-    res["data"]["description"] = data_desc
 
-    if not args.no_pa:
-        tr, va = split_dataset(ds, 0.2, args.seed)
-        train_b = (permute_center(tr.float_images(), 8, args.seed), tr.y)
-        val_b = (permute_center(va.float_images(), 8, args.seed), va.y)
-        before = network_from_model(model)
-        cont = continual_task_b(model, pruner, train_b, val_b, s2=0.8, epochs=args.pa_epochs,
-                                retrain_epochs=args.pa_retrain_epochs, lr=args.lr, batch_size=args.batch_size,
-                                seed=args.seed + 10, log=log)
-        after = network_from_model(model, pruned=["fc1", "fc2"])
-        pa_exact = preferential_attachment(before, after)
-        pa = preferential_attachment(before, after, bins=12)
-        res["continual"] = {
-            "task_b": "MNIST with the central 8x8 pixels permuted (P = 8)",
-            "s2": 0.8,
-            "accuracy_b": {"dense": cont["dense_b"], "pruned": cont["pruned_b"], "sparse": cont["sparse_b"]},
-            "new_connections": cont["new_connections"],
-            "omega": [{k: r[k] for k in ("layer", "slope", "affine", "corr", "corr_free", "new_connections")}
-                      for r in pa_exact["omega"]],
-            "delta": [{k: r[k] for k in ("lower", "upper", "corr_d1d2", "corr_d1d2_free", "new_connections")}
-                      for r in pa["delta"]],
-            "omega_binned": pa["omega"],
-            "delta_binned": pa["delta"],
-        }
-        plot_pa({"omega": pa_exact["omega"], "delta": pa["delta"]}, out_dir)
-    res["seconds_total"] = time.perf_counter() - t0
-    res["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
-                      "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
-    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+def results_markdown(res: dict, args, data_desc: str) -> list[str]:
+    """The lines of ``results.md``: the set-up, the degree table and, when run, the continual-learning part."""
+    from ncap.models.prune_pipeline import markdown_table
+
     setup = (f"Data: {data_desc}; split {res['data']['train']} train / {res['data']['val']} val. "
              f"MLP 784-1024-1024-10, SGD momentum 0.9, lr {args.lr}, batch {args.batch_size}, "
              f"{args.epochs} dense + {args.retrain_epochs} retraining epochs, seed {args.seed}; "
@@ -278,6 +252,48 @@ def main(argv=None) -> int:
                "exact degrees weighted by node counts. The paper's eq. (6)/(10) predict positive values.")]
         md += ["", "Plots: `pa_omega.png` (Ω̂ vs d), `pa_delta.png` (binned Δ̂)."]
     md += ["", "CCDF plots: " + ", ".join(f"`{Path(p).name}`" for p in res["report"]["plots"]), ""]
+    return md
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--retrain-epochs", type=int, default=6)
+    ap.add_argument("--sparsity", type=float, default=0.9)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--bootstrap", type=int, default=500, help="replicates for the power-law p-value")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-pa", action="store_true", help="skip the continual-learning (§4) part")
+    ap.add_argument("--pa-epochs", type=int, default=6)
+    ap.add_argument("--pa-retrain-epochs", type=int, default=3)
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+
+    from ncap.models.prune_pipeline import run_pruning
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds, data_desc = load_mnist_like(args.seed)
+    log(f"data: {data_desc}")
+    res = run_pruning("mlp", args.sparsity, data=ds, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
+                      lr=args.lr, batch_size=args.batch_size, seed=args.seed, n_bootstrap=args.bootstrap,
+                      plot_dir=out_dir, log=log, return_model=True)
+    model, pruner = res.pop("_model"), res.pop("_pruner")
+    res["report"]["plots"] = [Path(p).name for p in res["report"].get("plots", [])]
+    res["data"]["description"] = data_desc
+
+    if not args.no_pa:
+        res["continual"] = continual_part(model, pruner, ds, args, out_dir, log)
+    res["seconds_total"] = time.perf_counter() - t0
+    res["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+    md = results_markdown(res, args, data_desc)
     (out_dir / "results.md").write_text("\n".join(md))
     log(f"wrote {out_dir / 'results.md'}")
     print("\n".join(md))
