@@ -29,6 +29,7 @@ import time
 import zipfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -267,72 +268,83 @@ def _run(strategy, n: int, call, seed: int) -> None:
     body()
 
 
+class _Fuzzer:
+    """One fuzzing session against ``url``: each ``on_*`` method sends one generated example and records it."""
+
+    def __init__(self, url: str, headers: dict, tally: Tally) -> None:
+        self.url, self.headers, self.tally = url, headers, tally
+        self.client = httpx.Client(base_url=url, headers=headers, timeout=120)
+        self.known: list[str] = []  # ids of jobs the fuzzed uploads created
+
+    def spec_call(self, label: str):
+        def call(case) -> None:
+            if self.tally.done:
+                return
+            try:
+                r = case.call(base_url=self.url, headers=self.headers, timeout=120)
+            except Exception as exc:  # noqa: BLE001 - a connection error is a failure of the server too
+                self.tally.record(label, 599, f"{case.method} {case.path} raised {exc!r}")
+                return
+            self.tally.record(label, r.status_code, f"{case.method} {case.path} {case.media_type} {case.body!r}",
+                              _error_mismatch(case, r) if 400 <= r.status_code < 500 else None)
+            self.tally.checked += 400 <= r.status_code < 500
+        return call
+
+    def on_raw_submit(self, example) -> None:
+        if self.tally.done:
+            return
+        hdrs, body = example
+        r = self.client.post("/jobs/submit", content=body, headers=hdrs)
+        self.tally.record("raw POST /jobs/submit", r.status_code, f"{hdrs} {body[:1500]!r}")
+
+    def on_raw_json(self, example) -> None:
+        if self.tally.done:
+            return
+        route, hdrs, body = example
+        r = self.client.post(route, content=body, headers=hdrs)
+        self.tally.record(f"raw POST {route}", r.status_code, f"{route} {hdrs} {body[:1500]!r}")
+
+    def on_upload(self, example) -> None:
+        if self.tally.done:
+            return
+        kind, data, config = example
+        r = self.client.post("/jobs/submit", files={"dataset": (f"fuzz.{kind}", data, "application/octet-stream")},
+                             data={"config": json.dumps(config)})
+        self.tally.record(f"upload .{kind}", r.status_code, f"{config} {data[:1500]!r}")
+        if r.status_code == 200:
+            self.known.append(r.json()["job_id"])
+
+    def on_job(self, example) -> None:
+        if self.tally.done:
+            return
+        route, index, name = example
+        job_id = self.known[index % len(self.known)] if self.known else "none"
+        r = self.client.post(route, json={"job_id": job_id, **({"name": name} if route == "/jobs/plot" else {})})
+        self.tally.record(f"known id {route}", r.status_code, f"{route} {job_id} {name!r}")
+
+    def sources(self) -> list[tuple[str, Any, Any]]:
+        """(label, hypothesis strategy, call) for every operation of the OpenAPI document and the raw sources."""
+        uploads = st.tuples(st.just("npz"), npz_payloads(), st.sampled_from(
+            [SMALL_CONFIG, {**SMALL_CONFIG, "image_size": 8}, {**SMALL_CONFIG, "probe_width": 8192}]))
+        uploads |= st.tuples(st.just("zip"), zip_payloads(), st.just(SMALL_CONFIG))
+        job_calls = st.tuples(st.sampled_from(["/jobs/status", "/jobs/result", "/jobs/plot", "/jobs/artifacts",
+                                               "/jobs/cancel", "/jobs/delete"]), st.integers(0, 10**6),
+                              st.sampled_from(["trajectories.png", "../jobs.db", "", "x" * 200]))
+        spec = [(f"{op.method.upper()} {op.path}", op.as_strategy(), self.spec_call(f"{op.method.upper()} {op.path}"))
+                for op in _spec_operations(self.url, self.headers)]
+        return spec + [("raw submit", raw_submits(), self.on_raw_submit),
+                       ("raw json", raw_json_requests(), self.on_raw_json),
+                       ("upload", uploads, self.on_upload), ("known ids", job_calls, self.on_job)]
+
+
 def fuzz(url: str, token: str | None, *, max_cases: int = 500, max_seconds: float = 60.0, seed: int = 0,
          rounds: int = 1) -> Tally:
     """Fuzz the server at ``url`` in rounds (each source gets ``max_cases / (sources x rounds)`` examples per
     round, with new seeds); stops after ``max_cases`` requests or ``max_seconds``."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     tally = Tally(max_cases, time.time() + max_seconds)
-    ops = _spec_operations(url, headers)
-    client = httpx.Client(base_url=url, headers=headers, timeout=120)
-
-    def spec_call(label):
-        def call(case) -> None:
-            if tally.done:
-                return
-            try:
-                r = case.call(base_url=url, headers=headers, timeout=120)
-            except Exception as exc:  # noqa: BLE001 - a connection error is a failure of the server too
-                tally.record(label, 599, f"{case.method} {case.path} raised {exc!r}")
-                return
-            tally.record(label, r.status_code, f"{case.method} {case.path} {case.media_type} {case.body!r}",
-                         _error_mismatch(case, r) if 400 <= r.status_code < 500 else None)
-            tally.checked += 400 <= r.status_code < 500
-        return call
-
-    def raw_submit(example) -> None:
-        if tally.done:
-            return
-        hdrs, body = example
-        r = client.post("/jobs/submit", content=body, headers=hdrs)
-        tally.record("raw POST /jobs/submit", r.status_code, f"{hdrs} {body[:1500]!r}")
-
-    def raw_json(example) -> None:
-        if tally.done:
-            return
-        route, hdrs, body = example
-        r = client.post(route, content=body, headers=hdrs)
-        tally.record(f"raw POST {route}", r.status_code, f"{route} {hdrs} {body[:1500]!r}")
-
-    known: list[str] = []
-
-    def upload(example) -> None:
-        if tally.done:
-            return
-        kind, data, config = example
-        r = client.post("/jobs/submit", files={"dataset": (f"fuzz.{kind}", data, "application/octet-stream")},
-                        data={"config": json.dumps(config)})
-        tally.record(f"upload .{kind}", r.status_code, f"{config} {data[:1500]!r}")
-        if r.status_code == 200:
-            known.append(r.json()["job_id"])
-
-    def on_job(example) -> None:
-        if tally.done:
-            return
-        route, index, name = example
-        job_id = known[index % len(known)] if known else "none"
-        r = client.post(route, json={"job_id": job_id, **({"name": name} if route == "/jobs/plot" else {})})
-        tally.record(f"known id {route}", r.status_code, f"{route} {job_id} {name!r}")
-
-    uploads = st.tuples(st.just("npz"), npz_payloads(), st.sampled_from([SMALL_CONFIG, {**SMALL_CONFIG, "image_size": 8},
-                                                                          {**SMALL_CONFIG, "probe_width": 8192}]))
-    uploads |= st.tuples(st.just("zip"), zip_payloads(), st.just(SMALL_CONFIG))
-    job_calls = st.tuples(st.sampled_from(["/jobs/status", "/jobs/result", "/jobs/plot", "/jobs/artifacts",
-                                           "/jobs/cancel", "/jobs/delete"]), st.integers(0, 10**6),
-                          st.sampled_from(["trajectories.png", "../jobs.db", "", "x" * 200]))
-    sources = [(f"{op.method.upper()} {op.path}", op.as_strategy(), spec_call(f"{op.method.upper()} {op.path}"))
-               for op in ops] + [("raw submit", raw_submits(), raw_submit), ("raw json", raw_json_requests(), raw_json),
-                                 ("upload", uploads, upload), ("known ids", job_calls, on_job)]
+    fuzzer = _Fuzzer(url, headers, tally)
+    sources = fuzzer.sources()
     share = max(1, max_cases // (len(sources) * rounds))
     try:
         r = 0
@@ -343,7 +355,7 @@ def fuzz(url: str, token: str | None, *, max_cases: int = 500, max_seconds: floa
                 _run(strategy, share, call, seed + 1000 * r + i)
             r += 1
     finally:
-        client.close()
+        fuzzer.client.close()
     return tally
 
 
