@@ -164,6 +164,26 @@ class SuccessiveHalvingResult(NamedTuple):
     rounds: list
 
 
+def _halving_rounds(n: int, total_budget, eta) -> int:
+    """Number of rounds ``R = ceil(log_eta n)`` for ``n`` candidates, after checking the arguments
+    (see :func:`successive_halving`)."""
+    if n == 0:
+        raise ValueError("candidates is empty.")
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Integral) or eta < 2:
+        raise ValueError(f"eta must be an integer >= 2; got {eta!r}.")
+    if isinstance(total_budget, bool) or not isinstance(total_budget, numbers.Integral):
+        raise TypeError(f"total_budget must be an integer number of epochs; got {total_budget!r}.")
+    n_rounds = 1
+    while int(eta) ** n_rounds < n:  # without floating point
+        n_rounds += 1
+    if total_budget < n * n_rounds:
+        raise ValueError(
+            f"total_budget={total_budget} is too small for {n} candidates with eta={eta}: "
+            f"need at least n * rounds = {n} * {n_rounds} = {n * n_rounds} epochs."
+        )
+    return n_rounds
+
+
 def successive_halving(
     candidates: Sequence,
     evaluate: Callable[[object, int], float],
@@ -219,24 +239,10 @@ def successive_halving(
     """
     items = list(candidates)
     n = len(items)
-    if n == 0:
-        raise ValueError("candidates is empty.")
     if not callable(evaluate):
         raise TypeError("evaluate must be callable as evaluate(candidate, epochs) -> accuracy.")
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Integral) or eta < 2:
-        raise ValueError(f"eta must be an integer >= 2; got {eta!r}.")
-    if isinstance(total_budget, bool) or not isinstance(total_budget, numbers.Integral):
-        raise TypeError(f"total_budget must be an integer number of epochs; got {total_budget!r}.")
+    n_rounds = _halving_rounds(n, total_budget, eta)
     eta, total_budget = int(eta), int(total_budget)
-    n_rounds = 1
-    while eta**n_rounds < n:  # R = ceil(log_eta n) without floating point
-        n_rounds += 1
-    if total_budget < n * n_rounds:
-        raise ValueError(
-            f"total_budget={total_budget} is too small for {n} candidates with eta={eta}: "
-            f"need at least n * rounds = {n} * {n_rounds} = {n * n_rounds} epochs."
-        )
-
     spent = np.zeros(n, dtype=np.int64)
     reached = np.zeros(n, dtype=np.int64)
     last_acc = np.full(n, np.nan)
@@ -261,9 +267,7 @@ def successive_halving(
         eliminated.append(ordered[keep:])
         survivors = ordered[:keep]
 
-    ranking = list(survivors)
-    for group in reversed(eliminated):
-        ranking.extend(group)
+    ranking = list(survivors) + [i for group in reversed(eliminated) for i in group]
     scores = np.empty(n)
     scores[ranking] = n - np.arange(n, dtype=np.float64)
     return SuccessiveHalvingResult(

@@ -38,6 +38,46 @@ def chromium() -> str:
     return exe
 
 
+def _sign_in_and_fill(page, url: str, token: str, shot) -> None:
+    """Screenshots 1 and 2: the sign-in page, then the new-ranking form filled in."""
+    page.goto(f"{url}/#/new")
+    page.wait_for_selector("#token")
+    shot("web-signin.png")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#recipe-fieldset")
+    page.select_option("#dataset-name", "digits")
+    page.fill("#candidate-custom", CANDIDATES)
+    page.press("#candidate-custom", "Enter")
+    for name, value in RECIPE.items():
+        page.fill(f"#field-{name}", value)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.focus("#candidate-search")
+    shot("web-new-ranking.png")
+
+
+def _follow_job(page, timeout: float, shot) -> None:
+    """Screenshots 3 and 4: submit, the job mid-way through training, then its ranking table and plots."""
+    page.click("#submit-job")
+    page.wait_for_url("**/#/job/*")
+    deadline = time.time() + timeout
+    while time.time() < deadline:  # until a candidate is mid-way through its epochs
+        fraction = page.evaluate("(document.querySelector('#overall-progress') || {}).value || 0")
+        if 0.3 <= fraction < 0.9 or page.is_visible("#ranking-table"):
+            break
+        time.sleep(0.25)
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    shot("web-job-running.png")
+    page.wait_for_selector("#ranking-table", timeout=timeout * 1000)
+    page.wait_for_function(
+        "(() => { const imgs = [...document.querySelectorAll('#plots img')];"
+        " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); })()",
+        timeout=60_000)
+    page.evaluate("document.querySelector('#ranking-title').closest('section').scrollIntoView()")
+    page.evaluate("window.scrollBy(0, -12)")
+    shot("web-job-done.png")
+
+
 def take(out: Path, timeout: float = 900.0, log=print) -> list[Path]:
     """Run the server, the job and the browser; write the four screenshots into ``out``; return their paths."""
     from playwright.sync_api import sync_playwright
@@ -61,45 +101,8 @@ def take(out: Path, timeout: float = 900.0, log=print) -> list[Path]:
                     written.append(path)
                     log(f"wrote {path}")
 
-                # 1. sign in
-                page.goto(f"{server.url}/#/new")
-                page.wait_for_selector("#token")
-                shot("web-signin.png")
-                page.fill("#token", token)
-                page.click("button[type=submit]")
-                page.wait_for_selector("#recipe-fieldset")
-
-                # 2. the form, filled in
-                page.select_option("#dataset-name", "digits")
-                page.fill("#candidate-custom", CANDIDATES)
-                page.press("#candidate-custom", "Enter")
-                for name, value in RECIPE.items():
-                    page.fill(f"#field-{name}", value)
-                page.evaluate("window.scrollTo(0, 0)")
-                page.focus("#candidate-search")
-                shot("web-new-ranking.png")
-
-                # 3. the job while it trains: wait until a candidate is mid-way through its epochs
-                page.click("#submit-job")
-                page.wait_for_url("**/#/job/*")
-                deadline = time.time() + timeout
-                while time.time() < deadline:
-                    fraction = page.evaluate("(document.querySelector('#overall-progress') || {}).value || 0")
-                    if 0.3 <= fraction < 0.9 or page.is_visible("#ranking-table"):
-                        break
-                    time.sleep(0.25)
-                page.evaluate("document.activeElement && document.activeElement.blur()")
-                shot("web-job-running.png")
-
-                # 4. done: the ranking table and the plots
-                page.wait_for_selector("#ranking-table", timeout=timeout * 1000)
-                page.wait_for_function(
-                    "(() => { const imgs = [...document.querySelectorAll('#plots img')];"
-                    " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); })()",
-                    timeout=60_000)
-                page.evaluate("document.querySelector('#ranking-title').closest('section').scrollIntoView()")
-                page.evaluate("window.scrollBy(0, -12)")
-                shot("web-job-done.png")
+                _sign_in_and_fill(page, server.url, token, shot)
+                _follow_job(page, timeout, shot)
                 browser.close()
         except Exception:
             log(server.log())
