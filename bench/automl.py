@@ -66,8 +66,9 @@ def frozen_features(name: str, task: str) -> dict[str, np.ndarray]:
         with np.load(path) as z:
             return dict(z)
     from ncap.models.candidates import create_backbone
+    from ncap.models.registry import resolve_candidates
 
-    backbone, _, cfg = create_backbone(zoo.zoo_spec(name, progress=False))
+    backbone, _, cfg = create_backbone(resolve_candidates([name], progress=False)[0])
     backbone.eval()
     c, h, w = cfg["input_size"]
     if Recipe().image_size:  # the size `ncap rank` would show the candidate

@@ -120,7 +120,10 @@ class Design:
 
     @property
     def candidate_names(self) -> list[str]:
-        return [c.split(":", 1)[0] if ":" in c and "=" in c.split(":", 1)[1] else c for c in self.candidates]
+        """The candidates' display names, as the registry reads the entries (nothing is checked or built)."""
+        from ncap.models.registry import display_name
+
+        return [display_name(c) for c in self.candidates]
 
     def resolve_candidates(self, progress: bool = True) -> list:
         """The candidates' specs, in order (zoo models are pretrained on first use)."""

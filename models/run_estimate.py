@@ -107,15 +107,13 @@ def _time_candidate(entry: str, recipe, n_train: int, n_val: int, n_classes: int
                     device: torch.device) -> CandidateEstimate:
     from ncap.models.activation_cache import entry_bytes
     from ncap.models.candidates import CandidateSpec, create_backbone
-    from ncap.models.memory import candidate_architecture
     from ncap.models.partial import SplitError, split_backbone
+    from ncap.models.registry import candidate_config
     from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
-    from ncap.models.zoo import ZOO, ZOO_IMAGE_SIZE
 
-    arch, kwargs = candidate_architecture(entry)
-    if entry.split(":")[-1].strip() in ZOO:  # a zoo model's native size is its pretraining size
-        kwargs = {**kwargs, "img_size": ZOO_IMAGE_SIZE}
-    backbone, dim, cfg = create_backbone(CandidateSpec(entry, arch, source="random", kwargs=kwargs))
+    described = candidate_config(entry)  # a zoo model's create arguments carry its native (pretraining) size
+    backbone, dim, cfg = create_backbone(CandidateSpec(entry, described.arch, source="random",
+                                                       kwargs=described.kwargs))
     c, h, w = cfg["input_size"]
     if recipe.image_size:
         h = w = recipe.image_size
@@ -152,7 +150,7 @@ def estimate_run(candidates: str | Sequence[str] | None, recipe, data) -> RunEst
     """Estimate ``recipe`` (a :class:`~ncap.models.recipe.Recipe`) on every candidate entry (None: the demo
     zoo) for a dataset of shape ``data`` (:class:`~ncap.models.memory.DatasetShape`); see the module doc."""
     from ncap.models.harness import resolve_device
-    from ncap.models.memory import candidate_entries
+    from ncap.models.registry import candidate_entries
 
     n_val = max(1, round(recipe.val_fraction * data.n_images))
     n_train = max(1, data.n_images - n_val)

@@ -51,6 +51,11 @@ class ZooEntry:
         return hashlib.sha256(f"{blob}|size={ZOO_IMAGE_SIZE}|warmup={ZOO_WARMUP_FRACTION}|threads={ZOO_THREADS}|v3"
                               .encode()).hexdigest()[:12]
 
+    @property
+    def create_kwargs(self) -> dict:
+        """timm create arguments of the backbone: 1 channel at :data:`ZOO_IMAGE_SIZE`, plus ``timm_kwargs``."""
+        return {"in_chans": 1, "img_size": ZOO_IMAGE_SIZE, **self.timm_kwargs}
+
     def cache_paths(self) -> tuple[Path, Path]:
         """(weights ``.safetensors``, card ``.json``) of this entry's recipe under :func:`cache_dir`."""
         stem = cache_dir() / f"{self.name}-{self.recipe_hash()}"
@@ -123,7 +128,7 @@ def pretrain_at_fixed_threads(entry: ZooEntry, progress: bool = True) -> dict:
 
     seed_everything(entry.seed)
     train_ds, val_ds = _source_data(entry.source, entry.seed)
-    kwargs = {"in_chans": 1, "img_size": ZOO_IMAGE_SIZE, **entry.timm_kwargs}
+    kwargs = entry.create_kwargs
     backbone, dim, cfg = create_backbone(CandidateSpec(entry.name, entry.arch, source="random", kwargs=kwargs))
     model = nn.Sequential(backbone, nn.Linear(dim, len(train_ds.class_names)))
     _, eval_tf, _ = candidate_transforms(cfg, augmentation="none")
@@ -163,10 +168,7 @@ def ensure(names, progress: bool = True, rebuild: bool = False) -> list[dict]:
     return cards
 
 
-def zoo_spec(name: str, progress: bool = True):
-    """A ``CandidateSpec`` for a zoo model (pretraining it first if needed)."""
-    from ncap.models.candidates import CandidateSpec
-
-    card = ensure([name], progress=progress)[0]
-    return CandidateSpec(name=name, arch=card["arch"], weights=Path(card["weights"]), source="file",
-                         kwargs={"in_chans": 1, "img_size": ZOO_IMAGE_SIZE, **card.get("timm_kwargs", {})})
+def weights_file(name: str, progress: bool = True) -> Path:
+    """Zoo entry ``name``'s weight file (pretraining it first if needed). As a candidate it is the registry's
+    (:mod:`ncap.models.registry`: ``resolve_candidates([name])``)."""
+    return Path(ensure([name], progress=progress)[0]["weights"])

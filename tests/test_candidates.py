@@ -1,4 +1,4 @@
-"""Candidate parsing, architecture checks, head/probe surgery on several timm families, weight loading."""
+"""Architecture checks, head/probe surgery on several timm families, weight loading."""
 from __future__ import annotations
 
 import os
@@ -18,10 +18,10 @@ from ncap.models.candidates import (
     check_arch,
     create_backbone,
     find_cached_weights,
-    parse_candidates,
     save_backbone,
 )
 from ncap.models.data import prepare_batch
+from ncap.models.registry import resolve_candidates
 from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
 
 torch.set_num_threads(1)
@@ -104,7 +104,7 @@ def test_safetensors_round_trip(tmp_path, arch, kwargs):
         for p in src.parameters():
             p.add_(0.01 * torch.randn_like(p))
     path = save_backbone(src, tmp_path / "zoo" / f"{arch}.safetensors", arch=arch, **kwargs)
-    (loaded_spec,) = parse_candidates(f"{arch}={path}")
+    (loaded_spec,) = resolve_candidates(f"{arch}={path}")
     assert loaded_spec.source == "file" and loaded_spec.name == f"{arch}={path.name}"
     if arch.startswith("vit"):
         loaded_spec.kwargs["depth"] = 2
@@ -121,7 +121,7 @@ def test_full_checkpoint_with_head_and_timm_fallback(tmp_path):
 
     full = timm.create_model("resnet10t", num_classes=1000)
     torch.save({"state_dict": full.state_dict()}, tmp_path / "full.pth")
-    (spec,) = parse_candidates(f"mine:resnet10t={tmp_path / 'full.pth'}")
+    (spec,) = resolve_candidates(f"mine:resnet10t={tmp_path / 'full.pth'}")
     assert spec.name == "mine"
     # direct load: same shapes, the fc head keys are ignored
     back, _dim, cfg = create_backbone(spec, img_size=32)
@@ -140,12 +140,12 @@ def test_in_chans_inferred_and_vit_position_embedding_resampled(tmp_path):
 
     gray = timm.create_model("resnet10t", num_classes=0, in_chans=1)
     torch.save(gray.state_dict(), tmp_path / "gray.pt")
-    back, _, cfg = create_backbone(parse_candidates(f"resnet10t={tmp_path / 'gray.pt'}")[0], img_size=24)
+    back, _, cfg = create_backbone(resolve_candidates(f"resnet10t={tmp_path / 'gray.pt'}")[0], img_size=24)
     assert cfg["input_size"] == (1, 24, 24) and _same_outputs(gray, back, _batch(cfg))
 
     vit = timm.create_model("vit_tiny_patch16_224", num_classes=1000, depth=2)
     torch.save(vit.state_dict(), tmp_path / "vit224.pth")
-    (spec,) = parse_candidates(f"vit_tiny_patch16_224={tmp_path / 'vit224.pth'}")
+    (spec,) = resolve_candidates(f"vit_tiny_patch16_224={tmp_path / 'vit224.pth'}")
     spec.kwargs["depth"] = 2
     small, dim, cfg = create_backbone(spec, img_size=32)  # timm's loader resamples pos_embed to 2x2 patches
     assert cfg["input_size"] == (3, 32, 32) and small.pos_embed.shape == (1, 5, 192) and dim == 192
@@ -158,13 +158,13 @@ def test_in_chans_inferred_and_vit_position_embedding_resampled(tmp_path):
 def test_mismatched_weights_error_names_file(tmp_path):
     src, _, _ = create_backbone(_random("convnext_atto"))
     path = save_backbone(src, tmp_path / "cx.safetensors", arch="convnext_atto")
-    (spec,) = parse_candidates(f"resnet10t={path}")
+    (spec,) = resolve_candidates(f"resnet10t={path}")
     with pytest.raises(CandidateError) as ei:
         create_backbone(spec)
     assert "cx.safetensors" in str(ei.value) and "does not fit resnet10t" in str(ei.value)
     bad = tmp_path / "junk.pth"
     bad.write_bytes(b"not a checkpoint")
-    (spec,) = parse_candidates(f"resnet10t={bad}")
+    (spec,) = resolve_candidates(f"resnet10t={bad}")
     with pytest.raises(CandidateError, match=r"junk\.pth: cannot read weight file"):
         create_backbone(spec)
 
@@ -172,7 +172,7 @@ def test_mismatched_weights_error_names_file(tmp_path):
 def test_hf_cache_lookup(tmp_path):
     from timm.models import get_pretrained_cfg
 
-    spec = parse_candidates("resnet10t")[0]
+    spec = resolve_candidates("resnet10t")[0]
     assert spec.source == "hf-cache" and find_cached_weights("resnet10t") is None
     with pytest.raises(MissingWeightsError) as ei:
         create_backbone(spec)
@@ -198,32 +198,6 @@ def test_hf_cache_lookup(tmp_path):
     assert _same_outputs(src, back, x)
 
 
-def test_parse_candidates_forms_and_errors(tmp_path):
-    w = tmp_path / "w.safetensors"
-    w.write_bytes(b"")
-    specs = parse_candidates(f" resnet18 , resnet18=random, convnext_atto={w} ,")
-    assert [(s.name, s.arch, s.source) for s in specs] == [
-        ("resnet18", "resnet18", "hf-cache"), ("resnet18=random", "resnet18", "random"),
-        ("convnext_atto=w.safetensors", "convnext_atto", "file")]
-    assert specs[2].weights == w
-    assert [s.name for s in parse_candidates(["resnet18", "a:resnet18=random,b:resnet18=random"])] == [
-        "resnet18", "a", "b"]
-    with pytest.raises(CandidateError, match="duplicate candidate name 'resnet18'"):
-        parse_candidates("resnet18, resnet18")
-    with pytest.raises(CandidateError, match=r"'/nope/w\.pth' not found"):
-        parse_candidates("resnet18=/nope/w.pth")
-    bad = tmp_path / "w.ckpt"
-    bad.write_bytes(b"")
-    with pytest.raises(CandidateError, match=r"w\.ckpt.*unsupported suffix"):
-        parse_candidates(f"resnet18={bad}")
-    with pytest.raises(CandidateError, match="nothing after '='"):
-        parse_candidates("resnet18=")
-    with pytest.raises(CandidateError, match="no candidates"):
-        parse_candidates(" , ")
-    with pytest.raises(CandidateError, match="source must be one of"):
-        CandidateSpec("x", "resnet18", None, "internet")
-
-
 def test_unknown_arch_suggests_close_matches():
     assert check_arch("resnet18") == "resnet18" and check_arch("resnet18.a1_in1k") == "resnet18.a1_in1k"
     with pytest.raises(UnknownCandidateError) as ei:
@@ -231,7 +205,7 @@ def test_unknown_arch_suggests_close_matches():
     assert "resnet19" in str(ei.value) and "resnet18" in str(ei.value)
     assert isinstance(ei.value, ValueError)
     with pytest.raises(UnknownCandidateError, match="convnext_atto"):
-        parse_candidates("resnet18, convnext_ato=random")
+        resolve_candidates("resnet18, convnext_ato=random")
     with pytest.raises(UnknownCandidateError, match="no close match"):
         check_arch("qqqqzzzz")
 
@@ -295,7 +269,7 @@ def test_foreign_key_file_loads_by_order_with_its_head(tmp_path):
 
     full = timm.create_model("resnet10t", num_classes=7)
     torch.save({"state_dict": _renamed(full.state_dict())}, tmp_path / "foreign.pth")
-    (spec,) = parse_candidates(f"resnet10t={tmp_path / 'foreign.pth'}")
+    (spec,) = resolve_candidates(f"resnet10t={tmp_path / 'foreign.pth'}")
     back, dim, cfg = create_backbone(spec, img_size=32)  # direct and timm loads fail on the names
     ref = timm.create_model("resnet10t", num_classes=0)
     ref.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("fc.")})
@@ -311,7 +285,7 @@ def test_foreign_key_file_loads_by_order_with_its_head(tmp_path):
     key = list(broken)[3]
     broken[key] = broken[key][:1]
     torch.save(broken, tmp_path / "broken.pth")
-    (spec,) = parse_candidates(f"resnet10t={tmp_path / 'broken.pth'}")
+    (spec,) = resolve_candidates(f"resnet10t={tmp_path / 'broken.pth'}")
     with pytest.raises(CandidateError, match=rf"broken\.pth.*does not fit resnet10t.*order remap.*position 3: "
                                              rf"file '{key}'"):
         create_backbone(spec)

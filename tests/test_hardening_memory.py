@@ -16,7 +16,6 @@ from ncap.models.memory import (
     DatasetShape,
     MemoryBudgetError,
     backbone_profile,
-    candidate_architecture,
     check_memory_budget,
     estimate_peak_memory,
 )
@@ -55,9 +54,17 @@ def test_incompatible_image_size_is_caught_before_training():
 
 
 def test_named_candidates_are_profiled_without_building_them():
-    assert candidate_architecture("resnet18-mnist") == ("resnet18", {"in_chans": 1})
-    assert candidate_architecture("mine:mobilenetv2_100.tv_in1k")[0] == "mobilenetv2_100"
-    assert candidate_architecture("lbl:resnet10t=random") == ("resnet10t", {})
+    from ncap.models.registry import candidate_config
+
+    assert candidate_config("resnet18-mnist").arch == "resnet18"
+    assert candidate_config("resnet18-mnist").kwargs == {"in_chans": 1, "img_size": 32}
+    assert candidate_config("mine:mobilenetv2_100.tv_in1k").arch == "mobilenetv2_100"
+    assert (candidate_config("lbl:resnet10t=random").arch, candidate_config("lbl:resnet10t=random").kwargs) == (
+        "resnet10t", {})
+    # a zoo model is estimated at its native 32 px (what it runs at), not at its architecture's 224
+    est = estimate_peak_memory(["resnet18-mnist"], Recipe(epochs=1), DIGITS)
+    assert est.total == estimate_peak_memory(["resnet18-mnist"], Recipe(epochs=1, image_size=32), DIGITS).total
+    assert est.total < estimate_peak_memory(["resnet18-mnist"], Recipe(epochs=1, image_size=224), DIGITS).total
 
 
 _ALLOC = """
@@ -82,7 +89,8 @@ def test_ncap_rank_inputs_are_read_cheaply(tmp_path):
     """What `ncap rank` checks before work starts: its --candidates string and --data source."""
     import numpy as np
 
-    from ncap.models.memory import candidate_entries, dataset_shape
+    from ncap.models.memory import dataset_shape
+    from ncap.models.registry import candidate_entries
 
     np.savez(tmp_path / "d.npz", x=np.zeros((5, 8, 8, 4), np.uint8), y=np.arange(5) % 2)
     assert dataset_shape(tmp_path / "d.npz") == DatasetShape(5, (3, 8, 8), 2)

