@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ncap.capacitance.probe import CandidateModel
 from ncap.capacitance.tracker import BetaEffTracker
 from ncap.models import training
-from ncap.capacitance.probe import CandidateModel
 from ncap.models.recipe import Recipe
 from ncap.models.training import Cancelled, DivergedError, TrainSettings, evaluate_accuracy, seed_everything
 
@@ -90,36 +90,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _beta_orders(config: Recipe, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+def _beta_orders(seed: int, beta_batch_size: int, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
     """(the validation set's seeded order, whose first ``beta_batch_size`` images are the ``validation`` β_eff
     features; the training images of the ``fixed`` β_eff batch): the same for every candidate."""
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(seed)
     val_order = torch.randperm(n_val, generator=gen).numpy()
-    return val_order, torch.randperm(n_train, generator=gen)[: config.beta_batch_size].numpy()
-
-
-def _loaders(data_cfg: dict, train, val, config: Recipe, device: torch.device):
-    """(train loader, val loader, fixed probe batch or None, val labels of the β_eff subset, input size).
-
-    The validation loader runs through ``val`` in a seeded random order, so its first ``beta_batch_size``
-    images are the same random (≈ stratified) subset for every candidate: the ``validation`` β_eff features.
-    """
-    from ncap.models.data import candidate_transforms, make_loader, resolve_num_workers
-
-    train_tf, eval_tf, input_size = candidate_transforms(data_cfg, image_size=config.image_size,
-                                                         augmentation=config.augmentation)
-    c, bs = input_size[0], config.batch_size
-    common = {"num_workers": resolve_num_workers(config.num_workers, device), "pin_memory": device.type == "cuda",
-              "seed": config.seed}
-    train_loader = make_loader(train, train_tf, c, batch_size=bs, shuffle=True, drop_last=len(train) >= bs, **common)
-    val_order, fixed_idx = _beta_orders(config, len(train), len(val))
-    val_loader = make_loader(val.select(val_order), eval_tf, c, batch_size=bs, **common)
-    val_labels = torch.as_tensor(val.y[val_order[: config.beta_batch_size]])
-    fixed = None
-    if config.beta_features == "fixed" and config.track_beta:  # the same images for every candidate
-        idx = fixed_idx
-        fixed = next(iter(make_loader(train.select(idx), eval_tf, c, batch_size=len(idx), num_workers=0)))
-    return train_loader, val_loader, fixed, val_labels, input_size
+    return val_order, torch.randperm(n_train, generator=gen)[:beta_batch_size].numpy()
 
 
 @dataclass
@@ -137,8 +113,26 @@ class _Feeds:
 
 
 def _full_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Recipe, device: torch.device) -> _Feeds:
-    """``trainable="all"``: images streamed through the whole model."""
-    train_loader, val_loader, fixed, val_labels, input_size = _loaders(data_cfg, train, val, config, device)
+    """``trainable="all"``: images streamed through the whole model.
+
+    The validation loader runs through ``val`` in a seeded random order, so its first ``beta_batch_size``
+    images are the same random (≈ stratified) subset for every candidate: the ``validation`` β_eff features.
+    """
+    from ncap.models.data import candidate_transforms, make_loader, resolve_num_workers
+
+    train_tf, eval_tf, input_size = candidate_transforms(data_cfg, image_size=config.image_size,
+                                                         augmentation=config.augmentation)
+    c, bs = input_size[0], config.batch_size
+    common = {"num_workers": resolve_num_workers(config.num_workers, device), "pin_memory": device.type == "cuda",
+              "seed": config.seed}
+    train_loader = make_loader(train, train_tf, c, batch_size=bs, shuffle=True, drop_last=len(train) >= bs, **common)
+    val_order, fixed_idx = _beta_orders(config.seed, config.beta_batch_size, len(train), len(val))
+    val_loader = make_loader(val.select(val_order), eval_tf, c, batch_size=bs, **common)
+    val_labels = torch.as_tensor(val.y[val_order[: config.beta_batch_size]])
+    fixed = None
+    if config.beta_features == "fixed" and config.track_beta:  # the same images for every candidate
+        fixed = next(iter(make_loader(train.select(fixed_idx), eval_tf, c, batch_size=len(fixed_idx),
+                                      num_workers=0)))
     return _Feeds(model, train_loader, val_loader, fixed, val_labels, input_size, model)
 
 
@@ -146,7 +140,7 @@ def _cached_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Rec
                   progress: bool, run: CandidateRun) -> _Feeds:
     """``trainable="top"``/``"probe"``: the frozen trunk's activations cached once (ncap.models.activation_cache),
     the top and the probe trained on them. Validation and the β_eff subset use the same seeded order as
-    :func:`_loaders`; the ``fixed`` β_eff batch is those training images' cached view 0."""
+    :func:`_full_feeds`; the ``fixed`` β_eff batch is those training images' cached view 0."""
     from ncap.models.activation_cache import CachedBatches, cached_activations
     from ncap.models.data import candidate_transforms, resolve_num_workers
     from ncap.models.partial import split_backbone
@@ -168,7 +162,7 @@ def _cached_feeds(model: CandidateModel, data_cfg: dict, train, val, config: Rec
     run.cache_reused = train_cache.reused and val_cache.reused
     run.cache_build_cpu_s = train_cache.build_cpu_s + val_cache.build_cpu_s
     bs = config.batch_size
-    val_order, fixed_idx = _beta_orders(config, len(train), len(val))
+    val_order, fixed_idx = _beta_orders(config.seed, config.beta_batch_size, len(train), len(val))
     train_loader = CachedBatches(train_cache, train.y, batch_size=bs, shuffle=True, drop_last=len(train) >= bs,
                                  seed=config.seed)
     val_loader = CachedBatches(val_cache, val.y, batch_size=bs, order=val_order)
@@ -303,52 +297,53 @@ class CandidateSession:
 
     def finish(self) -> CandidateRun:
         """The recorded run: trajectories, pruning report, snapshots, latency and the kept model."""
-        run, feeds = self.run, self.feeds
+        run = self.run
         t, c = time.perf_counter(), time.process_time()
-        _finish(run, self.tracker, self.observer, feeds, self.config, self.device, self.snapshots)
+        self._record()
         if self.checkpoint is not None and run.status == "ok":
-            _keep(run, self.built, feeds, self.spec, self.train_data, self.data_cfg, self.config, self.checkpoint)
+            self._keep()
         self._pause_clock(t, c)
         run.wall_time_s, run.cpu_time_s = self._own
         return run
 
+    def _record(self) -> None:
+        """After training: the tracker's trajectories into the run, the pruning report, the thinned probe
+        snapshots and the whole model's latency."""
+        run, tracker, observer, feeds, config = self.run, self.tracker, self.observer, self.feeds, self.config
+        run.epoch, run.val_accuracy = tracker.epochs, tracker.val_accuracy
+        run.beta_eff, run.beta_numerator, run.beta_denominator = tracker.beta_eff, tracker.numerator, tracker.denominator
+        run.beta_time_s = tracker.seconds + observer.fixed_seconds
+        if config.prune_sparsity is not None and run.status == "ok":
+            run.pruning = probe_pruning_report(feeds.model.probe, config.prune_sparsity, seed=config.seed)
+        if self.snapshots is not None and observer.snaps:
+            n = len(observer.snaps)
+            keep = np.unique(np.linspace(0, n - 1, min(config.max_snapshots, n)).round().astype(int))
+            self.snapshots.extend(observer.snaps[k] for k in keep)
+        if config.measure_latency:
+            from ncap.models.latency import measure_latency
+
+            run.latency_ms = measure_latency(feeds.whole, tuple(feeds.input_size), self.device)
+
+    def _keep(self) -> None:
+        """Write the fine-tuned candidate to the checkpoint path: the backbone's state (the trained top's tensors
+        over the frozen ones when only the top trained) and the probe, with what it takes to use it."""
+        from ncap.models.candidates import save_candidate_model
+
+        run, feeds, data_cfg = self.run, self.feeds, self.data_cfg
+        state = {**self.built.backbone.state_dict(), **feeds.model.backbone.state_dict()}
+        meta = {"timm_kwargs": self.spec.kwargs or {}, "class_names": list(self.train_data.class_names),
+                "recipe": self.config.run_dict(),
+                "data_config": {"input_size": run.input_size, **{k: list(v) if isinstance(v, tuple) else v
+                                                                 for k, v in data_cfg.items() if k in _TRANSFORM_KEYS}},
+                "input_size": run.input_size, "val_accuracy": run.val_accuracy[-1] if run.val_accuracy else None}
+        try:
+            run.checkpoint_bytes = save_candidate_model(state, feeds.model.probe, self.checkpoint, spec=self.spec,
+                                                        metadata=meta)
+        except OSError as exc:
+            run.checkpoint_error = str(exc)
+
 
 _TRANSFORM_KEYS = ("interpolation", "mean", "std", "crop_pct", "crop_mode")  # timm's create_transform arguments
-
-
-def _keep(run: CandidateRun, built, feeds: _Feeds, spec, train, data_cfg: dict, config: Recipe,
-          path: Path) -> None:
-    """Write the fine-tuned candidate to ``path``: the backbone's state (the trained top's tensors over the
-    frozen ones when only the top trained) and the probe, with what it takes to use it."""
-    from ncap.models.candidates import save_candidate_model
-
-    state = {**built.backbone.state_dict(), **feeds.model.backbone.state_dict()}
-    meta = {"timm_kwargs": spec.kwargs or {}, "class_names": list(train.class_names), "recipe": config.run_dict(),
-            "data_config": {"input_size": run.input_size, **{k: list(v) if isinstance(v, tuple) else v for k, v in
-                                                             data_cfg.items() if k in _TRANSFORM_KEYS}},
-            "input_size": run.input_size, "val_accuracy": run.val_accuracy[-1] if run.val_accuracy else None}
-    try:
-        run.checkpoint_bytes = save_candidate_model(state, feeds.model.probe, path, spec=spec, metadata=meta)
-    except OSError as exc:
-        run.checkpoint_error = str(exc)
-
-
-def _finish(run: CandidateRun, tracker: BetaEffTracker, observer: _Observer, feeds: _Feeds, config: Recipe,
-            device: torch.device, snapshots: list | None) -> None:
-    """After training: the tracker's trajectories into ``run``, the pruning report, the thinned probe
-    snapshots and the whole model's latency."""
-    run.epoch, run.val_accuracy = tracker.epochs, tracker.val_accuracy
-    run.beta_eff, run.beta_numerator, run.beta_denominator = tracker.beta_eff, tracker.numerator, tracker.denominator
-    run.beta_time_s = tracker.seconds + observer.fixed_seconds
-    if config.prune_sparsity is not None and run.status == "ok":
-        run.pruning = probe_pruning_report(feeds.model.probe, config.prune_sparsity, seed=config.seed)
-    if snapshots is not None and observer.snaps:
-        keep = np.unique(np.linspace(0, len(observer.snaps) - 1, min(config.max_snapshots, len(observer.snaps))).round().astype(int))
-        snapshots.extend(observer.snaps[k] for k in keep)
-    if config.measure_latency:
-        from ncap.models.latency import measure_latency
-
-        run.latency_ms = measure_latency(feeds.whole, tuple(feeds.input_size), device)
 
 
 def observation_steps(config: Recipe, steps_per_epoch: int) -> set[int]:
@@ -435,8 +430,8 @@ def probe_pruning_report(probe, sparsity: float, seed: int = 0) -> dict:
     (``ncap.network.pruning_report``)."""
     import copy
 
-    from ncap.network import pruning_report
     from ncap.models.pruning import prune_magnitude
+    from ncap.network import pruning_report
 
     pruned = copy.deepcopy(probe).cpu()
     prune_magnitude(pruned, sparsity)
