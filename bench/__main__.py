@@ -90,7 +90,7 @@ def collect(design: Design, specs: list, args) -> dict[str, dict]:
         entry = {"truth": [[] for _ in at.truth_recipes], "short": [], "static": []}
         for spec in specs:
             entry["static"].append({**cached_static_scores(spec, task, at.static_recipe, rebuild=args.rebuild),
-                                    "source-accuracy": design.source_accuracy(spec.name)})
+                                    "source_accuracy": design.source_accuracy(spec.name)})
             for i, recipe in enumerate((*at.truth_recipes, at.short_recipe)):
                 t0 = time.perf_counter()
                 run = cached_run(spec, task, recipe, rebuild=args.rebuild, progress=False)
@@ -201,12 +201,13 @@ def fit_combined_models(signals: dict, dev: list[str]) -> None:
 
 def choose_default(table: dict, fallback: dict, dev: list[str], signal: str) -> tuple[str, dict]:
     """``ncap rank``'s default: the ranker with the highest development-task mean ρ on ``signal`` among those
-    ``ncap rank`` can compute from its own run (:func:`rankers.product_settings`); an ncap configuration counts
+    ``ncap rank`` can compute from its own run (:func:`rankers.product_settings`); a β_eff configuration counts
     only where at most half the candidates fell back to their last accuracy. The choice records every eligible
     ranker's mean, the best ranker overall (which may not be available to ``ncap rank``) and the settings."""
     means = {}
     for r in table[dev[0]][signal] if dev else []:
-        if r in rankers.PARTIAL or (r.startswith("ncap[") and np.mean([fallback[t][signal].get(r, 1.0) for t in dev]) > 0.5):
+        if r in rankers.PARTIAL or (rankers.is_configuration(r)
+                                    and np.mean([fallback[t][signal].get(r, 1.0) for t in dev]) > 0.5):
             continue
         vals = [table[t][signal][r]["rho"] for t in dev]
         means[r] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
@@ -231,7 +232,7 @@ def paired_table(table: dict, default: str, dev: list[str], held: list[str]) -> 
         out[me] = {}
         for group, tasks in (("dev", dev), ("held_out", held)):
             cases = [(t, s) for t in tasks for s in table[t]]
-            for peer in rankers.PEERS:
+            for peer in rankers.peers():
                 if peer == me:
                     continue
                 a = [table[t][s][me]["rho"] for t, s in cases]

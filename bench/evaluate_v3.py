@@ -13,7 +13,7 @@ Signals (what a ranker reads, per candidate):
 * ``prefix@E``: the first E epochs of the seed-0 truth run, i.e. β_eff read on the prefix of the full schedule
   (new idea (b)), for E in :data:`PREFIX_EPOCHS`.
 
-Every ranker of v2 (``bench.rankers``: Algorithm 1 in its 27 settings, val-acc, TSE-EMA, curve extrapolation,
+Every ranker of v2 (``bench.rankers``: Algorithm 1 in its 27 settings, val_acc, tse_ema, curve extrapolation,
 successive halving, the combined predictor, and the training-free LogME, H-score, LEEP, NCE and source accuracy
 from each task's ``static`` records) is scored on every signal. Compute: a signal's CPU seconds (this process's, every pass: caching, training, validation, β_eff),
 summed over the candidates, as a fraction of the truth's (one seed of the converged fine-tune of every

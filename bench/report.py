@@ -12,7 +12,7 @@ __all__ = ["headline_lines", "markdown", "plots", "shown_rankers"]
 
 def shown_rankers(table: dict, default: str) -> list[str]:
     """The rankers the summaries show: the chosen default, ncap's Algorithm-1 default, and every peer."""
-    return list(dict.fromkeys([default, rankers.NCAP_DEFAULT, *rankers.PEERS]))
+    return list(dict.fromkeys([default, rankers.NCAP_DEFAULT, *rankers.peers()]))
 
 
 def _fmt(v, digits=3) -> str:
@@ -143,13 +143,14 @@ def budget_lines(res: dict) -> list[str]:
 
 
 def ideas_lines(res: dict) -> list[str]:
-    """Every ncap configuration on the development tasks (the predictor ideas)."""
+    """Every β_eff configuration on the development tasks (the predictor ideas)."""
     sigs, dev = _signals(res), res["dev_tasks"]
     if not dev:
         return []
-    lines = ["## ncap configurations on the development tasks (mean ρ; * = over half the candidates fell back)", "",
+    lines = ["## β_eff configurations on the development tasks (mean ρ; * = over half the candidates fell back)",
+             "",
              "| configuration | " + " | ".join(sigs) + " |", "|---|" + "---|" * len(sigs)]
-    names = [r for r in res["table"][dev[0]][sigs[0]] if r.startswith("ncap[")]
+    names = [r for r in res["table"][dev[0]][sigs[0]] if rankers.is_configuration(r)]
     for r in names:
         cells = []
         for s in sigs:
@@ -199,7 +200,7 @@ def plots(res: dict, out_dir: Path) -> None:
     for ax, (title, tasks) in zip(axes, (("development tasks", res["dev_tasks"]), ("held-out tasks", res["held_out"]))):
         for r in shown_rankers(res["table"], res["default_ranker"]):
             ax.plot(xs, [_mean_over(res, tasks, s, r) for s in sigs], marker="o", label=r,
-                    lw=2.5 if r.startswith("ncap") or r == res["default_ranker"] else 1.0)
+                    lw=2.5 if rankers.is_configuration(r) or r == res["default_ranker"] else 1.0)
         ax.set(xscale="log", xlabel="budget (fraction of a full fine-tune)", title=title)
         ax.axhline(0, color="k", lw=0.5)
     axes[0].set_ylabel("mean Spearman ρ with the truth")

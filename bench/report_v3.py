@@ -5,8 +5,8 @@ import numpy as np
 
 __all__ = ["markdown", "plot"]
 
-SHOWN = ("val-acc", "tse-ema", "curve-extrapolation", "successive-halving", "ncap[support,t0=1,smooth=none]",
-         "ncap[default,t0=1,smooth=none]", "ncap[support,t0=2,smooth=median3]")
+SHOWN = ("val_acc", "tse_ema", "curve_extrapolation", "successive_halving", "beta_eff[support,t0=1,smooth=none]",
+         "beta_eff[default,t0=1,smooth=none]", "beta_eff[support,t0=2,smooth=median3]")
 
 
 def _fmt(p: dict | None) -> str:

@@ -10,26 +10,30 @@ better, and a standard deviation where the rule has one, for P(best)):
 * ``tse_ema``: training speed estimation (Ru et al., NeurIPS 2021), ``-Σ_t γ^(T-t) L_t`` with γ = 0.9;
   no std (P(best) is not defined for it).
 
-The selection benchmark (``ncap.bench``) scores these same functions; its result sets the default rule
-(:data:`DEFAULT_RULE`, read by ``Recipe.ranker``).
+:data:`RANKING_RULES` is the one registry of rules, by their one name: ``Recipe.ranker``'s choices, ``ncap rank
+--ranker``, the service's job config and the selection benchmark (``ncap.bench.rankers``, which scores these same
+functions) all read it when they are used, so :func:`register_rule` adds a rule everywhere. Each
+:class:`RankingRule` carries how its score is shown (table column, plot label, percent or not, whether it has
+a std). The benchmark's result sets the default rule (:data:`DEFAULT_RULE`, read by ``Recipe.ranker``).
 """
 from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import numpy as np
 
-__all__ = ["DEFAULT_RULE", "RANKING_RULES", "RuleName", "RuleScore", "score_run", "tse_ema"]
+__all__ = ["DEFAULT_RULE", "RANKING_RULES", "RankingRule", "RuleScore", "rank_scores", "register_rule",
+           "score_run", "tse_ema"]
 
-RuleName = Literal["beta_eff", "val_acc", "tse_ema"]
 # Set by the selection benchmark v2 (bench/results/selection/results.json, "default_choice"): the highest
 # development-task mean Spearman rho on ncap's own short run among the rules ncap rank can compute
 # (val_acc 0.70, beta_eff at its best settings 0.61, tse_ema 0.55).
-DEFAULT_RULE: RuleName = "val_acc"
+DEFAULT_RULE = "val_acc"
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # one spelling: lower case and underscores (val_acc, never val-acc)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,58 @@ class RuleScore:
     std: float = math.nan
     method: str = ""
     flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RankingRule:
+    """One ranking rule: how it scores an observed run, and how that score is shown.
+
+    Parameters
+    ----------
+    name : str
+        The rule's one name (lower case and underscores): ``Recipe.ranker``, ``--ranker``, the job config and
+        the benchmark's ranker.
+    score : callable
+        ``score(beta, denominators, accuracy, losses, n_val, t0) -> RuleScore`` on one run's per-observation
+        float arrays of equal length T ≥ 1 (``denominators`` may be empty; ``n_val`` may be None).
+    description : str
+        One line for help texts (the CLI's ``--ranker``, the job config's schema).
+    label : str
+        What the score is, for a plot axis ("last validation accuracy").
+    column : str or None
+        Header of the ranking table's column for the score (after "ranked by: "); None where the table
+        already shows it (β_eff's prediction has its own column whatever the rule).
+    percent : bool
+        The score is an accuracy fraction, shown in %; else shown as it is.
+    has_std : bool
+        The rule gives a standard deviation (shown as ±; P(best) is computed from it).
+    settings : tuple of str
+        The recipe fields the score depends on besides the run (``beta_eff``: the β_eff ``variant`` it reads
+        and ``t0``); the benchmark scores a rule that reads β_eff at each variant, t0 and smoothing.
+    """
+
+    name: str
+    score: Callable[..., RuleScore]
+    description: str
+    label: str
+    column: str | None
+    percent: bool = True
+    has_std: bool = True
+    settings: tuple[str, ...] = ()
+
+
+RANKING_RULES: dict[str, RankingRule] = {}
+
+
+def register_rule(rule: RankingRule) -> RankingRule:
+    """Add ``rule`` to :data:`RANKING_RULES` (and so to every place that offers or scores rules); returns it.
+    ``ValueError`` for a name that is taken or not spelled in lower case and underscores."""
+    if not _NAME.fullmatch(rule.name):
+        raise ValueError(f"a ranking rule's name is lower case and underscores; got {rule.name!r}")
+    if rule.name in RANKING_RULES:
+        raise ValueError(f"ranking rule {rule.name!r} is already registered")
+    RANKING_RULES[rule.name] = rule
+    return rule
 
 
 def _epoch_means(train_losses, steps_per_epoch) -> np.ndarray:
@@ -140,17 +196,18 @@ def _tse_ema_rule(beta, denominators, accuracy, losses, n_val, t0) -> RuleScore:
     return RuleScore(tse_ema(losses) if len(losses) else math.nan, math.nan, "tse_ema")
 
 
-RANKING_RULES: dict[str, Callable[..., RuleScore]] = {
-    "beta_eff": _beta_eff_rule,
-    "val_acc": _val_acc_rule,
-    "tse_ema": _tse_ema_rule,
-}
-assert tuple(RANKING_RULES) == get_args(RuleName)
+register_rule(RankingRule(
+    "beta_eff", _beta_eff_rule, "accuracy predicted at β_eff = 0 (Algorithm 1)", "predicted final accuracy", None,
+    settings=("variant", "t0")))
+register_rule(RankingRule("val_acc", _val_acc_rule, "last validation accuracy", "last validation accuracy",
+                          "last acc"))
+register_rule(RankingRule("tse_ema", _tse_ema_rule, "training speed, -TSE-EMA (Ru et al. 2021)",
+                          "-TSE-EMA (training speed)", "-TSE-EMA", percent=False, has_std=False))
 
 
 def score_run(rule: str, *, beta_eff: Sequence[float], val_accuracy: Sequence[float], train_loss: Sequence[float],
               beta_denominator: Sequence[float] = (), n_val: int | None = None, t0: int = 1) -> RuleScore:
-    """Score one observed run (per-observation series of equal length T) under ``rule`` (a key of
+    """Score one observed run (per-observation series of equal length T) under ``rule`` (a name in
     :data:`RANKING_RULES`). An empty run scores NaN; ``beta_eff`` raises ``ValueError`` as the predictor does
     for malformed input."""
     if rule not in RANKING_RULES:
@@ -158,5 +215,24 @@ def score_run(rule: str, *, beta_eff: Sequence[float], val_accuracy: Sequence[fl
     acc = np.asarray(val_accuracy, dtype=float)
     if acc.size == 0:
         return RuleScore(math.nan, math.nan, "none", ("no observations",))
-    return RANKING_RULES[rule](np.asarray(beta_eff, dtype=float), np.asarray(beta_denominator, dtype=float), acc,
-                               np.asarray(train_loss, dtype=float), n_val, t0)
+    return RANKING_RULES[rule].score(np.asarray(beta_eff, dtype=float), np.asarray(beta_denominator, dtype=float),
+                                     acc, np.asarray(train_loss, dtype=float), n_val, t0)
+
+
+def rank_scores(scores: Sequence[float], stds: Sequence[float], *, seed: int = 0,
+                n_samples: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """(ranks, P(best)) of candidates scored ``scores`` ± ``stds``, shape (n,) each: the one ranking of
+    ``ncap rank``, the service and its ``/predict``.
+
+    Ranks are 1-based, best (highest score) first, non-finite scores last, ties in input order
+    (:func:`~ncap.capacitance.predictor.rank_order`). P(best) is Monte Carlo over N(score, std²)
+    (:func:`~ncap.capacitance.predictor.p_best`, ``n_samples`` draws; an unscored candidate gets 0) when every
+    finite score has a finite std, else NaN for every candidate (a rule without a std, such as ``tse_ema``).
+    """
+    from ncap.capacitance.predictor import p_best, rank_order
+
+    means, sds = np.asarray(scores, dtype=float), np.asarray(stds, dtype=float)
+    ok = np.isfinite(means)
+    has_std = bool(ok.any()) and bool(np.isfinite(sds[ok]).all())
+    probs = p_best(means, sds, n_samples=n_samples, seed=seed) if has_std else np.full(len(means), np.nan)
+    return rank_order(means), probs

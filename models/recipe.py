@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import enum
 import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import core_schema
 
 from ncap.capacitance.beta_eff import MAX_MAGNITUDE_FLOPS
 from ncap.capacitance.line_graph import VARIANTS
 from ncap.capacitance.predictor import MIN_POINTS
-from ncap.capacitance.ranking_rules import DEFAULT_RULE, RuleName
-from ncap.models.partial import Trainable
 from ncap.capacitance.probe import probe_width_spec
+from ncap.capacitance.ranking_rules import DEFAULT_RULE, RANKING_RULES
+from ncap.models.partial import Trainable
 
-__all__ = ["ALLOCATION", "Duration", "Exposure", "Recipe", "VariantName", "exposed_fields", "plain_value_errors"]
+__all__ = ["ALLOCATION", "Choices", "Duration", "Exposure", "Recipe", "VariantName", "exposed_fields",
+           "plain_value_errors"]
 
 
 class Exposure(enum.Enum):
@@ -66,6 +70,41 @@ ALLOCATION = frozenset({"strategy", "halving_eta", "halving_min_epochs", "stop_p
 
 class Duration:
     """Marks a field in seconds that the command line takes as a duration (``90s``, ``30m``, ``1h30m``)."""
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Marks a ``str`` field whose choices come from a registry that may grow after import (the ranking rules):
+    ``options()`` gives ``{name: one-line description}`` each time it is asked, so a value is validated, the
+    command line's help written and the JSON schema's ``enum`` listed from the registry as it is then. The
+    field's ``Field`` passes ``json_schema_extra=choices.json_schema``: pydantic writes a field's description
+    after any schema hook of its type, and runs ``json_schema_extra`` after that."""
+
+    options: Callable[[], Mapping[str, str]]
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.options())
+
+    def describe(self, description: str) -> str:
+        """``description`` followed by the choices and what each is (the CLI's help, the JSON schema)."""
+        listed = "; ".join(f"{name} = {text}" for name, text in self.options().items())
+        return f"{description} Choices: {listed}.".strip()
+
+    def json_schema(self, schema: dict) -> None:
+        """The field's JSON schema lists the choices (``enum``) and says what each is (``description``)."""
+        schema["enum"] = list(self.names())
+        schema["description"] = self.describe(schema.get("description", ""))
+
+    def _check(self, value: str, info: ValidationInfo) -> str:
+        if value not in self.options():
+            raise ValueError(f"unknown {info.field_name} {value!r}; choose from {', '.join(self.names())}")
+        return value
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.with_info_after_validator_function(self._check, handler(source))
+
+
+_RULE_CHOICES = Choices(lambda: {name: rule.description for name, rule in RANKING_RULES.items()})
 
 
 class Recipe(BaseModel):
@@ -132,11 +171,10 @@ class Recipe(BaseModel):
     val_fraction: Annotated[float, JOB, Field(gt=0, lt=1, description="Share of the dataset held out for "
                                                                     "validation (stratified).")] = 0.2
     t0: Annotated[int, JOB, Field(ge=0, le=100, description="Predictor: leading observations skipped.")] = 1
-    ranker: Annotated[RuleName, JOB, Field(
-        description="Rule the candidates are ranked by (capacitance/ranking_rules.py): beta_eff = accuracy "
-                    "predicted at β_eff = 0 (Algorithm 1); val_acc = last validation accuracy; tse_ema = training "
-                    "speed (Ru et al. 2021). β_eff and its prediction are reported whatever the rule; the "
-                    "default is the selection benchmark's choice.")] = DEFAULT_RULE
+    ranker: Annotated[str, JOB, _RULE_CHOICES, Field(
+        description="Rule the candidates are ranked by (capacitance/ranking_rules.py). β_eff and its prediction "
+                    "are reported whatever the rule; the default is the selection benchmark's choice.",
+        json_schema_extra=_RULE_CHOICES.json_schema)] = DEFAULT_RULE
     prune_sparsity: Annotated[float | None, JOB, Field(
         gt=0, lt=1, description="Attach a pruning report per candidate: magnitude-prune the fine-tuned probe "
                                 "to this sparsity and fit power laws to its degree distributions.")] = None

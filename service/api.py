@@ -760,8 +760,10 @@ class NcapService:
     @bentoml.api(route="/predict", input_spec=PredictRequest)
     @_rejections
     def predict(self, trajectories: list[Trajectory], t0: int = 1, min_points: int = 3) -> PredictResponse:
-        """Predicted final accuracy ± std from observed (β_eff, accuracy) per epoch; no training."""
-        from ncap.capacitance.predictor import p_best, predict_final_accuracy, rank_order
+        """Predicted final accuracy ± std from observed (β_eff, accuracy) per epoch, ranked with P(best) as
+        ``ncap rank`` ranks by ``beta_eff`` (:func:`~ncap.capacitance.ranking_rules.rank_scores`); no training."""
+        from ncap.capacitance.predictor import predict_final_accuracy
+        from ncap.capacitance.ranking_rules import rank_scores
 
         preds = []
         for i, tr in enumerate(trajectories):
@@ -771,9 +773,8 @@ class NcapService:
                                                     denominators=den, min_points=min_points))
             except ValueError as exc:
                 raise Rejected(400, f"{tr.name or f'trajectory {i}'}: {exc}") from exc
-        means = [p.accuracy for p in preds]
-        pb = p_best(means, [p.std for p in preds], n_samples=min(20_000, PBEST_DRAWS // len(preds)))
-        ranks = rank_order(means)
+        ranks, pb = rank_scores([p.accuracy for p in preds], [p.std for p in preds],
+                                n_samples=min(20_000, PBEST_DRAWS // len(preds)))
         return PredictResponse(predictions=[
             TrajectoryPrediction(name=tr.name or str(i), predicted_accuracy=p.accuracy, predicted_std=p.std,
                                  p_best=float(pb[i]), rank=int(ranks[i]), n_points=p.n_points, method=p.method,

@@ -11,6 +11,8 @@ import functools
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from ncap.capacitance.ranking_rules import RANKING_RULES
+
 # labels come from clients: matplotlib must draw them as text, never read '$...$' as mathtext or hand them to TeX
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
@@ -65,10 +67,6 @@ def plot_ranking(doc, out_dir: Path) -> list[str]:
     return ["trajectories.png", "predicted_vs_observed.png", *plot_pareto(doc, out_dir)]
 
 
-SCORE_AXIS = {"val_acc": ("last validation accuracy (%)", 100.0), "beta_eff": ("predicted final accuracy (%)", 100.0),
-              "tse_ema": ("-TSE-EMA (training speed)", 1.0)}
-
-
 @_plain_text
 def plot_pareto(doc, out_dir: Path) -> list[str]:
     """pareto.png: the ranking score (the rule the candidates are ranked by, ± its std) against batch-1 latency,
@@ -76,7 +74,8 @@ def plot_pareto(doc, out_dir: Path) -> list[str]:
     pts = [r for r in doc.candidates if r.score is not None and r.latency_ms.get(1) is not None]
     if not pts:
         return []
-    label, scale = SCORE_AXIS.get(doc.config.ranker, (f"score ({doc.config.ranker})", 1.0))
+    rule = RANKING_RULES[doc.config.ranker]
+    label, scale = (f"{rule.label} (%)", 100.0) if rule.percent else (rule.label, 1.0)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in pts:
         ax.errorbar(r.latency_ms[1], scale * r.score, yerr=scale * (r.score_std or 0), fmt="o",

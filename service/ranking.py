@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ncap.capacitance.ranking_rules import DEFAULT_RULE, rank_scores, score_run
 from ncap.jsonsafe import write_json
-from ncap.capacitance.predictor import p_best, rank_order
-from ncap.capacitance.ranking_rules import DEFAULT_RULE, score_run
 from ncap.models.harness import Cancelled, CandidateRun, fine_tune_candidate, resolve_device
 from ncap.models.memory import candidate_failure
 from ncap.models.partial import split_problem
@@ -53,29 +52,26 @@ def candidate_record(run: CandidateRun, config: Recipe) -> CandidateRecord:
 
 
 def rule_score(rec: CandidateRecord, ranker: str, t0: int, n_val: int | None) -> tuple[float, float]:
-    """(score, std) of one record under the ranking rule ``ranker`` (NaN, NaN for a failed or unscorable one);
-    ``beta_eff`` reuses the record's prediction."""
+    """(score, std) of one record under the ranking rule ``ranker`` (NaN, NaN for a failed or unscorable one:
+    a run the rule refuses, e.g. malformed β_eff, whose reason the record's ``prediction_flags`` already hold)."""
     if rec.status != "ok" or not rec.val_accuracy:
         return np.nan, np.nan
-    if ranker == "beta_eff":
-        return (np.nan if rec.predicted_accuracy is None else rec.predicted_accuracy,
-                np.nan if rec.predicted_std is None else rec.predicted_std)
-    s = score_run(ranker, beta_eff=rec.beta_eff, val_accuracy=rec.val_accuracy, train_loss=rec.train_loss,
-                  beta_denominator=rec.beta_denominator, n_val=n_val, t0=t0)
+    try:
+        s = score_run(ranker, beta_eff=rec.beta_eff, val_accuracy=rec.val_accuracy, train_loss=rec.train_loss,
+                      beta_denominator=rec.beta_denominator, n_val=n_val, t0=t0)
+    except ValueError:
+        return np.nan, np.nan
     return s.score, s.std
 
 
 def rank_runs(records: list[CandidateRecord], seed: int = 0, ranker: str = DEFAULT_RULE, t0: int = 1,
               n_val: int | None = None) -> list[CandidateRecord]:
     """Fill ``score`` (under the ranking rule ``ranker``, ``capacitance/ranking_rules.py``), ``rank`` and
-    ``p_best`` and sort by rank (failed candidates last). P(best) is Monte Carlo over N(score, std²) when the
-    rule has a std for every scored candidate (beta_eff, val_acc), else None (tse_ema)."""
+    ``p_best`` (:func:`~ncap.capacitance.ranking_rules.rank_scores`: None where the rule has no std) and sort
+    by rank (failed candidates last)."""
     scored = np.array([rule_score(r, ranker, t0, n_val) for r in records], dtype=float).reshape(-1, 2)
     means, stds = scored[:, 0], scored[:, 1]
-    ok = np.isfinite(means)
-    has_std = bool(ok.any()) and bool(np.isfinite(stds[ok]).all())
-    probs = p_best(means, stds, seed=seed) if has_std else np.full(len(records), np.nan)
-    ranks = rank_order(means)
+    ranks, probs = rank_scores(means, stds, seed=seed)
     ranked = [r.model_copy(update={"rank": int(k), "score": float(m) if np.isfinite(m) else None,
                                    "score_std": float(sd) if np.isfinite(sd) else None,
                                    "p_best": float(pb) if np.isfinite(pb) else None})

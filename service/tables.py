@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ncap.capacitance.ranking_rules import RANKING_RULES
+
 # the document's types are not imported: documents.py imports this module (RankingDocument.table())
 RankingDocument = CandidateRecord = Any
 
-__all__ = ["ERROR_WIDTH", "SCORE_COLUMNS", "allocation_summary", "format_table", "html_table", "table_rows"]
+__all__ = ["ERROR_WIDTH", "allocation_summary", "format_table", "html_table", "table_rows"]
 ERROR_WIDTH = 60  # longer errors are cut in the table and printed in full below it
 
 
@@ -33,24 +35,25 @@ def _cost_cells(r: CandidateRecord) -> tuple[str, str]:
     return params, ms
 
 
-SCORE_COLUMNS = {"val_acc": "ranked by: last acc", "tse_ema": "ranked by: -TSE-EMA"}
-
-
-def _score_cell(r: CandidateRecord, ranker: str) -> str:
-    if r.score is None:
+def _score_cell(ranker: str, score: float | None, std: float | None = None) -> str:
+    """A score under the rule ``ranker`` as the table shows it: in % with ± its std (a rule that has one), or as
+    it is to 3 decimals (a rule whose score is not an accuracy, such as -TSE-EMA); "—" for none."""
+    rule = RANKING_RULES[ranker]
+    if score is None:
         return "—"
-    if ranker == "tse_ema":
-        return f"{r.score:.3f}"
-    return f"{100 * r.score:.1f}" + (f" ± {100 * r.score_std:.1f}" if r.score_std is not None else "")
+    if not rule.percent:
+        return f"{score:.3f}"
+    return f"{100 * score:.1f}" + (f" ± {100 * std:.1f}" if rule.has_std and std is not None else "")
 
 
 def table_rows(doc: RankingDocument, pareto_only: bool = False) -> tuple[list[tuple[str, ...]], list[str]]:
     """(header + one row per candidate, full errors too long for their cell): the ranking table's cells, shared
     by the terminal table and the notebook view. ``pareto_only`` keeps the candidates on the score-latency
-    Pareto front, fastest first. Under a ranking rule other than beta_eff, the score the candidates are
-    ranked by gets its own column; the β_eff prediction is always shown."""
+    Pareto front, fastest first. The score the candidates are ranked by gets its own column where its rule
+    names one (``RankingRule.column``); the β_eff prediction is always shown."""
     ranker = doc.config.ranker
-    extra = (SCORE_COLUMNS[ranker],) if ranker in SCORE_COLUMNS else ()
+    column = RANKING_RULES[ranker].column
+    extra = (f"ranked by: {column}",) if column else ()
     rows = [("rank", "candidate", *extra, "predicted acc (β_eff)", "P(best)", "last acc", "params", "ms/img b1 / b64",
              "status")]
     errors = []
@@ -63,8 +66,9 @@ def table_rows(doc: RankingDocument, pareto_only: bool = False) -> tuple[list[tu
         status, full_error = _status_cell(r)
         if full_error:
             errors.append(f"{r.candidate}: {full_error}")
-        rows.append((str(r.rank), r.candidate + (" *" if r.pareto else ""), *((_score_cell(r, ranker),) if extra else ()),
-                     pred, "—" if r.p_best is None else f"{r.p_best:.2f}", last, *_cost_cells(r), status))
+        score = (_score_cell(ranker, r.score, r.score_std),) if extra else ()
+        rows.append((str(r.rank), r.candidate + (" *" if r.pareto else ""), *score, pred,
+                     "—" if r.p_best is None else f"{r.p_best:.2f}", last, *_cost_cells(r), status))
     return rows, errors
 
 

@@ -21,8 +21,11 @@ def signal_of(runs, budget=1.0, static=None, full_epochs=2.0):
 
 
 @pytest.mark.parametrize("variant,t0,smooth", [("default", 1, "none"), ("support", 0, "median3"), ("magnitude", 2, "mean3")])
-def test_ncap_name_round_trip(variant, t0, smooth):
-    assert rankers.parse_ncap_name(rankers.ncap_name(variant, t0, smooth)) == (variant, t0, smooth)
+def test_configuration_name_round_trip(variant, t0, smooth):
+    name = rankers.configuration_name("beta_eff", variant, t0, smooth)
+    assert name == f"beta_eff[{variant},t0={t0},smooth={smooth}]" and rankers.is_configuration(name)
+    assert rankers.parse_configuration(name) == ("beta_eff", variant, t0, smooth)
+    assert not rankers.is_configuration("successive_halving[eta=3]") and not rankers.is_configuration("val_acc")
 
 
 def test_truncate_cuts_every_per_observation_list_at_k():
@@ -33,10 +36,10 @@ def test_truncate_cuts_every_per_observation_list_at_k():
     assert np.isnan(rankers.final_accuracy({**fake_run(), "status": "failed"}))
 
 
-def test_ncap_extrapolates_to_beta_zero():
-    pred = rankers.ncap_prediction(fake_run(), "support", t0=0)
+def test_beta_eff_extrapolates_to_beta_zero():
+    pred = rankers.configuration_score(fake_run(), "beta_eff[support,t0=0,smooth=none]")
     assert pred.method == "beta_extrapolation"
-    assert pred.accuracy == pytest.approx(0.9, abs=2e-3)
+    assert pred.score == pytest.approx(0.9, abs=2e-3)
 
 
 def test_smoothing_noisy_beta_reduces_the_attenuation_of_the_extrapolation():
@@ -50,7 +53,8 @@ def test_smoothing_noisy_beta_reduces_the_attenuation_of_the_extrapolation():
         run = {**fake_run(n_obs=12), "val_accuracy": (0.9 - 2.0 * base).tolist()}
         run["beta_eff"], run["beta_denominator"] = {"support": noisy.tolist()}, {"support": [1.0] * 12}
         for s in rankers.SMOOTHERS:
-            errors[s].append(abs(rankers.ncap_prediction(run, "support", t0=0, smooth=s).accuracy - 0.9))
+            name = rankers.configuration_name("beta_eff", "support", 0, s)
+            errors[s].append(abs(rankers.configuration_score(run, name).score - 0.9))
     assert np.mean(errors["median3"]) < 0.7 * np.mean(errors["none"])
     assert np.mean(errors["mean3"]) < 0.7 * np.mean(errors["none"])
     np.testing.assert_array_equal(rankers.smooth_beta(np.arange(5.0), "median3"), np.arange(5.0))
@@ -60,7 +64,7 @@ def test_smoothing_noisy_beta_reduces_the_attenuation_of_the_extrapolation():
 
 def test_few_points_fall_back_and_failed_runs_have_no_score():
     sig = signal_of([fake_run(n_obs=2, name="a"), {**fake_run(name="b"), "status": "failed"}])
-    scores, fallback = rankers.ncap_scores(sig, "support", 1, "none")
+    scores, fallback = rankers.configuration_scores(sig, rankers.NCAP_DEFAULT)
     assert np.isnan(scores[1]) and fallback == 1.0
     assert scores[0] == pytest.approx(fake_run(n_obs=2)["val_accuracy"][-1])
 
@@ -98,9 +102,9 @@ def test_combined_features_are_centred_within_the_task_and_the_fit_learns_the_or
 def test_score_all_covers_every_peer_and_only_recorded_variants():
     sig = signal_of([fake_run(name=str(i), intercept=0.5 + 0.1 * i) for i in range(4)])
     scores, fallback = rankers.score_all(sig)
-    assert set(rankers.PEERS) <= set(scores)
+    assert set(rankers.peers()) <= set(scores) and {"val_acc", "tse_ema"} <= set(rankers.peers())
     assert rankers.NCAP_DEFAULT in scores and not any("magnitude" in n for n in scores)
-    assert set(fallback) == {n for n in scores if n.startswith("ncap[")}
+    assert set(fallback) == {n for n in scores if n.startswith("beta_eff[")}
     assert np.isnan(scores["leep"]).all() and scores["logme"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert np.isnan(scores["combined"]).all()  # nothing fitted
 
@@ -109,9 +113,41 @@ def test_product_settings_name_what_ncap_rank_can_compute():
     from ncap.bench.rankers import NCAP_DEFAULT, product_settings
     from ncap.models.recipe import Recipe
 
-    assert product_settings("val-acc") == {"ranker": "val_acc"} and product_settings("tse-ema") == {"ranker": "tse_ema"}
+    assert product_settings("val_acc") == {"ranker": "val_acc"}
+    assert product_settings("tse_ema") == {"ranker": "tse_ema"}
     assert product_settings(NCAP_DEFAULT) == {"ranker": "beta_eff", "variant": "support", "t0": 1}
-    for name in ("successive-halving", "combined", "logme", "curve-extrapolation", "ncap[support,t0=1,smooth=median3]"):
+    for name in ("successive_halving", "combined", "logme", "curve_extrapolation",
+                 "beta_eff[support,t0=1,smooth=median3]", "val-acc"):  # the old spelling is no product name
         assert product_settings(name) is None, name
-    for name in ("val-acc", "tse-ema", "ncap[default,t0=2,smooth=none]"):
+    for name in ("val_acc", "tse_ema", "beta_eff[default,t0=2,smooth=none]"):
         Recipe(**product_settings(name))  # valid settings of the recipe
+
+
+def test_the_benchmark_scores_through_the_products_rule_functions(monkeypatch):
+    """Replacing a product rule's function changes what the benchmark scores: it has no copy of its own."""
+    from dataclasses import replace
+
+    from ncap.capacitance.ranking_rules import RANKING_RULES, RuleScore
+
+    sig = signal_of([fake_run(name=str(i), intercept=0.5 + 0.1 * i) for i in range(3)])
+    before, _ = rankers.score_all(sig)
+    np.testing.assert_array_equal(before["val_acc"], [r["val_accuracy"][-1] for r in sig.trajectories])
+    for rule, value in (("val_acc", 2.0), ("beta_eff", 3.0)):
+        monkeypatch.setitem(RANKING_RULES, rule, replace(RANKING_RULES[rule], score=lambda *a, v=value: RuleScore(v)))
+    after, _ = rankers.score_all(sig)
+    assert (after["val_acc"] == 2.0).all() and (after[rankers.NCAP_DEFAULT] == 3.0).all()
+    assert all((after[n] == 3.0).all() for n in after if rankers.is_configuration(n))
+    np.testing.assert_array_equal(after["tse_ema"], before["tse_ema"])
+
+
+def test_old_spellings_are_read_as_todays_names():
+    old = ["val-acc", "tse-ema", "h-score", "source-accuracy", "successive-halving[eta=3]",
+           "ncap[support,t0=1,smooth=none]", "val_acc", "logme"]
+    assert [rankers.current_name(n) for n in old] == [
+        "val_acc", "tse_ema", "h_score", "source_accuracy", "successive_halving[eta=3]", rankers.NCAP_DEFAULT,
+        "val_acc", "logme"]
+    runs = [fake_run(name="a"), fake_run(name="b")]
+    sig = signal_of(runs, static=[{"h-score": 1.0, "source-accuracy": 0.5},  # a record written before
+                                  {"h_score": 2.0, "source_accuracy": None}])
+    np.testing.assert_array_equal(rankers.static_scores(sig, "h_score"), [1.0, 2.0])
+    np.testing.assert_array_equal(rankers.static_scores(sig, "source_accuracy"), [0.5, np.nan])

@@ -94,11 +94,11 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
     from ncap.bench.design_v3 import run_recipe as recipe_of
 
     rng = np.random.default_rng(0)
-    finals = {c.name: 0.5 + 0.03 * i for i, c in enumerate(cands)}  # every pair decisive, val-acc orders them
+    finals = {c.name: 0.5 + 0.03 * i for i, c in enumerate(cands)}  # every pair decisive, val_acc orders them
 
     def fake(task, cand, label):
         if label == "static":
-            return {"logme": finals[cand.name], "h-score": -finals[cand.name], "status": "ok"}
+            return {"logme": finals[cand.name], "h-score": -finals[cand.name], "status": "ok"}  # records' spelling
         r = recipe_of(cand, label)
         epochs = list(r.observe_at_epochs) if r.observe_at_epochs else [
             (j + 1) / r.evals_per_epoch for j in range(r.epochs * r.evals_per_epoch)]
@@ -111,13 +111,13 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
     task = out["tasks"]["elpv-mono"]
     assert task["decisive_pairs"] == len(cands) * (len(cands) - 1) // 2 and task["kept"]
     short = out["per_task"]["elpv-mono"]["short"]
-    assert short["rankers"]["val-acc"]["dpa"] == 1.0 and short["rankers"]["val-acc"]["regret_pt"] == 0.0
+    assert short["rankers"]["val_acc"]["dpa"] == 1.0 and short["rankers"]["val_acc"]["regret_pt"] == 0.0
     assert 0 < short["compute_fraction"] < 1
     prefixes = [out["per_task"]["elpv-mono"][f"prefix@{e:g}"]["compute_fraction"] for e in evaluate_v3.PREFIX_EPOCHS]
     assert prefixes == sorted(prefixes) and 0 < prefixes[0] and prefixes[-1] < 1  # caching is paid at any prefix
-    assert out["default_ranker"] in ("val-acc", "tse-ema") or out["default_ranker"].startswith("ncap[")
-    assert out["pooled"]["held_out"]["short"]["val-acc"]["dpa"] == 1.0
-    assert short["rankers"]["logme"]["dpa"] == 1.0 and short["rankers"]["h-score"]["dpa"] == 0.0  # static records
+    assert out["default_ranker"] in ("val_acc", "tse_ema") or out["default_ranker"].startswith("beta_eff[")
+    assert out["pooled"]["held_out"]["short"]["val_acc"]["dpa"] == 1.0
+    assert short["rankers"]["logme"]["dpa"] == 1.0 and short["rankers"]["h_score"]["dpa"] == 0.0  # static records
     from ncap.bench.report_v3 import markdown
 
     md = markdown(out)

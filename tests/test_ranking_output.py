@@ -153,9 +153,13 @@ def test_a_diverged_candidate_on_npz_data_says_its_loss_became_nan(tmp_path, bet
     assert rec.status == "failed" and rec.error.startswith("training loss became nan"), rec.error
 
 
-def _trajectory_record(name, acc, loss, pred):
-    return CandidateRecord(candidate=name, val_accuracy=acc, train_loss=loss, beta_eff=[3.0, 2.0, 1.0],
-                           predicted_accuracy=pred, predicted_std=0.05)
+def _trajectory_record(name, acc, loss, beta):
+    """A record as ``candidate_record`` makes it: the trajectories and β_eff's prediction from them."""
+    from ncap.capacitance.ranking_rules import score_run
+
+    p = score_run("beta_eff", beta_eff=beta, val_accuracy=acc, train_loss=loss)
+    return CandidateRecord(candidate=name, val_accuracy=acc, train_loss=loss, beta_eff=beta,
+                           predicted_accuracy=p.score, predicted_std=p.std)
 
 
 @pytest.mark.parametrize("ranker, order", [("beta_eff", ["a", "b", "c"]), ("val_acc", ["b", "c", "a"]),
@@ -165,13 +169,17 @@ def test_the_ranking_rule_decides_the_order_and_the_table_shows_its_score(ranker
     own winner first; β_eff's prediction stays in every record; P(best) only where the rule has a std."""
     from ncap.service.ranking import rank_runs
 
-    recs = [_trajectory_record("a", [0.5, 0.6, 0.62], [2.0, 1.8, 1.7], 0.95),
-            _trajectory_record("b", [0.5, 0.7, 0.80], [2.0, 1.5, 1.2], 0.70),
-            _trajectory_record("c", [0.5, 0.7, 0.75], [1.0, 0.6, 0.4], 0.60),
+    recs = [_trajectory_record("a", [0.5, 0.6, 0.62], [2.0, 1.8, 1.7], [3.0, 2.0, 1.0]),
+            _trajectory_record("b", [0.5, 0.7, 0.80], [2.0, 1.5, 1.2], [1.0, 3.0, 5.0]),
+            _trajectory_record("c", [0.5, 0.7, 0.75], [1.0, 0.6, 0.4], [1.0, 2.0, 3.0]),
             CandidateRecord(candidate="failed", status="failed", error="boom")]
+    predicted = {r.candidate: r.predicted_accuracy for r in recs}
+    assert predicted["a"] > predicted["b"] > predicted["c"]
     ranked = rank_runs(recs, ranker=ranker, n_val=400)
     assert [r.candidate for r in ranked] == [*order, "failed"]
-    assert [r.predicted_accuracy for r in ranked[:3]] == [{"a": 0.95, "b": 0.70, "c": 0.60}[n] for n in order]
+    assert [r.predicted_accuracy for r in ranked[:3]] == [predicted[n] for n in order]
+    if ranker == "beta_eff":  # the rule's score is the prediction the record shows
+        assert [r.score for r in ranked[:3]] == [predicted[n] for n in order]
     if ranker == "tse_ema":
         assert all(r.p_best is None for r in ranked) and ranked[0].score == pytest.approx(-(0.81 * 1.0 + 0.9 * 0.6 + 0.4))
     else:

@@ -1,6 +1,8 @@
 """Command-line flags generated from :class:`ncap.models.recipe.Recipe`, so that none is missing and each
 has the recipe's type, default, bounds (in its help) and help text. Field ``probe_width`` becomes
-``--probe-width``; booleans become ``--x/--no-x``; a nullable field takes ``none``."""
+``--probe-width``; booleans become ``--x/--no-x``; a nullable field takes ``none``; the choices of a
+``Literal`` field or of a registry (``Choices``: the ranking rules) are listed in the help as the parser is
+built."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +13,7 @@ import typing
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from ncap.models.recipe import Duration, Exposure, Recipe, exposed_fields
+from ncap.models.recipe import Choices, Duration, Exposure, Recipe, exposed_fields
 
 __all__ = ["add_recipe_flags", "parse_duration", "recipe_from_args", "validation_message"]
 _BOUNDS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
@@ -57,10 +59,18 @@ def parse_duration(text: str) -> float | None:
 parse_duration.__name__ = "duration"  # argparse names the type in its error messages
 
 
+def _choices(info: FieldInfo) -> Choices | None:
+    """The field's :class:`~ncap.models.recipe.Choices` marker (choices read from a registry), if any."""
+    return next((m for m in info.metadata if isinstance(m, Choices)), None)
+
+
 def _help(info: FieldInfo) -> str:
     bounds = [f"{sym} {getattr(m, key):{'g' if isinstance(getattr(m, key), float) else ''}}"
               for m in info.metadata for key, sym in _BOUNDS if getattr(m, key, None) is not None]
-    text = (info.description or "").replace("%", "%%")  # argparse expands %-formats in help strings
+    text = info.description or ""
+    if marker := _choices(info):  # the registry as it is now: a rule registered after import is listed
+        text = marker.describe(text)
+    text = text.replace("%", "%%")  # argparse expands %-formats in help strings
     return text + (f" ({', '.join(bounds)})" if bounds else "") + " [default: %(default)s]"
 
 
@@ -68,7 +78,7 @@ def add_recipe_flags(parser: argparse.ArgumentParser, *exposures: Exposure) -> N
     """One flag per recipe field exposed to ``exposures`` (default: JOB and CLI fields)."""
     group = parser.add_argument_group("recipe (the same for every candidate)")
     for name, info in exposed_fields(*(exposures or (Exposure.JOB, Exposure.CLI))).items():
-        kind, choices, nullable = _base_type(info.annotation)
+        kind, choices, nullable = _base_type(info.annotation)  # a registry's choices: in the help (_help)
         flag = "--" + name.replace("_", "-")
         kwargs = {"dest": name, "default": info.default, "help": _help(info)}
         if any(isinstance(m, Duration) for m in info.metadata):  # time_budget_s -> --time-budget 30m
