@@ -33,12 +33,12 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, TensorDataset
 
 from ncap.bench.tasks import get_task
+from ncap.capacitance.probe import NeuralCapacitanceProbe
 from ncap.capacitance.tracker import BetaEffTracker
 from ncap.integrations.optuna import CapacitancePruner, report_beta
 from ncap.models import training, zoo
 from ncap.models.data import prepare_batch
 from ncap.models.paths import cache_root as ncap_cache_root
-from ncap.capacitance.probe import NeuralCapacitanceProbe
 from ncap.models.recipe import Recipe
 
 RESULTS = Path(__file__).parent / "results" / "automl"

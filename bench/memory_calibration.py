@@ -164,8 +164,8 @@ def step_estimate(arch: str, size: int, batch: int, mode: str) -> int:
 
 
 def beta_estimate(variant: str, width: int) -> int:
-    from ncap.models.memory import beta_eff_bytes
     from ncap.capacitance.probe import probe_width_spec
+    from ncap.models.memory import beta_eff_bytes
 
     return beta_eff_bytes(variant, [512, *probe_width_spec(width, 3), 10], 256)
 

@@ -54,9 +54,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ncap.capacitance.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
 from ncap.models.checkpoint import CheckpointError, check_order_kept, load_by_order, read_state_dict
 from ncap.models.pretrained import is_pretrained_name, timm_arch
-from ncap.capacitance.probe import DEFAULT_HIDDEN, CandidateModel, NeuralCapacitanceProbe
 
 __all__ = [
     "WEIGHT_LOADERS",

@@ -22,9 +22,9 @@ import json
 import time
 from pathlib import Path
 
-from ncap.network import pruning_report
 from ncap.models.data import ImageDataset, load_dataset, split_dataset
 from ncap.models.pruning import paper_cnn, paper_mlp, three_step_prune
+from ncap.network import pruning_report
 
 __all__ = ["HEADER", "build_pruning_model", "markdown_table", "run_pruning", "text_table"]
 

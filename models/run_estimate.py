@@ -105,11 +105,11 @@ def _no_grad(module: torch.nn.Module):
 
 def _time_candidate(entry: str, recipe, n_train: int, n_val: int, n_classes: int,
                     device: torch.device) -> CandidateEstimate:
+    from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
     from ncap.models.activation_cache import entry_bytes
     from ncap.models.candidates import CandidateSpec, create_backbone
     from ncap.models.partial import SplitError, split_backbone
     from ncap.models.registry import candidate_config
-    from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
 
     described = candidate_config(entry)  # a zoo model's create arguments carry its native (pretraining) size
     backbone, dim, cfg = create_backbone(CandidateSpec(entry, described.arch, source="random",

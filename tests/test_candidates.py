@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
 from ncap.models.candidates import (
     CandidateError,
     CandidateSpec,
@@ -22,7 +23,6 @@ from ncap.models.candidates import (
 )
 from ncap.models.data import prepare_batch
 from ncap.models.registry import resolve_candidates
-from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ncap.network import conv_counts, linear_counts, network_from_model, network_from_weights
 from ncap.models.pruning import Pruner, paper_cnn, paper_mlp
+from ncap.network import conv_counts, linear_counts, network_from_model, network_from_weights
 
 
 def _tiny_mlp() -> nn.Sequential:

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from ncap.models.pruning import Pruner, paper_cnn, paper_mlp
 from ncap.network import (
     core_numbers,
     dormant_neurons,
@@ -21,7 +22,6 @@ from ncap.network import (
     preferential_attachment,
     pruning_report,
 )
-from ncap.models.pruning import Pruner, paper_cnn, paper_mlp
 
 
 def _nx_core(adj) -> np.ndarray:

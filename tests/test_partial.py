@@ -12,12 +12,12 @@ import pytest
 import timm
 import torch
 
+from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
 from ncap.models.activation_cache import CachedBatches, cache_dir, cached_activations
 from ncap.models.candidates import CandidateSpec
 from ncap.models.data import ImageDataset, candidate_transforms, load_dataset, split_dataset
 from ncap.models.harness import fine_tune_candidate
 from ncap.models.partial import SplitError, split_backbone, split_problem
-from ncap.capacitance.probe import CandidateModel, NeuralCapacitanceProbe
 from ncap.models.recipe import Recipe
 from ncap.models.training import TrainSettings, train
 

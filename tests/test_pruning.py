@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from ncap.network import MASK_ATTR, prunable_layers
 from ncap.models.pruning import (
     Pruner,
     accuracy,
@@ -20,6 +19,7 @@ from ncap.models.pruning import (
     three_step_prune,
     train_classifier,
 )
+from ncap.network import MASK_ATTR, prunable_layers
 
 
 def _zeros(m: nn.Module) -> int:

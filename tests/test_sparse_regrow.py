@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from ncap.network import get_mask, set_mask
 from ncap.models.sparse.dst import DynamicSparsity
 from ncap.models.sparse.regrow import REGROW_RULES, cosine_prune_rate, top_k_exact, update_layer
+from ncap.network import get_mask, set_mask
 
 
 def _brute_top(scores, k, exclude=None):

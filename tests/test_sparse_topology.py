@@ -11,6 +11,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ncap.models.sparse.regrow import update_layer
+from ncap.models.sparse.topology import TopologyTracker, core_numbers_csr, gradient_ratio, layered_csr
 from ncap.network import (
     core_numbers,
     get_mask,
@@ -18,8 +20,6 @@ from ncap.network import (
     preferential_attachment,
     set_mask,
 )
-from ncap.models.sparse.regrow import update_layer
-from ncap.models.sparse.topology import TopologyTracker, core_numbers_csr, gradient_ratio, layered_csr
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -10,8 +10,8 @@ import torch
 from ncap.capacitance.beta_eff import capacitance
 from ncap.capacitance.line_graph import ProbeError
 from ncap.capacitance.predictor import predict_final_accuracy
-from ncap.capacitance.tracker import BetaEffTracker
 from ncap.capacitance.probe import NeuralCapacitanceProbe
+from ncap.capacitance.tracker import BetaEffTracker
 
 
 @pytest.fixture

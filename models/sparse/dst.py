@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from tqdm.auto import tqdm
 
-from ncap.network import get_mask, prunable_layers, set_mask
 from ncap.models.pruning import accuracy
 from ncap.models.sparse.init import (
     DENSITY_METHODS,
@@ -50,6 +49,7 @@ from ncap.models.sparse.init import (
 )
 from ncap.models.sparse.regrow import REGROW_RULES, LayerUpdate, cosine_prune_rate, update_layer, zero_entries
 from ncap.models.sparse.topology import DORMANT_THRESHOLDS, TopologyTracker
+from ncap.network import get_mask, prunable_layers, set_mask
 
 __all__ = ["RULES", "DSTConfig", "DynamicSparsity", "as_tensors", "build_model", "sparsify", "train_dst"]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ncap.jsonsafe import to_jsonable
-from ncap.network import plot_degree_ccdfs
 from ncap.models.sparse.dst import DSTConfig, train_dst
 from ncap.models.sparse.plots import plot_ccdfs_by_epoch, plot_series
+from ncap.network import plot_degree_ccdfs
 
 __all__ = ["grid_configs", "markdown_report", "run_grid", "run_label", "summarize_run"]
 

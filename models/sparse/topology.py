@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ncap.models.sparse.regrow import LayerUpdate
 from ncap.network import (
     LayerDegrees,
     degree_fit,
@@ -41,7 +42,6 @@ from ncap.network import (
     preferential_attachment,
     prunable_layers,
 )
-from ncap.models.sparse.regrow import LayerUpdate
 
 __all__ = ["DORMANT_THRESHOLDS", "RELATIVE_DORMANT", "TopologyTracker", "core_numbers_csr", "gradient_ratio", "layered_csr", "weighted_corr"]
 
