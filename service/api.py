@@ -245,6 +245,8 @@ class CatalogCandidate(BaseModel):
     params_m: float | None = Field(description="backbone parameters, millions")
     input_size: list[int] | None = Field(description="native input (C, H, W)")
     built: bool = Field(description="False: a zoo entry this server has not pretrained (refused unless allowed)")
+    source: str | None = Field(None, description="where its weights come from: zoo | wheel | hf-cache | random | file")
+    sha256: str | None = Field(None, description="checksum of its weights file, where the registry knows one")
 
 
 class CatalogDataset(BaseModel):

