@@ -10,8 +10,19 @@ Signals (what a ranker reads, per candidate):
 
 * ``short``: ``ncap rank`` itself (its defaults, the candidate's regime);
 * ``short-dense``: the same run observed 8 times per epoch (new idea (c));
+* ``short@E``: ``ncap rank``'s run as observed up to epoch E of its 4 (:data:`SHORT_EPOCHS`), a cheaper read
+  of the same run;
 * ``prefix@E``: the first E epochs of the seed-0 truth run, i.e. β_eff read on the prefix of the full schedule
-  (new idea (b)), for E in :data:`PREFIX_EPOCHS`.
+  (new idea (b)), for E in :data:`PREFIX_EPOCHS`;
+* ``training-free``: the static records (LogME, H-score, LEEP, NCE, source accuracy), charged one forward pass
+  of the whole backbone over the training images. Only the training-free rankers are scored on it, and only
+  on it.
+
+Budgets (:data:`BUDGETS`, "≤ 10 %" and "≤ 25 %" of the truth's compute): per ranker, among the signals that cost
+at most the budget on every kept task, the one with its best pooled DPA on the development tasks; the held-out
+values are read there, so the choice sees no held-out result. The goal (issue 21) is checked on the held-out
+real-image tasks for the default ranker at ≤ 25 %, against every other ranker at the same budget with a paired
+bootstrap of the DPA difference.
 
 Every ranker of v2 (``bench.rankers``: Algorithm 1 in its 27 settings, val_acc, tse_ema, curve extrapolation,
 successive halving, the combined predictor, and the training-free LogME, H-score, LEEP, NCE and source accuracy
@@ -22,6 +33,7 @@ candidate, caching included). A run that reused an activation cache is charged t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -40,13 +52,17 @@ from ncap.bench.design_v3 import (
     describe,
 )
 from ncap.bench.rankers import Signal, product_settings, truncate
-from ncap.bench.run_flops import run_flops
+from ncap.bench.run_flops import run_flops, static_flops
 from ncap.bench.selection_v3 import RESULTS, STATIC, load_record
 from ncap.bench.tasks import TASKS_V3
 
-PREFIX_EPOCHS = (0.5, 1.0, 2.0, 2.5)
+PREFIX_EPOCHS = (0.25, 0.5, 1.0, 2.0, 2.5)
+SHORT_EPOCHS = (1.0, 2.0)
+TRAINING_FREE = "training-free"
 MIN_DECISIVE = 10
 BUDGETS = (0.10, 0.25)
+GOAL = {"budget": 0.25, "dpa": 0.9, "regret_pt": 0.5}
+N_BOOT = 500
 
 
 def run_cost(run: dict, upto: int | None = None) -> float:
@@ -78,23 +94,25 @@ def load_task(task: str) -> dict | None:
     return out
 
 
-def signals(data: dict) -> dict[str, tuple[list[dict], float]]:
-    """{signal name: (trajectories, compute fraction of the truth)}."""
-    out = {name: (data[name], _fraction(data[name], data["seed0"], run_cost)) for name in ("short", "short-dense")}
-    for e in PREFIX_EPOCHS:
-        runs = [truncate(r, e) for r in data["seed0"]]
-        upto = [max(len(cut["epoch"]) - 1, 0) for cut in runs]
-        out[f"prefix@{e:g}"] = (runs, _fraction(data["seed0"], data["seed0"], run_cost, upto))
+def signals(data: dict, cost=None) -> dict[str, tuple[list[dict], float]]:
+    """{signal name: (trajectories, compute fraction of the truth)}; ``cost`` is :func:`run_cost` (FLOPs) or
+    :func:`run_cpu`."""
+    cost = cost or run_cost
+    out = {name: (data[name], _fraction(data[name], data["seed0"], cost)) for name in ("short", "short-dense")}
+    for family, source, epochs in (("short", "short", SHORT_EPOCHS), ("prefix", "seed0", PREFIX_EPOCHS)):
+        for e in epochs:
+            runs = [truncate(r, e) for r in data[source]]
+            upto = [max(len(cut["epoch"]) - 1, 0) for cut in runs]
+            out[f"{family}@{e:g}"] = (runs, _fraction(data[source], data["seed0"], cost, upto))
+    static = sum(static_flops(r, TASKS_V3[r["task"]].n_train) for r in data["short"]) / sum(run_cost(r) for r in data["seed0"])
+    out[TRAINING_FREE] = (data["short"], static if cost is run_cost else float("nan"))
     return out
 
 
 def cpu_fractions(data: dict) -> dict[str, float]:
-    """The CPU-time counterpart of :func:`signals`' FLOPs fractions, for the report."""
-    out = {name: _fraction(data[name], data["seed0"], run_cpu) for name in ("short", "short-dense")}
-    for e in PREFIX_EPOCHS:
-        upto = [max(len(truncate(r, e)["epoch"]) - 1, 0) for r in data["seed0"]]
-        out[f"prefix@{e:g}"] = _fraction(data["seed0"], data["seed0"], run_cpu, upto)
-    return out
+    """The CPU-time counterpart of :func:`signals`' FLOPs fractions, for the report (NaN for the training-free
+    scores, whose records carry no CPU time)."""
+    return {name: fraction for name, (_, fraction) in signals(data, run_cpu).items()}
 
 
 def _fraction(runs: list[dict], truth: list[dict], cost, upto: list[int] | None = None) -> float:
@@ -111,15 +129,18 @@ def score_task(data: dict) -> dict:
     for name, (runs, fraction) in signals(data).items():
         budget = float(np.mean([r["epoch"][-1] for r in runs if r["epoch"]])) if runs else 0.0
         sig = Signal(runs, data["seed0"], data["static"], budget, float(TRUTH_EPOCHS))
-        scores, _ = rankers.score_all(sig)
+        if name == TRAINING_FREE:
+            scores = {key: rankers.static_scores(sig, key) for key in rankers.STATIC}
+        else:
+            scores = {r: v for r, v in rankers.score_all(sig)[0].items() if r not in rankers.STATIC}
         metrics = {}
         for ranker, s in scores.items():
             if np.isnan(s).all():
                 continue
             value, n_pairs = decisive.dpa(s, seeds)
             points, sds = decisive.top1_regret(s, seeds)
-            metrics[ranker] = {"dpa": value, "dpa_ci": decisive.dpa_interval(s, seeds, n_boot=500), "pairs": n_pairs,
-                               "regret_pt": points, "regret_sd": sds, "p_best": decisive.p_pick_best(s, seeds, n_boot=500),
+            metrics[ranker] = {"dpa": value, "dpa_ci": decisive.dpa_interval(s, seeds, n_boot=N_BOOT), "pairs": n_pairs,
+                               "regret_pt": points, "regret_sd": sds, "p_best": decisive.p_pick_best(s, seeds, n_boot=N_BOOT),
                                "within_noise": decisive.pick_within_noise(s, seeds),
                                "tau_b": decisive.kendall_tau_b_banded(s, seeds), "scores": s.tolist()}
         out[name] = {"compute_fraction": fraction, "cpu_fraction": cpu[name], "rankers": metrics}
@@ -138,36 +159,130 @@ def task_summary(task: str, data: dict) -> dict:
             "kept": len(pairs) >= MIN_DECISIVE}
 
 
-def pooled(per_task: dict, tasks: list[str], signal: str, ranker: str, seed: int = 0) -> dict | None:
-    """DPA over the decisive pairs of ``tasks`` pooled, with a bootstrap over tasks and candidates; mean regret."""
-    rows = [per_task[t]["signals"][signal]["rankers"].get(ranker) for t in tasks]
-    if not tasks or any(r is None for r in rows):
-        return None
-    truths = [np.array(per_task[t]["summary"]["truth_seeds"]) for t in tasks]
-    scores = [np.array(r["scores"], float) for r in rows]
-    credit = [_credits(s, t) for s, t in zip(scores, truths)]
+@functools.lru_cache(maxsize=None)
+def _draws(sizes: tuple[int, ...], seed: int = 0) -> tuple[tuple[tuple[int, np.ndarray], ...], ...]:
+    """:data:`N_BOOT` bootstrap draws over tasks, then candidates within each drawn task (``sizes``: the tasks'
+    candidate counts): per draw, (task index, which candidates were drawn) per drawn task. The same sizes and
+    seed give the same draws, so two rankers' DPAs are paired."""
     rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(500):
-        vals = []
-        for k in rng.integers(0, len(tasks), len(tasks)):
-            drawn = set(rng.integers(0, len(truths[k]), len(truths[k])).tolist())
-            vals += [c for (i, j), c in credit[k].items() if i in drawn and j in drawn]
-        if vals:
-            boot.append(np.mean(vals))
+    out = []
+    for _ in range(N_BOOT):
+        draw = []
+        for k in rng.integers(0, len(sizes), len(sizes)):
+            drawn = np.zeros(sizes[k], bool)
+            drawn[rng.integers(0, sizes[k], sizes[k])] = True
+            draw.append((int(k), drawn))
+        out.append(tuple(draw))
+    return tuple(out)
+
+
+def _boot_dpa(credit: list[dict], sizes: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Pooled DPA in every draw (NaN where a draw holds no decisive pair): a pair counts when both of its
+    candidates were drawn (duplicates dropped)."""
+    pairs = [(np.array([p[0] for p in cr], int), np.array([p[1] for p in cr], int), np.array(list(cr.values()), float))
+             for cr in credit]
+    out = []
+    for draw in _draws(sizes, seed):
+        total = count = 0.0
+        for k, drawn in draw:
+            i, j, c = pairs[k]
+            if len(c):
+                both = drawn[i] & drawn[j]
+                total, count = total + c[both].sum(), count + both.sum()
+        out.append(total / count if count else np.nan)
+    return np.array(out)
+
+
+def _rows(per_task: dict, tasks: list[str], signal: str, ranker: str) -> list[dict] | None:
+    rows = [per_task[t]["signals"].get(signal, {}).get("rankers", {}).get(ranker) for t in tasks]
+    return None if not tasks or any(r is None for r in rows) else rows
+
+
+def _sizes(per_task: dict, tasks: list[str]) -> tuple[int, ...]:
+    return tuple(len(per_task[t]["summary"]["truth_seeds"]) for t in tasks)
+
+
+def _task_credits(per_task: dict, tasks: list[str], rows: list[dict]) -> list[dict]:
+    truths = [np.array(per_task[t]["summary"]["truth_seeds"]) for t in tasks]
+    return [_credits(np.array(r["scores"], float), t) for r, t in zip(rows, truths)]
+
+
+def pooled(per_task: dict, tasks: list[str], signal: str, ranker: str, seed: int = 0) -> dict | None:
+    """DPA over the decisive pairs of ``tasks`` pooled, with a bootstrap over tasks and candidates; mean regret,
+    P(best), pick within noise and compute fraction over the tasks."""
+    rows = _rows(per_task, tasks, signal, ranker)
+    if rows is None:
+        return None
+    credit = _task_credits(per_task, tasks, rows)
+    boot = _boot_dpa(credit, _sizes(per_task, tasks), seed)
+    boot = boot[np.isfinite(boot)]
     every = [c for cr in credit for c in cr.values()]
     return {"dpa": float(np.mean(every)) if every else float("nan"), "pairs": len(every),
-            "dpa_ci": [float(v) for v in np.percentile(boot, [2.5, 97.5])] if boot else [float("nan")] * 2,
+            "dpa_ci": [float(v) for v in np.percentile(boot, [2.5, 97.5])] if len(boot) else [float("nan")] * 2,
             "regret_pt": float(np.mean([r["regret_pt"] for r in rows])),
+            "regret_sd": float(np.mean([r["regret_sd"] for r in rows])),
             "p_best": float(np.mean([r["p_best"] for r in rows])),
             "within_noise": float(np.mean([r["within_noise"] for r in rows])),
             "compute_fraction": float(np.mean([per_task[t]["signals"][signal]["compute_fraction"] for t in tasks]))}
 
 
+def dpa_difference(per_task: dict, tasks: list[str], a: tuple[str, str], b: tuple[str, str], seed: int = 0) -> dict | None:
+    """Pooled DPA of ``a`` minus that of ``b`` (each a (signal, ranker)) on ``tasks``, with a paired bootstrap
+    interval (the same draws of tasks and candidates for both)."""
+    rows_a, rows_b = _rows(per_task, tasks, *a), _rows(per_task, tasks, *b)
+    if rows_a is None or rows_b is None:
+        return None
+    ca, cb = _task_credits(per_task, tasks, rows_a), _task_credits(per_task, tasks, rows_b)
+    diff = _boot_dpa(ca, _sizes(per_task, tasks), seed) - _boot_dpa(cb, _sizes(per_task, tasks), seed)
+    diff = diff[np.isfinite(diff)]
+    point = np.mean([c for cr in ca for c in cr.values()]) - np.mean([c for cr in cb for c in cr.values()])
+    return {"diff": float(point), "ci": [float(v) for v in np.percentile(diff, [2.5, 97.5])]}
+
+
 def _credits(scores: np.ndarray, seeds: np.ndarray) -> dict[tuple[int, int], float]:
     means = seeds.mean(1)
     return {(i, j): decisive.dpa(scores[[i, j]], seeds[[i, j]], pairs=[(0, 1)])[0]
-            for i, j in decisive.decisive_pairs(seeds) if np.isfinite(means[[i, j]]).all()}
+            for i, j in _decisive_pairs(tuple(map(tuple, seeds.tolist()))) if np.isfinite(means[[i, j]]).all()}
+
+
+@functools.lru_cache(maxsize=None)
+def _decisive_pairs(seeds: tuple[tuple[float, ...], ...]) -> list[tuple[int, int]]:
+    return decisive.decisive_pairs(np.array(seeds, float))
+
+
+def budget_view(per_task: dict, dev: list[str], held: list[str], budget: float) -> dict:
+    """{ranker: {"signal", "dev", "held_out"}} at ``budget``: the signal, among those costing at most
+    ``budget`` of the truth on every task, with the ranker's best pooled dev DPA (module docstring)."""
+    kept = dev + held
+    affordable = [sig for sig in per_task[kept[0]]["signals"]
+                  if all(per_task[t]["signals"][sig]["compute_fraction"] <= budget for t in kept)]
+    names = sorted({r for t in dev for sig in affordable for r in per_task[t]["signals"][sig]["rankers"]})
+    out = {}
+    for ranker in names:
+        options = [(p["dpa"], -p["compute_fraction"], sig) for sig in affordable
+                   if (p := pooled(per_task, dev, sig, ranker)) is not None and np.isfinite(p["dpa"])]
+        if options:
+            sig = max(options)[2]
+            out[ranker] = {"signal": sig, "dev": pooled(per_task, dev, sig, ranker),
+                           "held_out": pooled(per_task, held, sig, ranker) if held else None}
+    return out
+
+
+def goal(per_task: dict, view: dict, held_real: list[str], default: str) -> dict:
+    """Issue 21's goal on the held-out real-image tasks: the default at ≤ 25 % has DPA ≥ 0.9, regret ≤ 0.5 pt
+    and a paired DPA difference above 0 against every other ranker at the same budget."""
+    if not held_real or default not in view:
+        return {**GOAL, "tasks": held_real, "ranker": default, "met": False,
+                "reason": "no held-out real-image task, or no signal of the default within the budget"}
+    sig = view[default]["signal"]
+    mine = pooled(per_task, held_real, sig, default)
+    ahead = {peer: dpa_difference(per_task, held_real, (sig, default), (v["signal"], peer))
+             for peer, v in view.items() if peer != default}
+    ahead = {k: v for k, v in ahead.items() if v is not None}
+    checks = {"dpa": mine["dpa"] >= GOAL["dpa"], "regret": mine["regret_pt"] <= GOAL["regret_pt"],
+              "ahead_of_every_peer": all(v["ci"][0] > 0 for v in ahead.values())}
+    return {**GOAL, "tasks": held_real, "ranker": default, "signal": sig, "held_out": mine, "checks": checks,
+            "differences": ahead, "met": all(checks.values())}
 
 
 def calibration(per_task: dict) -> dict | None:
@@ -221,6 +336,9 @@ def evaluate(partial: bool) -> dict:
         rankers_seen = sorted({r for t in kept for s in per_task[t]["signals"].values() for r in s["rankers"]})
         out["pooled"] = {role: {sig: {r: pooled(per_task, ts, sig, r) for r in rankers_seen}
                                 for sig in per_task[kept[0]]["signals"]} for role, ts in (("dev", dev), ("held_out", held))}
+        out["budgets"] = {f"{b:g}": budget_view(per_task, dev, held, b) for b in BUDGETS}
+        held_real = [t for t in held if TASKS_V3[t].real_images]
+        out["goal"] = goal(per_task, out["budgets"][f"{GOAL['budget']:g}"], held_real, default)
     out["calibration"] = calibration(per_task)
     out.update(command="python -m ncap.bench.evaluate_v3" + (" --partial" if partial else ""),
                machine=f"{platform.machine()} CPU, {os.cpu_count()} cores")

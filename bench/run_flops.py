@@ -9,6 +9,8 @@ Every pass is counted, per image, with forward FLOPs from ``torch.utils.flop_cou
   per validation image;
 * training: 3 x the forward FLOPs of what trains (the backward pass is about twice the forward), over every
   epoch's training images: the top and the probe on cached activations, or the whole backbone (``all``);
+* training-free scores (LogME, LEEP, ...; :func:`static_flops`): one forward pass of the whole backbone over the
+  training images;
 * validation: one forward pass of what trains over the validation images at every observation (β_eff is
   measured on a few hundred of those same images' probe features: its cost is the probe's, counted there).
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["forward_flops", "probe_flops", "run_flops"]
+__all__ = ["forward_flops", "probe_flops", "run_flops", "static_flops"]
 
 
 @functools.cache
@@ -65,3 +67,9 @@ def run_flops(record: dict, n_train: int, n_val: int, upto: int | None = None) -
     views = recipe["cached_views"] if recipe["augmentation"] != "none" else 1
     caching = (views * n_train + n_val) * trunk if record["trainable"] != "all" else 0
     return float(caching + 3 * trained * n_train * trained_epochs + observations * n_val * trained)
+
+
+def static_flops(record: dict, n_train: int) -> float:
+    """FLOPs of a candidate's training-free scores: one forward pass of its whole backbone over the ``n_train``
+    training images at the input size of ``record`` (any run of that candidate)."""
+    return float(sum(forward_flops(record["entry"], record["trainable"], tuple(record["input_size"]))) * n_train)

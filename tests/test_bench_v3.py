@@ -105,7 +105,7 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
         return _fake_run((finals[f"{cand.entry}@top"] if label == "calibration" else finals[cand.name]) + rng.normal(0, 0.003), epochs, rng)
 
     monkeypatch.setattr(evaluate_v3, "load_record", fake)
-    monkeypatch.setattr("ncap.bench.run_flops.forward_flops", lambda entry, trainable, size: (1e9, 1e8))
+    monkeypatch.setattr("ncap.bench.run_flops.forward_flops", lambda entry, trainable, size: (1e8, 1e9))
     monkeypatch.setattr(evaluate_v3, "TASKS", ("elpv-mono", "elpv-poly"))
     out = evaluate_v3.evaluate(partial=False)
     task = out["tasks"]["elpv-mono"]
@@ -117,11 +117,21 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
     assert prefixes == sorted(prefixes) and 0 < prefixes[0] and prefixes[-1] < 1  # caching is paid at any prefix
     assert out["default_ranker"] in ("val_acc", "tse_ema") or out["default_ranker"].startswith("beta_eff[")
     assert out["pooled"]["held_out"]["short"]["val_acc"]["dpa"] == 1.0
-    assert short["rankers"]["logme"]["dpa"] == 1.0 and short["rankers"]["h_score"]["dpa"] == 0.0  # static records
+    free = out["per_task"]["elpv-mono"][evaluate_v3.TRAINING_FREE]
+    assert free["rankers"]["logme"]["dpa"] == 1.0 and free["rankers"]["h_score"]["dpa"] == 0.0  # static records
+    assert "logme" not in short["rankers"] and "val_acc" not in free["rankers"]  # each scored on its own signal
+    assert 0 < free["compute_fraction"] < short["compute_fraction"]
+    # budgets: only signals within the budget, the best on dev for each ranker; the goal reads the held-out task
+    for b, view in out["budgets"].items():
+        for ranker, v in view.items():
+            assert out["per_task"]["elpv-mono"][v["signal"]]["compute_fraction"] <= float(b)
+    assert out["goal"]["tasks"] == ["elpv-poly"] and out["goal"]["ranker"] == out["default_ranker"]
+    assert out["goal"]["checks"]["dpa"] == (out["goal"]["held_out"]["dpa"] >= 0.9)
     from ncap.bench.report_v3 import markdown
 
     md = markdown(out)
-    assert "Default of `ncap rank`" in md and "elpv-poly" in md
+    assert "Default of `ncap rank`" in md and "elpv-poly" in md and "**Goal (elpv-poly" in md
+    assert "## At ≤ 25% of the truth's compute" in md
     assert out["calibration"]["rho"] == 1.0 and out["calibration"]["dpa"] == 1.0
 
 
@@ -171,3 +181,30 @@ def test_run_flops_counts_every_pass_of_a_run():
                                                                 + 2 * 50 * (top + probe))
     full = {**record, "trainable": "all"}
     assert run_flops(full, 100, 50) > run_flops(record, 100, 50) - (2 * 100 + 50) * trunk  # all trains the trunk too
+
+
+def test_pooled_dpa_and_its_paired_difference_follow_the_pairs():
+    """Pooled DPA counts every decisive pair of every task; the paired difference of a ranker with itself is 0
+    in every draw, and a perfect ranker against a reversed one differs by +1 with an interval at +1."""
+    from ncap.bench import evaluate_v3
+
+    truth = np.array([[0.5 + 0.1 * i + 0.001 * s for s in range(5)] for i in range(4)])  # every pair decisive
+    good, bad = truth.mean(1), -truth.mean(1)
+    half = np.array([1.0, 0.0, 2.0, 3.0])  # one of six pairs out of order
+    sig = {"short": {"compute_fraction": 0.3, "rankers": {
+        name: {"scores": s.tolist(), "regret_pt": 0.0, "regret_sd": 0.0, "p_best": 1.0, "within_noise": True}
+        for name, s in (("good", good), ("bad", bad), ("half", half))}}}
+    per_task = {t: {"summary": {"truth_seeds": truth.tolist()}, "signals": sig} for t in ("a", "b")}
+    p = evaluate_v3.pooled(per_task, ["a", "b"], "short", "half")
+    assert p["pairs"] == 12 and p["dpa"] == 5 / 6
+    same = evaluate_v3.dpa_difference(per_task, ["a", "b"], ("short", "half"), ("short", "half"))
+    assert same == {"diff": 0.0, "ci": [0.0, 0.0]}
+    far = evaluate_v3.dpa_difference(per_task, ["a", "b"], ("short", "good"), ("short", "bad"))
+    assert far["diff"] == 1.0 and far["ci"] == [1.0, 1.0]
+    view = {"good": {"signal": "short"}, "bad": {"signal": "short"}}
+    g = evaluate_v3.goal(per_task, view, ["a"], "good")
+    assert g["met"] and g["checks"] == {"dpa": True, "regret": True, "ahead_of_every_peer": True}
+    # one mis-ordered pair of six: below 0.9, and some draws miss that pair, so "good" is not ahead with intervals
+    view["half"] = {"signal": "short"}
+    assert evaluate_v3.goal(per_task, view, ["a"], "half")["checks"]["dpa"] is False
+    assert evaluate_v3.goal(per_task, view, ["a"], "good")["checks"]["ahead_of_every_peer"] is False
