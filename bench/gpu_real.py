@@ -3,12 +3,20 @@
     python -m ncap.bench.gpu_real            # CUDA: the ncap rank defaults (native input sizes, 4 epochs)
     python -m ncap.bench.gpu_real --smoke    # anywhere: 32 px, 1 epoch, 30 images per class, no workers,
                                              # no latency measurement
+    python -m ncap.bench.gpu_real --v3-truth # CUDA: benchmark v3's truth with trainable=all at native size
 
 Per candidate (mobilenetv2_100.tv_in1k, efficientnet_lite{0,1,2}.in1k): the harness's training images/s,
 peak GPU memory (``torch.cuda.max_memory_allocated``, reset per candidate), wall time, the Algorithm-1
 prediction and the last validation accuracy; then the ranking by predicted accuracy. The whole run is
 meant to fit in 8 minutes on one GPU. Writes ``gpu_real.{md,json}`` (``--smoke``: ``gpu_real-smoke.*``)
 under ``--out``, marked with the device name.
+
+``--v3-truth`` runs instead what 2 CPU cores cannot: the truth of benchmark v3 (``bench/design_v3.py``: 5 seeds of
+its 10-epoch recipe) for the four ImageNet models under ``trainable=all`` at their native size, on v3's
+calibration task (``--tasks``), one record per run under ``bench/results/selection-v3/gpu/`` (resumable, like the
+CPU runs). ``gpu_real_v3.md`` compares it with the CPU truth of the same models under ``top`` (Spearman ρ and DPA,
+``bench/decisive.py``): whether the cheap regime orders the models as a full fine-tune does. Meant to fit in 8
+minutes on one H100; ``--smoke`` makes it a CPU test (32 px, 1 epoch, 1 seed, 60 images).
 """
 from __future__ import annotations
 
@@ -56,14 +64,92 @@ def rank_candidate(spec, train, val, recipe: Recipe, device: torch.device) -> di
     return row
 
 
+def v3_truth_recipe(seed: int, smoke: bool) -> Recipe:
+    """The v3 truth recipe of a ``trainable=all`` candidate (one observation at the end, no β_eff), on the GPU
+    with loader workers; ``smoke``: 32 px and 1 epoch on any device."""
+    from ncap.bench.design_v3 import CALIBRATION, run_recipe
+
+    fields = {**run_recipe(CALIBRATION[0], "seed1").to_dict(), "seed": seed, "num_workers": 0 if smoke else 8}
+    if smoke:
+        fields.update(image_size=32, epochs=1, observe_at_epochs=[1.0])
+    return Recipe.from_dict(fields)
+
+
+def v3_truth(tasks: list[str], out: Path, smoke: bool, candidates: str) -> dict:
+    """Every (task, ImageNet model, seed) of the v3 truth under ``trainable=all``; records reused when present."""
+    from scipy import stats
+
+    from ncap.bench import decisive
+    from ncap.bench.design_v3 import CANDIDATES as V3_CANDIDATES
+    from ncap.bench.design_v3 import TRUTH_SEEDS
+    from ncap.bench.selection_v3 import load_record
+    from ncap.bench.tasks import TASKS_V3
+    from ncap.jsonsafe import write_json
+
+    seeds = TRUTH_SEEDS[:1] if smoke else TRUTH_SEEDS
+    specs = resolve_candidates(candidates, progress=False)
+    summary = {}
+    for task in tasks:
+        train, val = TASKS_V3[task].split(*((60, 60) if smoke else (None, None)))
+        acc = np.full((len(specs), len(seeds)), np.nan)
+        for i, spec in enumerate(specs):
+            for k, seed in enumerate(seeds):
+                path = out / "selection-v3" / "gpu" / task / f"{spec.name}@all" / f"seed{seed}.json"
+                if not path.is_file():
+                    recipe = v3_truth_recipe(seed, smoke)
+                    run = fine_tune_candidate(spec, train, val, recipe, progress=False)
+                    write_json(path, {"task": task, "candidate": f"{spec.name}@all", "recipe": recipe.run_dict(),
+                                      "device": _device_name(resolve_device(recipe.device)), **run.to_dict()},
+                               default=float)
+                doc = json.loads(path.read_text())
+                acc[i, k] = doc["val_accuracy"][-1] if doc.get("val_accuracy") else np.nan
+        by_name = {c.name: c for c in V3_CANDIDATES}
+        names = [f"{s.name}@top" for s in specs]
+        cpu = [load_record(task, by_name[n], f"seed{s}") if n in by_name else None for n in names for s in TRUTH_SEEDS]
+        row = {"all_seeds": acc.tolist(), "all_mean": np.nanmean(acc, 1).tolist(), "candidates": [s.name for s in specs]}
+        if len(specs) > 1 and all(d is not None for d in cpu):
+            top = np.array([d["val_accuracy"][-1] for d in cpu]).reshape(len(names), len(TRUTH_SEEDS))
+            row.update(top_mean=top.mean(1).tolist(), rho=float(stats.spearmanr(np.nanmean(acc, 1), top.mean(1)).statistic),
+                       dpa_top_on_all=decisive.dpa(top.mean(1), acc)[0] if acc.shape[1] > 1 else None)
+        summary[task] = row
+    return summary
+
+
+def _v3_main(args, t0: float) -> int:
+    summary = v3_truth(args.tasks.split(","), args.out, args.smoke, args.candidates)
+    seconds = time.perf_counter() - t0
+    device = _device_name(resolve_device(Recipe().device))
+    stem = "gpu_real_v3-smoke" if args.smoke else "gpu_real_v3"
+    doc = {"command": "python -m ncap.bench.gpu_real --v3-truth" + (" --smoke" if args.smoke else ""), "device": device,
+           "seconds": seconds, "within_budget": seconds <= TIME_BUDGET_S, "tasks": summary}
+    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=float))
+    lines = [f"# Benchmark v3's truth under `trainable=all` at native size ({device})", "",
+             f"`{doc['command']}`: {seconds:.0f} s (budget {TIME_BUDGET_S:.0f} s).", "",
+             "| task | candidate | `all`: mean of the seeds (%) | `top` truth, CPU (%) |", "|---|---|---|---|"]
+    for task, row in summary.items():
+        for k, name in enumerate(row["candidates"]):
+            top = f"{100 * row['top_mean'][k]:.1f}" if "top_mean" in row else "—"
+            lines.append(f"| {task} | {name} | {100 * row['all_mean'][k]:.1f} | {top} |")
+        if "rho" in row:
+            lines += ["", f"{task}: Spearman ρ(all, top) = {row['rho']:.2f}; DPA of the `top` truth on the `all` "
+                          f"truth's decisive pairs = {row['dpa_top_on_all']}."]
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny CPU-friendly settings (tests, no GPU)")
+    ap.add_argument("--v3-truth", action="store_true", help="benchmark v3's truth with trainable=all (module doc)")
+    ap.add_argument("--tasks", default="elpv-mono", help="--v3-truth's tasks (benchmark v3 task names)")
     ap.add_argument("--candidates", default=CANDIDATES)
     ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's (smoke: 1)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if args.v3_truth:
+        return _v3_main(args, t0)
     fields = {"epochs": args.epochs or (1 if args.smoke else Recipe().epochs)}
     if args.smoke:
         fields.update(image_size=32, num_workers=0, batch_size=16, beta_batch_size=32, evals_per_epoch=2,

@@ -180,3 +180,26 @@ def test_observation_schedule_changes_only_when_it_looks(digits_small):
     for bad in [(), (1.0, 0.5), (0.0, 1.0), (1.0, 3.0)]:
         with pytest.raises(ValueError, match="observe_at_epochs"):
             Recipe(**TINY, observe_at_epochs=bad)
+
+
+def test_gpu_real_v3_truth_smoke_writes_resumable_records_and_compares_with_the_cpu_truth(tmp_path, monkeypatch):
+    """--v3-truth --smoke: one record per (model, seed) under selection-v3/gpu/, the `all` truth compared with the
+    committed CPU `top` truth of the same models; a rerun reads the records and trains nothing."""
+    from ncap.bench import gpu_real
+
+    argv = ["--v3-truth", "--smoke", "--candidates", "mobilenetv2_100.tv_in1k,efficientnet_lite0.in1k",
+            "--out", str(tmp_path)]
+    assert gpu_real.main(argv) == 0
+    records = sorted((tmp_path / "selection-v3" / "gpu" / "elpv-mono").glob("*/seed*.json"))
+    assert [r.parent.name + "/" + r.name for r in records] == [
+        "efficientnet_lite0.in1k@all/seed0.json", "mobilenetv2_100.tv_in1k@all/seed0.json"]
+    doc = json.loads(records[0].read_text())
+    assert doc["recipe"]["trainable"] == "all" and doc["recipe"]["image_size"] == 32 and doc["status"] == "ok"
+    row = json.loads((tmp_path / "gpu_real_v3-smoke.json").read_text())["tasks"]["elpv-mono"]
+    assert len(row["top_mean"]) == 2 and abs(abs(row["rho"]) - 1) < 1e-9  # the committed CPU truth was found
+
+    def no_training(*a, **k):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr(gpu_real, "fine_tune_candidate", no_training)
+    assert gpu_real.main(argv) == 0
