@@ -56,7 +56,7 @@ from ncap.bench.run_flops import run_flops, static_flops
 from ncap.bench.selection_v3 import RESULTS, STATIC, load_record
 from ncap.bench.tasks import TASKS_V3
 
-PREFIX_EPOCHS = (0.25, 0.5, 1.0, 2.0, 2.5)
+PREFIX_EPOCHS = (0.5, 1.0, 2.0, 2.5)
 SHORT_EPOCHS = (1.0, 2.0)
 TRAINING_FREE = "training-free"
 MIN_DECISIVE = 10
@@ -102,6 +102,8 @@ def signals(data: dict, cost=None) -> dict[str, tuple[list[dict], float]]:
     for family, source, epochs in (("short", "short", SHORT_EPOCHS), ("prefix", "seed0", PREFIX_EPOCHS)):
         for e in epochs:
             runs = [truncate(r, e) for r in data[source]]
+            if not any(cut["epoch"] for cut in runs):  # observed later than e (observations fall on steps)
+                continue
             upto = [max(len(cut["epoch"]) - 1, 0) for cut in runs]
             out[f"{family}@{e:g}"] = (runs, _fraction(data[source], data["seed0"], cost, upto))
     static = sum(static_flops(r, TASKS_V3[r["task"]].n_train) for r in data["short"]) / sum(run_cost(r) for r in data["seed0"])
