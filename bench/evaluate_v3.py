@@ -161,7 +161,7 @@ def task_summary(task: str, data: dict) -> dict:
             "kept": len(pairs) >= MIN_DECISIVE}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _draws(sizes: tuple[int, ...], seed: int = 0) -> tuple[tuple[tuple[int, np.ndarray], ...], ...]:
     """:data:`N_BOOT` bootstrap draws over tasks, then candidates within each drawn task (``sizes``: the tasks'
     candidate counts): per draw, (task index, which candidates were drawn) per drawn task. The same sizes and
@@ -247,7 +247,7 @@ def _credits(scores: np.ndarray, seeds: np.ndarray) -> dict[tuple[int, int], flo
             for i, j in _decisive_pairs(tuple(map(tuple, seeds.tolist()))) if np.isfinite(means[[i, j]]).all()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _decisive_pairs(seeds: tuple[tuple[float, ...], ...]) -> list[tuple[int, int]]:
     return decisive.decisive_pairs(np.array(seeds, float))
 

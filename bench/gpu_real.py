@@ -131,8 +131,8 @@ def _v3_main(args, t0: float) -> int:
             top = f"{100 * row['top_mean'][k]:.1f}" if "top_mean" in row else "—"
             lines.append(f"| {task} | {name} | {100 * row['all_mean'][k]:.1f} | {top} |")
         if "rho" in row:
-            lines += ["", f"{task}: Spearman ρ(all, top) = {row['rho']:.2f}; DPA of the `top` truth on the `all` "
-                          f"truth's decisive pairs = {row['dpa_top_on_all']}."]
+            lines += ["", (f"{task}: Spearman ρ(all, top) = {row['rho']:.2f}; DPA of the `top` truth on the `all` "
+                           f"truth's decisive pairs = {row['dpa_top_on_all']}.")]
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
     rows = []
     for n in sizes:
         folder = make_folder(args.root, n, args.side)
+        for stale in (args.root / f"rank-n{n}", args.root / f"cache-{args.trainable}"):  # else a rerun resumes
+            shutil.rmtree(stale, ignore_errors=True)
         cmd = [sys.executable, "-m", "ncap.service.cli", "rank", "--data", str(folder), "--candidates", args.candidate,
                "--epochs", "1", "--evals-per-epoch", "1", "--image-size", str(args.image_size), "--probe-width", "16",
                "--out", str(args.root / f"rank-n{n}"), "--quiet", "--no-plots", "--trainable", args.trainable]

@@ -67,8 +67,8 @@ def _budget_table(results: dict, budget: str) -> list[str]:
     view = results.get("budgets", {}).get(budget, {})
     if not view:
         return [f"No signal costs ≤ {float(budget):.0%} of the truth's compute on every task."]
-    lines = ["| ranker | signal (compute) | dev DPA [95 % CI] (pairs) | dev regret (pt) | held-out DPA [95 % CI] (pairs) "
-             "| held-out regret pt (seed SDs) | held-out P(best) | held-out pick within noise |",
+    lines = [("| ranker | signal (compute) | dev DPA [95 % CI] (pairs) | dev regret (pt) | held-out DPA [95 % CI] (pairs) "
+              "| held-out regret pt (seed SDs) | held-out P(best) | held-out pick within noise |"),
              "|---|---|---|---|---|---|---|---|"]
     order = sorted(view, key=lambda r: -(view[r]["dev"]["dpa"] if view[r]["dev"] else -1))
     for r in order:
@@ -102,12 +102,12 @@ def _goal_lines(results: dict) -> list[str]:
         return [f"**Goal: missed** ({g['reason']}).", ""]
     h, checks = g["held_out"], g["checks"]
     worst = min(g["differences"].items(), key=lambda kv: kv[1]["ci"][0]) if g["differences"] else None
-    out = [f"**Goal ({', '.join(g['tasks'])}, held out, real images; ≤ {g['budget']:.0%} of the truth's compute): "
+    out = [(f"**Goal ({', '.join(g['tasks'])}, held out, real images; ≤ {g['budget']:.0%} of the truth's compute): "
            f"{'met' if g['met'] else 'missed'}.** The default `{g['ranker']}` read on `{g['signal']}` "
            f"({100 * h['compute_fraction']:.0f} %): DPA {_fmt(h)} (target ≥ {g['dpa']}: "
            f"{'yes' if checks['dpa'] else 'no'}), regret {h['regret_pt']:.2f} pt (target ≤ {g['regret_pt']}: "
            f"{'yes' if checks['regret'] else 'no'}), ahead of every peer at the same budget with a paired 95 % "
-           f"interval: {'yes' if checks['ahead_of_every_peer'] else 'no'}."]
+           f"interval: {'yes' if checks['ahead_of_every_peer'] else 'no'}.")]
     if worst:
         out[-1] += (f" Its weakest lead: against `{worst[0]}`, {worst[1]['diff']:+.2f} "
                     f"[{worst[1]['ci'][0]:+.2f}, {worst[1]['ci'][1]:+.2f}].")
@@ -128,8 +128,8 @@ def markdown(results: dict) -> str:
                  f"**{results['default_ranker']}**."), "", *_goal_lines(results)]
     for budget in results.get("budgets", {}):
         out += [f"## At ≤ {float(budget):.0%} of the truth's compute", "",
-                "Each ranker on the signal within the budget with its best pooled development DPA (chosen without "
-                "the held-out tasks).", "", *_budget_table(results, budget), ""]
+                ("Each ranker on the signal within the budget with its best pooled development DPA (chosen without "
+                 "the held-out tasks)."), "", *_budget_table(results, budget), ""]
     for role in ("dev", "held_out"):
         out += [f"## DPA [95 % CI] (decisive pairs) by signal, {role.replace('_', ' ')} tasks pooled", "",
                 *_ranker_table(results, role), ""]

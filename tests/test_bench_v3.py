@@ -123,7 +123,7 @@ def test_the_evaluation_scores_decisive_pairs_and_picks_a_product_ranker(monkeyp
     assert 0 < free["compute_fraction"] < short["compute_fraction"]
     # budgets: only signals within the budget, the best on dev for each ranker; the goal reads the held-out task
     for b, view in out["budgets"].items():
-        for ranker, v in view.items():
+        for v in view.values():
             assert out["per_task"]["elpv-mono"][v["signal"]]["compute_fraction"] <= float(b)
     assert out["goal"]["tasks"] == ["elpv-poly"] and out["goal"]["ranker"] == out["default_ranker"]
     assert out["goal"]["checks"]["dpa"] == (out["goal"]["held_out"]["dpa"] >= 0.9)
