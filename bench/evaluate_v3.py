@@ -162,13 +162,13 @@ def task_summary(task: str, data: dict) -> dict:
 
 
 @functools.cache
-def _draws(sizes: tuple[int, ...], seed: int = 0) -> tuple[tuple[tuple[int, np.ndarray], ...], ...]:
-    """:data:`N_BOOT` bootstrap draws over tasks, then candidates within each drawn task (``sizes``: the tasks'
+def _draws(sizes: tuple[int, ...], seed: int = 0, n_boot: int = N_BOOT) -> tuple[tuple[tuple[int, np.ndarray], ...], ...]:
+    """``n_boot`` bootstrap draws over tasks, then candidates within each drawn task (``sizes``: the tasks'
     candidate counts): per draw, (task index, which candidates were drawn) per drawn task. The same sizes and
     seed give the same draws, so two rankers' DPAs are paired."""
     rng = np.random.default_rng(seed)
     out = []
-    for _ in range(N_BOOT):
+    for _ in range(n_boot):
         draw = []
         for k in rng.integers(0, len(sizes), len(sizes)):
             drawn = np.zeros(sizes[k], bool)
@@ -184,7 +184,7 @@ def _boot_dpa(credit: list[dict], sizes: tuple[int, ...], seed: int = 0) -> np.n
     pairs = [(np.array([p[0] for p in cr], int), np.array([p[1] for p in cr], int), np.array(list(cr.values()), float))
              for cr in credit]
     out = []
-    for draw in _draws(sizes, seed):
+    for draw in _draws(sizes, seed, N_BOOT):
         total = count = 0.0
         for k, drawn in draw:
             i, j, c = pairs[k]
