@@ -235,7 +235,8 @@ def dpa_difference(per_task: dict, tasks: list[str], a: tuple[str, str], b: tupl
     if rows_a is None or rows_b is None:
         return None
     ca, cb = _task_credits(per_task, tasks, rows_a), _task_credits(per_task, tasks, rows_b)
-    diff = _boot_dpa(ca, _sizes(per_task, tasks), seed) - _boot_dpa(cb, _sizes(per_task, tasks), seed)
+    sizes = _sizes(per_task, tasks)
+    diff = _boot_dpa(ca, sizes, seed) - _boot_dpa(cb, sizes, seed)
     diff = diff[np.isfinite(diff)]
     point = np.mean([c for cr in ca for c in cr.values()]) - np.mean([c for cr in cb for c in cr.values()])
     return {"diff": float(point), "ci": [float(v) for v in np.percentile(diff, [2.5, 97.5])]}
